@@ -1,0 +1,44 @@
+"""dfmx: Deep Feature Modeling (DFM) image anomaly detection experiments.
+
+The public API mirrors anomalib's DFM: :class:`Dfm`, :class:`DFMModel`,
+:class:`SingleClassGaussian`, plus :class:`PCA`. Names are imported on first use so that
+``import dfmx`` stays cheap for the command line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "PCA": "dfmx.engine.pca",
+    "SingleClassGaussian": "dfmx.engine.gaussian",
+    "DFMModel": "dfmx.engine.torch_model",
+    "InferenceBatch": "dfmx.engine.torch_model",
+    "Dfm": "dfmx.engine.lightning_model",
+}
+
+__all__ = [
+    "PCA",
+    "DFMModel",
+    "Dfm",
+    "InferenceBatch",
+    "SingleClassGaussian",
+    "__version__",
+]
+
+if TYPE_CHECKING:
+    from dfmx.engine.gaussian import SingleClassGaussian
+    from dfmx.engine.lightning_model import Dfm
+    from dfmx.engine.pca import PCA
+    from dfmx.engine.torch_model import DFMModel, InferenceBatch
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dfmx' has no attribute {name!r}")

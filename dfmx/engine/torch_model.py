@@ -1,0 +1,232 @@
+"""``DFMModel``: backbone features → pooling → PCA → a scorer (FRE, NLL or a plugin)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dfmx import registry
+from dfmx.engine.fitted import FittedModule
+from dfmx.engine.pca import PCA
+from dfmx.scorers.base import Scorer
+
+
+class InferenceBatch(NamedTuple):
+    """``pred_score (N,)`` and ``anomaly_map (N, 1, H, W)`` (``None`` for image-only scorers)."""
+
+    pred_score: Tensor
+    anomaly_map: Tensor | None
+
+
+def build_scorer(score_type: str, params: dict[str, Any] | None = None) -> Scorer:
+    """Instantiate the scorer plugin ``score_type`` with ``params`` (its Config fields)."""
+    try:
+        cls = registry.load("scorer", score_type)
+    except registry.UnknownPluginError as exc:
+        raise ValueError(f"unknown score_type: {exc}") from exc
+    params = dict(params or {})
+    allowed = {f for f in getattr(cls.Config, "__dataclass_fields__", {})}
+    unknown = set(params) - allowed
+    if unknown:
+        raise ValueError(
+            f"scorer {score_type!r} has no parameter(s) {sorted(unknown)}; "
+            f"its parameters are {sorted(allowed) or 'none'}"
+        )
+    return cls(**params)
+
+
+def _build_pooling(name: str, kernel_size: int) -> Any:
+    try:
+        cls = registry.load("pooling", name)
+    except registry.UnknownPluginError as exc:
+        raise ValueError(f"unknown pooling: {exc}") from exc
+    return cls(kernel_size=kernel_size)
+
+
+def _check_params(pooling_kernel_size: int, n_comps: float | int) -> None:
+    if isinstance(pooling_kernel_size, bool) or not isinstance(pooling_kernel_size, int):
+        raise ValueError(f"pooling_kernel_size must be an int >= 1; got {pooling_kernel_size!r}")
+    if pooling_kernel_size < 1:
+        raise ValueError(f"pooling_kernel_size must be >= 1; got {pooling_kernel_size}")
+    if isinstance(n_comps, bool) or not isinstance(n_comps, (int, float)) or n_comps <= 0:
+        raise ValueError(
+            f"n_comps must be a variance ratio in (0, 1) or a component count >= 1; got {n_comps!r}"
+        )
+    if isinstance(n_comps, float) and n_comps >= 1:
+        raise ValueError(
+            f"n_comps as a float is a variance ratio and must be < 1; got {n_comps}. "
+            "Pass an int to keep an exact number of components."
+        )
+
+
+class DFMModel(FittedModule):
+    """Deep Feature Modeling: a PCA of pooled CNN features, scored by FRE, NLL or a plugin.
+
+    Args:
+        backbone: a timm CNN name or alias (``resnet50``, ``wide_resnet50``,
+            ``efficientnet_lite0``, ...).
+        layer: a feature layer by its timm module name (``layer3``, ``blocks.4``), or a
+            list of layers: their pooled maps are resized to the grid of the first and
+            concatenated along channels.
+        pre_trained: load pretrained weights (see :mod:`dfmx.features.weights` for where
+            they come from); ``False`` gives a randomly initialised backbone.
+        pooling_kernel_size: kernel (and stride) of the pooling of feature maps.
+        n_comps: PCA variance ratio in ``(0, 1)`` or exact number of components (int).
+        score_type: ``"fre"``, ``"nll"`` or the name of an installed scorer plugin.
+
+    Keyword-only extensions: ``pooling`` (``"avg"``, ``"max"``, ``"none"``), ``weights``
+    (an explicit weights file), ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``),
+    ``scorer_params`` (the scorer's hyperparameters), ``device``.
+
+    Input images are RGB floats in ``[0, 1]``, shape ``(N, 3, H, W)``; the backbone's own
+    normalisation is applied inside.
+
+    Example:
+        >>> model = DFMModel("resnet18", "layer3", pre_trained=False)
+        >>> feats, shape = model.get_features(torch.rand(4, 3, 64, 64))
+        >>> _ = model.fit(feats)
+        >>> model(torch.rand(2, 3, 64, 64)).pred_score.shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        layer: str | Sequence[str],
+        pre_trained: bool = True,
+        pooling_kernel_size: int = 4,
+        n_comps: float | int = 0.97,
+        score_type: str = "fre",
+        *,
+        pooling: str = "avg",
+        weights: str | Path | None = None,
+        precision: str = "fp32",
+        scorer_params: dict[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__()
+        # Imported here: the feature layer pulls in timm, which the pure math does not need.
+        from dfmx.features import FeatureExtractor
+
+        _check_params(pooling_kernel_size, n_comps)
+        self.backbone = backbone
+        self.layers = [layer] if isinstance(layer, str) else list(layer)
+        if not self.layers:
+            raise ValueError("layer must name at least one backbone layer")
+        self.pre_trained = pre_trained
+        self.pooling = pooling
+        self.pooling_kernel_size = pooling_kernel_size
+        self.n_comps = n_comps
+        self.score_type = score_type
+        self.scorer_params = dict(scorer_params or {})
+        self.scorer = build_scorer(score_type, self.scorer_params)
+        self.pool = _build_pooling(pooling, pooling_kernel_size)
+        self.pca_model = PCA(n_components=n_comps)
+        self.feature_extractor = FeatureExtractor(
+            backbone, self.layers, pre_trained=pre_trained, weights=weights,
+            precision=precision, device=device,
+        )
+        # (C, h, w) of the pooled features seen in training; saved with the model.
+        self.register_buffer("feature_shape_", torch.zeros(0, dtype=torch.long))
+        self._last_shape: tuple[int, ...] | None = None
+
+    @property
+    def layer(self) -> str | list[str]:
+        return self.layers[0] if len(self.layers) == 1 else list(self.layers)
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.pca_model.is_fitted
+
+    # ---------------------------------------------------------------- features
+    def feature_maps(self, batch: Tensor) -> Tensor:
+        """Pooled (and, for several layers, fused) feature maps ``(N, C, h, w)``, float32."""
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(f"expected images of shape (N, 3, H, W); got {tuple(batch.shape)}")
+        raw = self.feature_extractor(batch)
+        maps = [self.pool(raw[name]) for name in self.layers]
+        grid = maps[0].shape[-2:]
+        if any(m.shape[-2] < 1 or m.shape[-1] < 1 for m in maps):
+            raise ValueError(
+                f"images of size {tuple(batch.shape[-2:])} are too small for layer(s) "
+                f"{self.layers} with pooling {self.pooling_kernel_size}"
+            )
+        maps = [m if m.shape[-2:] == grid else
+                F.interpolate(m, size=grid, mode="bilinear", align_corners=False) for m in maps]
+        return maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
+
+    def get_features(self, batch: Tensor) -> tuple[Tensor, torch.Size]:
+        """``(features (N, C·h·w), feature_shape (N, C, h, w))`` for images ``(N, 3, H, W)``."""
+        maps = self.feature_maps(batch)
+        self._last_shape = tuple(maps.shape[1:])  # lets fit() run without a shape argument
+        return maps.reshape(maps.shape[0], -1), maps.shape
+
+    # ---------------------------------------------------------------- fitting
+    def fit(self, dataset: Tensor, feature_shape: Sequence[int] | None = None) -> DFMModel:
+        """Fit PCA (and the scorer) on training features ``(N, C·h·w)``; returns ``self``.
+
+        ``feature_shape`` is ``(C, h, w)`` (or ``(N, C, h, w)``); it defaults to the shape
+        of the last :meth:`get_features` call's maps. ``dataset`` is never modified.
+        """
+        if dataset.ndim != 2:
+            raise ValueError(f"fit expects features (N, C*h*w); got shape {tuple(dataset.shape)}")
+        chw = self._resolve_shape(dataset, feature_shape)
+        self.pca_model.fit(dataset)
+        self.scorer.fit(dataset.reshape(-1, *chw), self.pca_model)
+        self.feature_shape_ = torch.tensor(chw, dtype=torch.long)
+        return self
+
+    def _resolve_shape(self, features: Tensor, shape: Sequence[int] | None) -> tuple[int, ...]:
+        if shape is None:
+            if self.feature_shape_.numel() == 3:
+                chw = tuple(int(v) for v in self.feature_shape_)
+            elif self._last_shape is not None:
+                chw = self._last_shape
+            else:
+                raise ValueError("feature_shape is unknown: pass it, or use get_features first")
+        else:
+            chw = tuple(int(v) for v in shape)[-3:]
+        if len(chw) != 3 or chw[0] * chw[1] * chw[2] != features.shape[1]:
+            raise ValueError(f"feature shape {chw} does not match {features.shape[1]} features")
+        return chw
+
+    # ---------------------------------------------------------------- scoring
+    def score(
+        self, features: Tensor, feature_shapes: Sequence[int], maps: bool | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Scores ``(N,)`` and feature-grid maps ``(N, 1, h, w)`` (or ``None``).
+
+        ``maps=True`` demands maps and raises ``ValueError`` for an image-only scorer such
+        as NLL; ``maps=False`` drops them; ``None`` returns what the scorer gives.
+        """
+        if not self.is_fitted:
+            raise RuntimeError("DFMModel is not fitted yet: call fit() first")
+        if maps and not self.scorer.produces_maps:
+            raise ValueError(
+                f"score_type {self.score_type!r} gives image scores only, no anomaly maps; "
+                "use score_type='fre' (or a scorer plugin with maps) for pixel maps"
+            )
+        shape = tuple(int(v) for v in feature_shapes)[-3:]
+        expected = tuple(int(v) for v in self.feature_shape_)
+        if shape != expected:
+            raise ValueError(
+                f"features of shape {shape} do not match the fitted feature shape {expected}: "
+                "score images at the size the model was fitted on"
+            )
+        out = self.scorer.score(features.reshape(-1, *shape), self.pca_model)
+        return out.scores, (out.maps if maps is not False else None)
+
+    def forward(self, batch: Tensor, maps: bool | None = None) -> InferenceBatch:
+        """Scores and anomaly maps upsampled to the input size for images ``(N, 3, H, W)``."""
+        features, shape = self.get_features(batch)
+        scores, feature_maps = self.score(features, shape, maps=maps)
+        if feature_maps is not None:
+            feature_maps = F.interpolate(
+                feature_maps, size=batch.shape[-2:], mode="bilinear", align_corners=False
+            )
+        return InferenceBatch(pred_score=scores, anomaly_map=feature_maps)

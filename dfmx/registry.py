@@ -1,0 +1,109 @@
+"""Plugin discovery through Python entry points.
+
+Every swappable part is looked up by name in an entry-point group (``dfmx.scorers``,
+``dfmx.backbones``, ...). dfmx registers its own built-ins through the same groups in its
+``pyproject.toml``, so built-in and third-party code take one path. Entry points are loaded
+lazily, one at a time: a broken plugin is named when it is asked for (or skipped with a
+warning when listing everything) and never breaks the others.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+GROUPS = {
+    "backbone": "dfmx.backbones",
+    "layer": "dfmx.layers",
+    "pooling": "dfmx.poolings",
+    "scorer": "dfmx.scorers",
+    "data": "dfmx.datasets",
+}
+
+
+class PluginError(RuntimeError):
+    """A plugin could not be loaded, or two plugins claim the same name."""
+
+
+class UnknownPluginError(ValueError):
+    """No plugin of that name is installed."""
+
+
+def _group(kind: str) -> str:
+    if kind not in GROUPS:
+        raise ValueError(f"unknown plugin kind {kind!r}; kinds are {', '.join(GROUPS)}")
+    return GROUPS[kind]
+
+
+def _entry_points(kind: str) -> dict[str, list[EntryPoint]]:
+    found: dict[str, list[EntryPoint]] = {}
+    for ep in entry_points(group=_group(kind)):
+        found.setdefault(ep.name, []).append(ep)
+    return found
+
+
+def _origin(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    where = f" from package {dist.name} {dist.version}" if dist is not None else ""
+    return f"'{ep.name}' = '{ep.value}'{where}"
+
+
+def names(kind: str) -> list[str]:
+    """Names of the installed plugins of ``kind``, sorted (nothing is imported)."""
+    return sorted(_entry_points(kind))
+
+
+def load(kind: str, name: str) -> Any:
+    """The object the entry point ``name`` of ``kind`` refers to.
+
+    Raises:
+        UnknownPluginError: no such plugin; the message lists the installed ones.
+        PluginError: two distributions register the name, or importing it failed.
+    """
+    return _load(kind, name)
+
+
+@cache
+def _load(kind: str, name: str) -> Any:
+    eps = _entry_points(kind)
+    if name not in eps:
+        available = sorted(eps)
+        close = difflib.get_close_matches(name, available, n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownPluginError(
+            f"unknown {kind} {name!r}.{hint} Available {kind}s: {', '.join(available) or 'none'}"
+            f" (entry-point group {_group(kind)})"
+        )
+    candidates = eps[name]
+    if len({ep.value for ep in candidates}) > 1:
+        raise PluginError(
+            f"{kind} name {name!r} is registered more than once: "
+            + "; ".join(_origin(ep) for ep in candidates)
+            + ". Uninstall one of these packages."
+        )
+    ep = candidates[0]
+    try:
+        return ep.load()
+    except Exception as exc:  # any import-time failure of third-party code
+        raise PluginError(
+            f"the {kind} plugin {_origin(ep)} failed to load: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def load_all(kind: str) -> dict[str, Any]:
+    """Every loadable plugin of ``kind``; broken or duplicate ones are skipped with a warning."""
+    loaded = {}
+    for name in names(kind):
+        try:
+            loaded[name] = load(kind, name)
+        except PluginError as exc:
+            warnings.warn(f"skipping a plugin: {exc}", RuntimeWarning, stacklevel=2)
+    return loaded
+
+
+def clear_cache() -> None:
+    """Forget loaded plugins (after installing or removing a plugin in-process)."""
+    _load.cache_clear()
