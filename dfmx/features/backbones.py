@@ -1,0 +1,223 @@
+"""Pretrained CNN backbones (timm ``features_only``) that turn images into feature maps."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from dfmx.features.precision import resolve_precision, uses_channels_last
+from dfmx.features.weights import load_pretrained
+
+#: Friendly names -> timm model names. Any other timm model name is accepted as is.
+BACKBONE_ALIASES: dict[str, str] = {
+    "resnet18": "resnet18",
+    "resnet50": "resnet50",
+    "wide_resnet50": "wide_resnet50_2",
+    "efficientnet_lite0": "tf_efficientnet_lite0",
+    "efficientnet_lite1": "tf_efficientnet_lite1",
+    "efficientnet_lite2": "tf_efficientnet_lite2",
+}
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One feature level of a timm backbone."""
+
+    index: int
+    """Position in timm's ``feature_info`` (the ``out_indices`` value)."""
+    channels: int
+    reduction: int
+    """Stride of the feature map relative to the input image."""
+
+
+def resolve_backbone_name(name: str) -> str:
+    """Map a backbone name (an alias or any timm model name) to the timm model name.
+
+    Raises:
+        ValueError: unknown name; the message suggests close matches among the aliases and
+            ``timm.list_models()``.
+    """
+    if name in BACKBONE_ALIASES:
+        return BACKBONE_ALIASES[name]
+    if timm.is_model(name):
+        return name
+    candidates = list(dict.fromkeys([*BACKBONE_ALIASES, *timm.list_models()]))
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"Unknown backbone {name!r}.{hint} Aliases: {', '.join(BACKBONE_ALIASES)}; "
+        "any name from timm.list_models() also works."
+    )
+
+
+def _create_on_meta(timm_name: str, **kwargs: object) -> nn.Module:
+    """Build a timm model without allocating weights (meta device), else on the CPU."""
+    try:
+        with torch.device("meta"):
+            return timm.create_model(timm_name, pretrained=False, **kwargs)
+    except Exception:  # some model constructors need real tensors (e.g. .tolist())
+        return timm.create_model(timm_name, pretrained=False, **kwargs)
+
+
+@functools.cache
+def _layer_table(timm_name: str) -> dict[str, LayerInfo]:
+    """All feature levels of ``timm_name`` by ``feature_info`` module name, shallow to deep."""
+    model = _create_on_meta(timm_name, features_only=True)
+    table: dict[str, LayerInfo] = {}
+    for index, entry in enumerate(model.feature_info.info):
+        table[entry["module"]] = LayerInfo(index, int(entry["num_chs"]), int(entry["reduction"]))
+    return table
+
+
+def available_layers(backbone: str) -> list[str]:
+    """The layer names (timm ``feature_info`` module names) of a backbone, shallow to deep.
+
+    Cheap: the model is built on the meta device, nothing is downloaded.
+    """
+    return list(_layer_table(resolve_backbone_name(backbone)))
+
+
+def _truncate_after(model: nn.Module, deepest: str) -> None:
+    """Drop the modules after the deepest requested layer where timm keeps them.
+
+    timm's ``FeatureListNet`` (resnets, convnexts, ...) already stops after the last
+    ``out_indices`` module. ``EfficientNetFeatures``/``MobileNetV3Features`` build and run
+    every block; their forward loops over ``self.blocks``, so trailing blocks can be cut.
+    """
+    match = re.fullmatch(r"blocks\.(\d+)", deepest)
+    blocks = getattr(model, "blocks", None)
+    if match and isinstance(blocks, nn.Sequential):
+        keep = int(match.group(1)) + 1
+        if len(blocks) > keep:
+            del blocks[keep:]
+
+
+class FeatureExtractor(nn.Module):
+    """Frozen timm CNN that maps images to a dict of feature maps.
+
+    Args:
+        backbone: an alias from :data:`BACKBONE_ALIASES` or any timm model name.
+        layers: one or more timm ``feature_info`` module names (``"layer3"`` for resnets,
+            ``"blocks.4"`` for efficientnets); see :func:`available_layers`.
+        pre_trained: load pretrained weights (see :func:`dfmx.features.load_pretrained`);
+            ``False`` gives timm's random init.
+        weights: an explicit ``.safetensors`` or torch state dict file; it is loaded even
+            when ``pre_trained`` is ``False``.
+        precision: ``"fp32"``, ``"bf16"`` (autocast) or ``"auto"``.
+        device: where the backbone runs.
+
+    Example:
+        >>> fx = FeatureExtractor("resnet18", "layer3", pre_trained=False)
+        >>> fx(torch.rand(2, 3, 64, 64))["layer3"].shape
+        torch.Size([2, 256, 4, 4])
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(
+        self,
+        backbone: str,
+        layers: str | Sequence[str],
+        pre_trained: bool = True,
+        weights: str | Path | None = None,
+        precision: str = "fp32",
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.timm_name = resolve_backbone_name(backbone)
+        requested = [layers] if isinstance(layers, str) else list(layers)
+        self.layers: list[str] = list(dict.fromkeys(requested))
+        if not self.layers:
+            raise ValueError("At least one layer is needed.")
+        table = _layer_table(self.timm_name)
+        unknown = [name for name in self.layers if name not in table]
+        if unknown:
+            raise ValueError(
+                f"Unknown layer(s) {', '.join(map(repr, unknown))} for backbone {backbone!r}; "
+                f"its layers are: {', '.join(table)}."
+            )
+        self.channels: dict[str, int] = {n: table[n].channels for n in self.layers}
+        self.reductions: dict[str, int] = {n: table[n].reduction for n in self.layers}
+        # timm returns the outputs in increasing out_indices order.
+        self._out_names = sorted(self.layers, key=lambda n: table[n].index)
+        out_indices = tuple(table[n].index for n in self._out_names)
+
+        net = timm.create_model(
+            self.timm_name, features_only=True, out_indices=out_indices, pretrained=False
+        )
+        _truncate_after(net, self._out_names[-1])
+        if weights is not None or pre_trained:
+            self.weights_source = load_pretrained(net, self.timm_name, weights, backbone)
+        else:
+            self.weights_source = "random"
+
+        cfg = dict(getattr(net, "pretrained_cfg", None) or {})
+        self.interpolation: str = str(cfg.get("interpolation", "bilinear"))
+        mean = cfg.get("mean", (0.485, 0.456, 0.406))
+        std = cfg.get("std", (0.229, 0.224, 0.225))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+        self.precision: str = resolve_precision(precision, device)
+        self.channels_last: bool = uses_channels_last(self.precision, device)
+        self.net = net.requires_grad_(False)
+        self.to(device)
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        """The device the backbone lives on."""
+        return self.mean.device
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        """Stay in eval mode whatever ``mode`` says: BatchNorm statistics never update."""
+        del mode
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Feature maps of a batch of images.
+
+        Args:
+            images: RGB floats in ``[0, 1]``, shape ``(N, 3, H, W)``, on any device; they
+                are normalised here with the backbone's ``mean``/``std``.
+
+        Returns:
+            ``{layer: (N, C_layer, H / r, W / r)}`` for each requested layer (``r`` its
+            reduction, rounded as the convolutions round), float32, contiguous NCHW,
+            whatever the compute precision.
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"Expected images of shape (N, 3, H, W), got {tuple(images.shape)}.")
+        with torch.inference_mode():
+            x = images.to(device=self.device, dtype=torch.float32)
+            x = (x - self.mean) / self.std
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if self.precision == "bf16":
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                    outputs = self.net(x)
+            else:
+                outputs = self.net(x)
+            by_name = dict(zip(self._out_names, outputs, strict=True))
+            return {
+                name: by_name[name].to(dtype=torch.float32, memory_format=torch.contiguous_format)
+                for name in self.layers
+            }
+
+    def extra_repr(self) -> str:
+        return (
+            f"backbone={self.backbone!r}, timm_name={self.timm_name!r}, layers={self.layers}, "
+            f"weights_source={self.weights_source!r}, precision={self.precision!r}"
+        )

@@ -1,0 +1,91 @@
+"""Compute precision of the backbone: ``fp32`` or ``bf16`` autocast, chosen by hand or ``auto``.
+
+``auto`` picks bf16 only where the hardware has fast bf16 matrix units: CUDA devices that
+support bf16, and x86 CPUs with AMX (``amx_bf16``) or ``avx512_bf16``. Everywhere else it is
+fp32, because emulated bf16 is slower than fp32 and less accurate.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+_ALIASES: dict[str, str] = {"float32": "fp32", "bfloat16": "bf16"}
+_CPU_BF16_FLAGS: frozenset[str] = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def _cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """CPU feature flags from ``/proc/cpuinfo`` (empty where the file does not exist)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return flags
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has bf16 matrix/vector instructions (AMX or AVX512-BF16).
+
+    Asks torch first (``torch.cpu._is_amx_tile_supported`` / ``_is_avx512_bf16_supported``,
+    private but present since torch 2.3), then falls back to the ``/proc/cpuinfo`` flags.
+    ``torch.backends.cpu.get_cpu_capability()`` is not enough on its own: it reports
+    ``"AVX512"`` on AMX machines too.
+    """
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        fn = getattr(torch.cpu, probe, None)
+        if fn is None:
+            continue
+        try:
+            if fn():
+                return True
+        except RuntimeError:  # pragma: no cover - defensive: probe unsupported on this build
+            continue
+    return bool(_cpuinfo_flags() & _CPU_BF16_FLAGS)
+
+
+def resolve_precision(name: str, device: str | torch.device = "cpu") -> str:
+    """Resolve a precision name to ``"fp32"`` or ``"bf16"``.
+
+    Args:
+        name: ``"auto"``, ``"fp32"`` or ``"bf16"`` (``"float32"``/``"bfloat16"`` also accepted).
+        device: the device the backbone runs on; only used by ``"auto"``.
+
+    Returns:
+        ``"fp32"`` or ``"bf16"``.
+
+    Raises:
+        ValueError: for an unknown name; the message lists the choices.
+    """
+    key = str(name).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in PRECISIONS:
+        raise ValueError(f"Unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}.")
+    if key != "auto":
+        return key
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if dev.type == "cpu":
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return "fp32"
+
+
+def uses_channels_last(precision: str, device: str | torch.device = "cpu") -> bool:
+    """Whether the backbone should run in ``channels_last`` memory format.
+
+    bf16 always does (oneDNN/cuDNN bf16 kernels want NHWC). fp32 does too: measured on this
+    project's 2-core AMX CPU (wide_resnet50_2 to ``layer3``, 8 images of 256x256, median of
+    5), fp32 NCHW ran 3.1 images/s, fp32 channels_last 5.6 (1.8x), bf16 channels_last 15.4
+    (5x) and bf16 NCHW 8.7. cuDNN also prefers NHWC for convolutions.
+    """
+    del precision, device  # the same answer everywhere measured so far
+    return True
