@@ -1,0 +1,38 @@
+"""Pixel AUROC / AUPR on a hand-computed 2x2x2 case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dfmx.metrics import UndefinedMetricWarning, pixel_aupr, pixel_auroc
+
+# Anomalous pixels score 0.9 and 0.35; normal pixels 0.2, 0.3, 0.1, 0.4, 0.5, 0.6.
+MASKS = np.array([[[1, 0], [0, 0]], [[0, 0], [0, 1]]])
+MAPS = np.array([[[0.9, 0.2], [0.3, 0.1]], [[0.4, 0.5], [0.6, 0.35]]])
+
+
+def test_pixel_auroc_hand_case() -> None:
+    # 0.9 beats all 6 normal pixels, 0.35 beats 3 of 6 -> 9 / 12.
+    assert pixel_auroc(MASKS, MAPS) == pytest.approx(0.75)
+
+
+def test_pixel_aupr_hand_case() -> None:
+    # Descending: 0.9 (P=1, R=1/2), 0.6, 0.5, 0.4 normal, 0.35 (P=2/5, R=1).
+    # AP = 1/2 * 1 + 1/2 * 2/5 = 0.7.
+    assert pixel_aupr(MASKS, MAPS) == pytest.approx(0.7)
+
+
+def test_channel_dim_and_torch_accepted() -> None:
+    masks = torch.tensor(MASKS, dtype=torch.bool)[:, None]  # (N,1,H,W)
+    maps = torch.tensor(MAPS, dtype=torch.float32)  # (N,H,W)
+    assert pixel_auroc(masks, maps) == pytest.approx(0.75)
+    assert pixel_aupr(masks, maps[:, None]) == pytest.approx(0.7)
+
+
+def test_no_anomalous_pixels_is_nan_with_warning() -> None:
+    with pytest.warns(UndefinedMetricWarning, match="pixel AUROC is undefined: .*no anomalous"):
+        assert np.isnan(pixel_auroc(np.zeros_like(MASKS), MAPS))
+    with pytest.warns(UndefinedMetricWarning, match="pixel AUPR is undefined: .*no normal"):
+        assert np.isnan(pixel_aupr(np.ones_like(MASKS), MAPS))
