@@ -1,0 +1,270 @@
+"""Sample lists: which image files make up a data set, their labels and masks.
+
+Two layouts are read:
+
+* **MVTec AD** (:func:`mvtec_samples`)::
+
+      <root>/<category>/train/good/*.png
+      <root>/<category>/test/good/*.png
+      <root>/<category>/test/<defect_type>/*.png
+      <root>/<category>/ground_truth/<defect_type>/<stem>_mask.png
+
+* **plain folders** (:func:`folder_samples`, :func:`folder_split`): one folder of normal
+  images, optionally one of anomalous images and one of masks.
+
+All lists are sorted by folder then file name, so they are the same on every run. Hidden
+files (names starting with ``.``) are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "NORMAL_TYPE",
+    "Sample",
+    "folder_samples",
+    "folder_split",
+    "list_images",
+    "mvtec_samples",
+]
+
+#: File suffixes (lower case) taken for images; matching ignores case.
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+)
+#: ``defect_type`` of normal samples (MVTec AD's folder name).
+NORMAL_TYPE = "good"
+_SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a data set.
+
+    Attributes:
+        path: the image file.
+        label: 0 normal, 1 anomalous.
+        defect_type: ``"good"`` for normal images, else the defect's name.
+        mask_path: the ground-truth mask (nonzero = defect), or ``None`` when there is none.
+    """
+
+    path: Path
+    label: int
+    defect_type: str
+    mask_path: Path | None = None
+
+
+def _normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(extensions, str):
+        extensions = (extensions,)
+    return tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+
+
+def list_images(folder: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files directly inside ``folder`` (not recursive), sorted by name.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        NotADirectoryError: ``folder`` is a file.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"expected a folder of images, got a file: {folder}")
+    suffixes = _normalise_extensions(extensions)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
+    )
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        kind = "is not a folder" if path.exists() else "not found"
+        raise FileNotFoundError(f"{what} {kind}: {path}")
+
+
+def mvtec_samples(root: str | Path, category: str, split: str) -> list[Sample]:
+    """Samples of one MVTec AD category and split.
+
+    Args:
+        root: folder holding the category folders (e.g. ``.../mvtec_ad``).
+        category: category folder name (e.g. ``"bottle"``).
+        split: ``"train"`` (only ``train/good``) or ``"test"`` (every ``test/<type>``).
+
+    Returns:
+        Sorted by defect type then file name. Test images of a defect type get the mask
+        ``ground_truth/<type>/<stem>_mask.png`` when that file exists, else ``None``.
+
+    Raises:
+        ValueError: ``split`` is not ``"train"``/``"test"``; a split holds no images.
+        FileNotFoundError: the root, category, split or ``train/good`` folder is missing.
+    """
+    if split not in _SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(root)
+    _require_dir(root, "MVTec AD root folder")
+    category_dir = root / category
+    if not category_dir.is_dir():
+        available = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise FileNotFoundError(
+            f"MVTec AD category {category!r} not found: {category_dir} "
+            f"(folders in {root}: {available})"
+        )
+    split_dir = category_dir / split
+    _require_dir(split_dir, f"MVTec AD {split!r} folder (expected <root>/<category>/{split})")
+
+    if split == "train":
+        good_dir = split_dir / NORMAL_TYPE
+        _require_dir(good_dir, "MVTec AD training folder (expected train/good)")
+        images = list_images(good_dir)
+        if not images:
+            raise ValueError(f"no training images in {good_dir}")
+        return [Sample(p, 0, NORMAL_TYPE, None) for p in images]
+
+    samples: list[Sample] = []
+    type_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for type_dir in type_dirs:
+        defect_type = type_dir.name
+        for path in list_images(type_dir):
+            if defect_type == NORMAL_TYPE:
+                samples.append(Sample(path, 0, NORMAL_TYPE, None))
+                continue
+            mask = category_dir / "ground_truth" / defect_type / f"{path.stem}_mask.png"
+            samples.append(Sample(path, 1, defect_type, mask if mask.is_file() else None))
+    if not samples:
+        raise ValueError(f"no test images in {split_dir} (expected test/<type>/*.png)")
+    return samples
+
+
+def _find_mask(mask_dir: Path, stem: str, suffixes: tuple[str, ...]) -> Path | None:
+    """``<stem>_mask<ext>`` or ``<stem><ext>`` in ``mask_dir``, ``.png`` first."""
+    ordered = (".png", *(s for s in suffixes if s != ".png"))
+    for name in (f"{stem}_mask", stem):
+        for suffix in ordered:
+            for candidate in (mask_dir / f"{name}{suffix}", mask_dir / f"{name}{suffix.upper()}"):
+                if candidate.is_file():
+                    return candidate
+    return None
+
+
+def folder_samples(
+    normal_dir: str | Path | None,
+    abnormal_dir: str | Path | None = None,
+    mask_dir: str | Path | None = None,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+) -> list[Sample]:
+    """Samples from plain folders of images (files directly inside; not recursive).
+
+    Args:
+        normal_dir: folder of normal images (label 0, ``defect_type="good"``); ``None``
+            to read anomalous images only.
+        abnormal_dir: folder of anomalous images (label 1, ``defect_type`` = the folder's
+            name), or ``None``.
+        mask_dir: folder of masks for the anomalous images, matched by file stem:
+            ``<stem>_mask.png`` or ``<stem>.png`` (other ``extensions`` too). An anomalous
+            image without a mask gets ``mask_path=None``. Normal images never get masks.
+        extensions: image file suffixes to take, case-insensitive.
+
+    Returns:
+        Normal samples sorted by name, then anomalous samples sorted by name.
+
+    Raises:
+        FileNotFoundError: a given folder does not exist.
+        ValueError: ``normal_dir`` (or ``abnormal_dir``) holds no image, or both are ``None``.
+    """
+    if normal_dir is None and abnormal_dir is None:
+        raise ValueError("folder_samples needs normal_dir or abnormal_dir")
+    suffixes = _normalise_extensions(extensions)
+    samples: list[Sample] = []
+    if normal_dir is not None:
+        normal_dir = Path(normal_dir)
+        _require_dir(normal_dir, "normal image folder")
+        normals = list_images(normal_dir, suffixes)
+        if not normals:
+            raise ValueError(f"no images with suffix {suffixes} in normal folder {normal_dir}")
+        samples += [Sample(p, 0, NORMAL_TYPE, None) for p in normals]
+    if mask_dir is not None:
+        mask_dir = Path(mask_dir)
+        _require_dir(mask_dir, "mask folder")
+    if abnormal_dir is not None:
+        abnormal_dir = Path(abnormal_dir)
+        _require_dir(abnormal_dir, "abnormal image folder")
+        abnormals = list_images(abnormal_dir, suffixes)
+        if not abnormals:
+            raise ValueError(f"no images with suffix {suffixes} in abnormal folder {abnormal_dir}")
+        defect_type = abnormal_dir.resolve().name
+        for path in abnormals:
+            mask = None if mask_dir is None else _find_mask(mask_dir, path.stem, suffixes)
+            samples.append(Sample(path, 1, defect_type, mask))
+    return samples
+
+
+def folder_split(
+    normal_dir: str | Path,
+    abnormal_dir: str | Path | None = None,
+    mask_dir: str | Path | None = None,
+    test_normal_dir: str | Path | None = None,
+    normal_test_fraction: float = 0.2,
+    seed: int = 0,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+) -> tuple[list[Sample], list[Sample]]:
+    """Train and test samples from plain folders.
+
+    Fields (the CLI's ``data=folder`` exposes the same names):
+
+    * ``normal_dir``: folder of normal images; the training set is drawn from it.
+    * ``abnormal_dir``: folder of anomalous images, all of them go to the test set.
+    * ``mask_dir``: masks of the anomalous images, ``<stem>_mask.png`` or ``<stem>.png``.
+    * ``test_normal_dir``: folder of normal test images. When given, every image of
+      ``normal_dir`` is used for training and ``normal_test_fraction`` is ignored.
+    * ``normal_test_fraction``: otherwise, this fraction of ``normal_dir`` (rounded, at
+      least one image when the fraction is > 0) is held out for testing; in ``[0, 1)``.
+    * ``seed``: seed of the random choice of held-out normals (deterministic).
+
+    Returns:
+        ``(train, test)``: ``train`` holds normal images only; ``test`` holds the held-out
+        (or ``test_normal_dir``) normals, sorted, then the anomalous images, sorted.
+
+    Raises:
+        ValueError: bad fraction, or nothing left for training.
+        FileNotFoundError: a given folder does not exist.
+    """
+    normals = folder_samples(normal_dir, extensions=extensions)
+    anomalies = (
+        folder_samples(None, abnormal_dir, mask_dir, extensions=extensions)
+        if abnormal_dir is not None
+        else []
+    )
+    if test_normal_dir is not None:
+        test_normals = folder_samples(test_normal_dir, extensions=extensions)
+        return normals, test_normals + anomalies
+
+    if not 0.0 <= normal_test_fraction < 1.0:
+        raise ValueError(f"normal_test_fraction must be in [0, 1), got {normal_test_fraction}")
+    n_test = round(normal_test_fraction * len(normals))
+    if normal_test_fraction > 0.0:
+        n_test = max(n_test, 1)
+    if n_test >= len(normals):
+        raise ValueError(
+            f"holding out {n_test} of {len(normals)} normal images in {normal_dir} "
+            "leaves none for training"
+        )
+    held_out = set(np.random.default_rng(seed).permutation(len(normals))[:n_test].tolist())
+    train = [s for i, s in enumerate(normals) if i not in held_out]
+    test = [s for i, s in enumerate(normals) if i in held_out]
+    return train, test + anomalies

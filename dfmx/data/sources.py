@@ -1,0 +1,90 @@
+"""Built-in data sources, registered as ``dfmx.datasets`` entry points.
+
+A data-source plugin is a class with a ``Config`` dataclass (its options, ``data.<field>``
+on the command line) taking those fields as keyword arguments, and a ``load()`` method that
+returns ``(train_samples, test_samples)``, lists of :class:`dfmx.data.Sample`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dfmx.data.demo import DEMO_CATEGORY, demo_root
+from dfmx.data.samples import Sample, folder_split, mvtec_samples
+
+
+def _required(value: str | None, option: str, example: str) -> str:
+    if not value:
+        raise ValueError(f"{option} is required, e.g. {example}")
+    return value
+
+
+class DemoData:
+    """The embedded synthetic data set (MVTec AD layout), generated on first use."""
+
+    @dataclass
+    class Config:
+        cache_dir: str | None = None
+
+    def __init__(self, cache_dir: str | None = None) -> None:
+        self.cache_dir = cache_dir
+
+    def load(self) -> tuple[list[Sample], list[Sample]]:
+        root = demo_root(self.cache_dir)
+        return mvtec_samples(root, DEMO_CATEGORY, "train"), mvtec_samples(
+            root, DEMO_CATEGORY, "test"
+        )
+
+
+class MVTecData:
+    """One category of a data set in MVTec AD layout: ``ROOT/CATEGORY/train/good``,
+    ``ROOT/CATEGORY/test/<type>``, ``ROOT/CATEGORY/ground_truth/<type>/<stem>_mask.png``."""
+
+    @dataclass
+    class Config:
+        root: str | None = None
+        category: str | None = None
+
+    def __init__(self, root: str | None = None, category: str | None = None) -> None:
+        self.root = root
+        self.category = category
+
+    def load(self) -> tuple[list[Sample], list[Sample]]:
+        root = _required(self.root, "data.root", "data.root=/data/mvtec_ad")
+        category = _required(self.category, "data.category", "data.category=bottle")
+        return mvtec_samples(root, category, "train"), mvtec_samples(root, category, "test")
+
+
+class FolderData:
+    """Plain folders of images.
+
+    Options:
+        normal_dir: normal images. Those not held out for testing are the training set.
+        abnormal_dir: anomalous images (test set only). Optional.
+        mask_dir: masks of the anomalous images, matched by file stem (``<stem>.png`` or
+            ``<stem>_mask.png``); nonzero pixels are defects. Optional.
+        test_normal_dir: normal test images; when given, no normal image of ``normal_dir``
+            is held out.
+        normal_test_fraction: share of ``normal_dir`` held out as normal test images
+            when ``test_normal_dir`` is not given.
+        seed: seed of the hold-out split.
+    """
+
+    @dataclass
+    class Config:
+        normal_dir: str | None = None
+        abnormal_dir: str | None = None
+        mask_dir: str | None = None
+        test_normal_dir: str | None = None
+        normal_test_fraction: float = 0.2
+        seed: int = 0
+
+    def __init__(self, **options: object) -> None:
+        self.options = options
+
+    def load(self) -> tuple[list[Sample], list[Sample]]:
+        opts = dict(self.options)
+        opts["normal_dir"] = _required(
+            opts.get("normal_dir"), "data.normal_dir", "data.normal_dir=/data/good"
+        )
+        return folder_split(**opts)

@@ -1,0 +1,537 @@
+"""Files a researcher looks at after one run: predictions CSV, metrics JSON, plots, overlays.
+
+Inputs are plain arrays of one test set of ``N`` images:
+
+* ``paths``: ``N`` image file paths; ``defect_types``: ``N`` strings.
+* ``labels``: ``(N,)`` int in ``{0, 1}`` (1 = anomalous).
+* ``scores``: ``(N,)`` float, higher = more anomalous; the prediction is ``score >= threshold``.
+* ``maps``: ``(N, H, W)`` float anomaly maps at image size, or ``None`` (image-only scorer).
+* ``masks``: ``(N, H, W)`` bool ground-truth defect masks, or ``None``.
+
+Every file is written atomically (a temporary file in the target folder, then
+:func:`os.replace`), so a killed job never leaves a half-written file behind.
+Plots use matplotlib's object API (``Figure.savefig`` renders with Agg): no display, no
+pyplot state, and the caller's backend is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
+
+__all__ = [
+    "plot_roc",
+    "plot_score_histogram",
+    "summary_table",
+    "write_metrics_json",
+    "write_overlays",
+    "write_predictions_csv",
+]
+
+UNDEFINED = "n/a (undefined)"
+HEATMAP_CMAP = "jet"
+MASK_COLOUR = "white"
+_NORMAL_COLOUR = "tab:blue"
+_ANOMALOUS_COLOUR = "tab:red"
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def _atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _atomic_text(path: str | Path, newline: str | None = None) -> Iterator[IO[str]]:
+    """Open a text file for writing that appears at ``path`` only when complete."""
+    with _atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline=newline) as fh:
+        yield fh
+
+
+def _save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically."""
+    path = Path(path)
+    with _atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return path
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _as_labels_scores(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``labels`` as int ``(N,)`` and ``scores`` as float64 ``(N,)``; same length checked."""
+    lab = np.asarray(labels).reshape(-1).astype(np.int64)
+    sco = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if lab.shape != sco.shape:
+        raise ValueError(f"labels {lab.shape} and scores {sco.shape} differ in length")
+    bad = ~np.isin(lab, (0, 1))
+    if bad.any():
+        raise ValueError(f"labels must be 0 or 1, got {np.unique(lab[bad]).tolist()}")
+    return lab, sco
+
+
+# --------------------------------------------------------------------------- CSV / JSON
+
+
+def write_predictions_csv(
+    path: str | Path,
+    paths: Sequence[str | Path],
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    defect_types: Sequence[str],
+) -> Path:
+    """Write one row per test image: ``path,defect_type,label,score,prediction``.
+
+    Args:
+        path: output ``.csv`` file.
+        paths: ``N`` image paths.
+        labels: ``(N,)`` ground truth in ``{0, 1}``.
+        scores: ``(N,)`` anomaly scores, written with full (round-trip) precision.
+        threshold: ``prediction = int(score >= threshold)`` (a NaN score predicts 0).
+        defect_types: ``N`` defect type names (``good`` for normals in MVTec).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    lab, sco = _as_labels_scores(labels, scores)
+    if not len(paths) == len(defect_types) == len(lab):
+        raise ValueError(
+            f"lengths differ: paths {len(paths)}, defect_types {len(defect_types)}, "
+            f"labels/scores {len(lab)}"
+        )
+    thr = float(threshold)
+    with _atomic_text(path, newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "defect_type", "label", "score", "prediction"])
+        for p, d, y, s in zip(paths, defect_types, lab, sco, strict=True):
+            writer.writerow([str(p), str(d), int(y), repr(float(s)), int(bool(s >= thr))])
+    return Path(path)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with NaN/inf → ``None``, numpy scalars/arrays → Python, paths → str."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # 0-d tensors and the like
+        return _jsonable(value.item())
+    return value
+
+
+def write_metrics_json(path: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """Write ``metrics`` as strict JSON: sorted keys, 2-space indent, NaN/±inf as ``null``.
+
+    Nested mappings and lists are allowed; numpy scalars and arrays are converted.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    text = json.dumps(_jsonable(metrics), sort_keys=True, indent=2, allow_nan=False)
+    with _atomic_text(path) as fh:
+        fh.write(text + "\n")
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- summary table
+
+
+def _format_value(key: str, value: Any) -> str:
+    """One table cell: NaN → ``n/a (undefined)``, ``time_*`` in seconds, floats to 4 dp."""
+    if value is None:
+        return UNDEFINED
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        if not math.isfinite(f):
+            return UNDEFINED if math.isnan(f) else str(f)
+        if key.startswith("time_") or (key.endswith("_s") and not key.endswith("per_s")):
+            return f"{f:.3f} s"
+        if key.endswith("per_s"):
+            return f"{f:.1f} /s"
+        if f.is_integer() and (key.startswith("n_") or key.endswith(("_dim", "_components"))):
+            return str(int(f))
+        if f != 0.0 and abs(f) < 1e-3:
+            return f"{f:.4e}"
+        return f"{f:.4f}"
+    return str(value)
+
+
+def summary_table(
+    metrics: Mapping[str, float],
+    extra: Mapping[str, str | float] | None = None,
+    *,
+    ascii_only: bool = False,
+) -> str:
+    """Render an aligned two-column text table: ``extra`` rows first, then ``metrics``.
+
+    NaN shows as ``n/a (undefined)``; floats have 4 decimals; ``time_*`` keys are shown in
+    seconds; keys ``n_*``, ``*_dim``, ``*_components`` holding whole numbers as integers.
+
+    Args:
+        metrics: metric name → value, shown in the given order.
+        extra: run description (backbone, scorer, images/s, …), shown above the metrics.
+        ascii_only: use ``+-|`` instead of box-drawing characters.
+
+    Returns:
+        The table as one string (no trailing newline).
+    """
+    sections: list[list[tuple[str, str]]] = []
+    if extra:
+        sections.append([(str(k), _format_value(str(k), v)) for k, v in extra.items()])
+    sections.append([(str(k), _format_value(str(k), v)) for k, v in metrics.items()])
+    rows = [r for s in sections for r in s]
+    w_key = max([len("metric"), *(len(k) for k, _ in rows)])
+    w_val = max([len("value"), *(len(v) for _, v in rows)])
+    if ascii_only:
+        h, v, top, mid, bot = "-", "|", ("+", "+", "+"), ("+", "+", "+"), ("+", "+", "+")
+    else:
+        h, v, top, mid, bot = "─", "│", ("┌", "┬", "┐"), ("├", "┼", "┤"), ("└", "┴", "┘")
+
+    def rule(corners: tuple[str, str, str]) -> str:
+        return f"{corners[0]}{h * (w_key + 2)}{corners[1]}{h * (w_val + 2)}{corners[2]}"
+
+    def line(key: str, val: str) -> str:
+        return f"{v} {key:<{w_key}} {v} {val:>{w_val}} {v}"
+
+    out = [rule(top), line("metric", "value")]
+    for section in sections:
+        out.append(rule(mid))
+        out.extend(line(k, val) for k, val in section)
+    out.append(rule(bot))
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- ROC / histogram
+
+
+def _message_figure(title: str, message: str) -> Figure:
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=11,
+            transform=ax.transAxes)
+    return fig
+
+
+def _counts(lab: np.ndarray) -> str:
+    return f"{int((lab == 0).sum())} normal, {int((lab == 1).sum())} anomalous"
+
+
+def plot_roc(
+    path: str | Path,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    auroc: float | None = None,
+) -> Path:
+    """Write the image-level ROC curve as a PNG.
+
+    Args:
+        path: output ``.png``.
+        labels: ``(N,)`` in ``{0, 1}``.
+        scores: ``(N,)``; non-finite scores are left out (and the count noted).
+        auroc: value for the legend; computed with scikit-learn when ``None`` or NaN.
+
+    A test set with a single class (or no finite scores) gets a PNG saying the ROC is
+    undefined instead of an exception.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    lab, sco = _as_labels_scores(labels, scores)
+    finite = np.isfinite(sco)
+    dropped = int((~finite).sum())
+    lab, sco = lab[finite], sco[finite]
+    note = f"\n({dropped} non-finite scores left out)" if dropped else ""
+    if len(np.unique(lab)) < 2:
+        fig = _message_figure(
+            "Image-level ROC",
+            f"ROC undefined:\nthe test set needs both normal and anomalous images.\n"
+            f"Got {_counts(lab)}.{note}",
+        )
+        return _save_figure(fig, path)
+
+    fpr, tpr, _ = roc_curve(lab, sco)
+    if auroc is None or not math.isfinite(float(auroc)):
+        auroc = float(roc_auc_score(lab, sco))
+    fig = Figure(figsize=(5.5, 5.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(fpr, tpr, color="tab:orange", lw=2, label=f"ROC (AUROC = {float(auroc):.4f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("False positive rate (normals flagged)")
+    ax.set_ylabel("True positive rate (anomalies found)")
+    ax.set_title(f"Image-level ROC — {_counts(lab)}{note}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save_figure(fig, path)
+
+
+def plot_score_histogram(
+    path: str | Path,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+) -> Path:
+    """Write overlaid histograms of normal vs anomalous scores (shared bins) as a PNG.
+
+    Args:
+        path: output ``.png``.
+        labels: ``(N,)`` in ``{0, 1}``.
+        scores: ``(N,)``; non-finite scores are left out (and the count noted).
+        threshold: drawn as a vertical line (skipped when not finite); the legend gives
+            each class's count and how many of it score ``>= threshold``.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    lab, sco = _as_labels_scores(labels, scores)
+    finite = np.isfinite(sco)
+    dropped = int((~finite).sum())
+    note = f" ({dropped} non-finite left out)" if dropped else ""
+    lab, sco = lab[finite], sco[finite]
+    if sco.size == 0:
+        fig = _message_figure("Anomaly scores", f"No finite scores to plot.{note}")
+        return _save_figure(fig, path)
+
+    thr = float(threshold)
+    edges = np.histogram_bin_edges(sco, bins="auto")
+    if len(edges) > 61:  # "auto" can pick thousands of bins for heavy tails
+        edges = np.histogram_bin_edges(sco, bins=60)
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for cls, name, colour in ((0, "normal", _NORMAL_COLOUR), (1, "anomalous", _ANOMALOUS_COLOUR)):
+        s = sco[lab == cls]
+        if s.size == 0:
+            continue
+        flagged = int((s >= thr).sum()) if math.isfinite(thr) else 0
+        text = f"{name} (n={s.size}" + (f", {flagged} ≥ thr)" if math.isfinite(thr) else ")")
+        ax.hist(s, bins=edges, color=colour, alpha=0.45, label=text)
+        ax.hist(s, bins=edges, color=colour, histtype="step", lw=1.2)
+    if math.isfinite(thr):
+        ax.axvline(thr, color="black", ls="--", lw=1.5, label=f"threshold = {thr:.4g}")
+    ax.set_xlabel("Anomaly score (higher = more anomalous)")
+    ax.set_ylabel("Number of images")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"Score distribution — {_counts(lab)}{note}", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    return _save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- overlays
+
+
+def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        return int(size), int(size)
+    height, width = size
+    return int(height), int(width)
+
+
+def _resize_float(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a float ``(h, w)`` array to ``hw``."""
+    if arr.shape == hw:
+        return arr
+    img = Image.fromarray(np.asarray(arr, dtype=np.float32), mode="F")
+    return np.asarray(img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
+
+
+def _load_rgb(path: str | Path, hw: tuple[int, int]) -> np.ndarray:
+    """Image ``path`` as uint8 ``(H, W, 3)`` resized to ``hw`` (grey if unreadable)."""
+    from dfmx.data.images import load_image  # local: keeps this module importable alone
+
+    img = load_image(path)
+    if img.size != (hw[1], hw[0]):
+        img = img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _safe_stem(path: str | Path, limit: int = 80) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem).strip("._") or "image"
+    return stem[:limit]
+
+
+def top_indices(labels: np.ndarray, scores: np.ndarray, cls: int, k: int) -> list[int]:
+    """Indices of the ``k`` highest-scored images of class ``cls``, highest first.
+
+    Ties keep input order; NaN scores come last.
+
+    Returns:
+        Up to ``k`` indices into ``labels``/``scores``.
+    """
+    lab, sco = _as_labels_scores(labels, scores)
+    idx = np.flatnonzero(lab == cls)
+    key = np.where(np.isnan(sco[idx]), -np.inf, sco[idx])
+    order = np.argsort(-key, kind="stable")
+    return [int(i) for i in idx[order][: max(int(k), 0)]]
+
+
+def _map_range(maps: np.ndarray) -> tuple[float, float]:
+    """Finite min/max over all maps (chunked so a large stack is not copied at once)."""
+    lo, hi = math.inf, -math.inf
+    for chunk in np.array_split(np.arange(len(maps)), max(1, len(maps) // 64)):
+        m = np.asarray(maps[chunk], dtype=np.float64)
+        m = m[np.isfinite(m)]
+        if m.size:
+            lo, hi = min(lo, float(m.min())), max(hi, float(m.max()))
+    if not math.isfinite(lo):
+        return 0.0, 1.0
+    if hi <= lo:
+        hi = lo + 1e-6 * max(1.0, abs(lo))
+    return lo, hi
+
+
+def _overlay_figure(
+    image: np.ndarray | None,
+    amap: np.ndarray,
+    mask: np.ndarray | None,
+    vmin: float,
+    vmax: float,
+    title: str,
+) -> Figure:
+    """Three panels: image | heatmap + colorbar | blend + mask contour."""
+    h, w = amap.shape
+    fig = Figure(figsize=(13, 4.8), layout="constrained")
+    axes = fig.subplots(1, 3)
+    shown = image if image is not None else np.full((h, w, 3), 128, np.uint8)
+    axes[0].imshow(shown)
+    axes[0].set_title("image" if image is not None else "image (could not be read)")
+    heat = axes[1].imshow(amap, cmap=HEATMAP_CMAP, vmin=vmin, vmax=vmax)
+    axes[1].set_title("anomaly map (run-wide scale)")
+    fig.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.02)
+    axes[2].imshow(shown)
+    axes[2].imshow(amap, cmap=HEATMAP_CMAP, vmin=vmin, vmax=vmax, alpha=0.45)
+    if mask is not None and mask.any() and not mask.all():
+        axes[2].contour(mask.astype(np.float32), levels=[0.5], colors=MASK_COLOUR,
+                        linewidths=1.8)
+        axes[2].set_title(f"overlay + ground truth ({MASK_COLOUR} contour)")
+    else:
+        axes[2].set_title("overlay" + (" (no defect in mask)" if mask is not None else ""))
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def write_overlays(
+    out_dir: str | Path,
+    paths: Sequence[str | Path],
+    labels: np.ndarray,
+    scores: np.ndarray,
+    maps: np.ndarray | None,
+    masks: np.ndarray | None,
+    image_size: int | tuple[int, int] | None = None,
+    k: int = 4,
+    *,
+    load_image_fn: Callable[[int], np.ndarray] | None = None,
+) -> list[Path]:
+    """Write side-by-side overlays for the riskiest normals and the strongest anomalies.
+
+    Picks the ``k`` highest-scored normals (false-positive candidates) and the ``k``
+    highest-scored anomalies. Each PNG has three panels: the image; the anomaly map
+    (colour scale shared by all maps of the run, with a colorbar); the image with the
+    map blended and the ground-truth mask outlined (contour at 0.5) when it has a defect.
+    Files are ``normal_01_<stem>.png`` … and ``anomalous_01_<stem>.png`` … (rank by score).
+
+    Args:
+        out_dir: folder for the PNGs (created if needed).
+        paths: ``N`` image paths; loaded one at a time with PIL when needed.
+        labels: ``(N,)`` in ``{0, 1}``.
+        scores: ``(N,)``.
+        maps: ``(N, H, W)`` anomaly maps, or ``None`` → nothing is written.
+        masks: ``(N, H, W)`` bool ground truth, or ``None``.
+        image_size: panel size ``(H, W)`` or one int for a square; ``None`` uses the maps'
+            ``(H, W)``. Maps and masks of another size are resized to it.
+        k: images per class.
+        load_image_fn: optional ``i -> uint8 (h, w, 3)`` loader replacing reading ``paths``.
+
+    Returns:
+        The written PNG paths, normals first, each group in rank order.
+    """
+    if maps is None or k <= 0:
+        return []
+    lab, sco = _as_labels_scores(labels, scores)
+    if len(maps) != len(lab) or len(paths) != len(lab):
+        raise ValueError(
+            f"lengths differ: paths {len(paths)}, maps {len(maps)}, labels/scores {len(lab)}"
+        )
+    if masks is not None and len(masks) != len(lab):
+        raise ValueError(f"masks has {len(masks)} entries, expected {len(lab)}")
+    hw = _size_hw(image_size) if image_size is not None else tuple(np.shape(maps)[1:3])
+    vmin, vmax = _map_range(maps)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    written: list[Path] = []
+    for cls, kind in ((0, "normal"), (1, "anomalous")):
+        for rank, i in enumerate(top_indices(lab, sco, cls, k), start=1):
+            amap = _resize_float(np.asarray(maps[i], dtype=np.float32), hw)
+            mask = None
+            if masks is not None:
+                mask = _resize_float(np.asarray(masks[i], dtype=np.float32), hw) >= 0.5
+            try:
+                if load_image_fn is not None:
+                    image = np.asarray(load_image_fn(i), dtype=np.uint8)
+                    if image.shape[:2] != hw:
+                        image = np.asarray(Image.fromarray(image).convert("RGB").resize(
+                            (hw[1], hw[0]), Image.Resampling.BILINEAR))
+                else:
+                    image = _load_rgb(paths[i], hw)
+            except (OSError, ValueError):
+                image = None
+            p = Path(paths[i])
+            name = f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+            title = f"{name}  —  label: {kind} ({cls})  —  score: {sco[i]:.4g}"
+            fig = _overlay_figure(image, amap, mask, vmin, vmax, title)
+            target = out_dir / f"{kind}_{rank:02d}_{_safe_stem(p)}.png"
+            written.append(_save_figure(fig, target))
+    return written
