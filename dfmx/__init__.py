@@ -18,6 +18,8 @@ _EXPORTS = {
     "DFMModel": "dfmx.engine.torch_model",
     "InferenceBatch": "dfmx.engine.torch_model",
     "Dfm": "dfmx.engine.lightning_model",
+    "load_model": "dfmx.experiment.saved_model",
+    "save_model": "dfmx.experiment.saved_model",
 }
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "InferenceBatch",
     "SingleClassGaussian",
     "__version__",
+    "load_model",
+    "save_model",
 ]
 
 if TYPE_CHECKING:
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from dfmx.engine.lightning_model import Dfm
     from dfmx.engine.pca import PCA
     from dfmx.engine.torch_model import DFMModel, InferenceBatch
+    from dfmx.experiment.saved_model import load_model, save_model
 
 
 def __getattr__(name: str) -> Any:

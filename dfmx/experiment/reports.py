@@ -535,3 +535,43 @@ def write_overlays(
             target = out_dir / f"{kind}_{rank:02d}_{_safe_stem(p)}.png"
             written.append(_save_figure(fig, target))
     return written
+
+
+def write_prediction_overlays(
+    out_dir: str | Path,
+    paths: Sequence[str | Path],
+    scores: np.ndarray,
+    maps: np.ndarray | None,
+    threshold: float,
+    image_size: int | tuple[int, int] | None = None,
+    k: int = 8,
+) -> list[Path]:
+    """Overlays of the ``k`` highest-scored images of an unlabelled prediction run.
+
+    Same three panels as :func:`write_overlays` (no ground truth); the title gives the
+    score and the prediction (``score >= threshold``). Files: ``top_01_<stem>.png`` …
+
+    Args:
+        paths: ``N`` image paths. scores: ``(N,)``. maps: ``(N, H, W)`` or ``None``
+            (nothing is written).
+    """
+    if maps is None or k <= 0:
+        return []
+    sco = np.asarray(scores, dtype=np.float64)
+    hw = _size_hw(image_size) if image_size is not None else tuple(np.shape(maps)[1:3])
+    vmin, vmax = _map_range(maps)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    order = np.argsort(-np.where(np.isnan(sco), -np.inf, sco), kind="stable")[:k]
+    for rank, i in enumerate(order, start=1):
+        amap = _resize_float(np.asarray(maps[i], dtype=np.float32), hw)
+        try:
+            image = _load_rgb(paths[i], hw)
+        except (OSError, ValueError):
+            image = None
+        verdict = "anomalous" if sco[i] >= threshold else "normal"
+        title = f"{Path(paths[i]).name}  —  predicted {verdict}  —  score: {sco[i]:.4g}"
+        fig = _overlay_figure(image, amap, None, vmin, vmax, title)
+        written.append(_save_figure(fig, out_dir / f"top_{rank:02d}_{_safe_stem(paths[i])}.png"))
+    return written

@@ -1,0 +1,87 @@
+"""``dfmx-predict`` / ``python -m dfmx.cli.predict``: score new images with a saved model.
+
+    dfmx-predict outputs/2026-11-29/10-00-00/model images/ more.png --output preds/
+
+writes ``preds/predictions.csv`` (path, score, prediction) and overlays of the
+highest-scored images (``preds/overlays/``), and prints a short summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dfmx.cli.errors import USER_ERRORS, describe
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dfmx-predict",
+        description="Score images with a model saved by a dfmx run (its model/ folder).",
+    )
+    parser.add_argument("model", help="saved model folder (contains model.json)")
+    parser.add_argument("inputs", nargs="+", help="image files and/or folders (recursive)")
+    parser.add_argument("--output", "-o", default="predictions",
+                        help="output folder (default: ./predictions)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="decision threshold (default: the one saved with the model)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="resize images to this size (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--overlays", type=int, default=8,
+                        help="overlays of the N highest-scored images (0: none)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Score the inputs and write the outputs; returns the CSV path."""
+    from dfmx.experiment.predict import expand_inputs, predict_images
+    from dfmx.experiment.reports import write_prediction_overlays
+    from dfmx.experiment.saved_model import load_model
+
+    model = load_model(args.model)
+    paths = expand_inputs(args.inputs)
+    result = predict_images(model, paths, image_size=args.image_size,
+                            batch_size=args.batch_size, keep_maps=args.overlays > 0)
+    if args.threshold is not None:
+        result.threshold = args.threshold
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "predictions.csv"
+    with csv_path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "score", "prediction"])
+        for path, score, pred in zip(result.paths, result.scores, result.predictions,
+                                     strict=True):
+            verdict = "" if np.isnan(result.threshold) else ("anomalous" if pred else "normal")
+            writer.writerow([path, repr(float(score)), verdict])
+    size = args.image_size or model.metadata.get("image_size")
+    write_prediction_overlays(out / "overlays", result.paths, result.scores, result.maps,
+                              result.threshold, size, k=args.overlays)
+    n_anomalous = int(result.predictions.sum()) if not np.isnan(result.threshold) else None
+    print(f"scored {len(paths)} image(s) with {args.model}; "
+          + (f"{n_anomalous} predicted anomalous at threshold {result.threshold:.6g}; "
+             if n_anomalous is not None else "no threshold known; ")
+          + f"wrote {csv_path}")
+    return csv_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"dfmx-predict: {describe(exc, '--debug')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

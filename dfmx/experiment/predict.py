@@ -1,0 +1,80 @@
+"""Score new images with a fitted model (no labels needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dfmx.data import IMAGE_EXTENSIONS, ImageDataset, Sample, make_loader
+from dfmx.engine.torch_model import DFMModel
+
+
+@dataclass
+class Predictions:
+    """``paths`` (N), ``scores (N,)``, ``maps (N, H, W)`` or ``None``, and the decision
+    ``threshold`` (``score >= threshold`` is predicted anomalous; NaN when unknown)."""
+
+    paths: list[str]
+    scores: np.ndarray
+    maps: np.ndarray | None
+    threshold: float
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.scores >= self.threshold
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files from a mix of files and folders (folders are searched recursively)."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*")
+                                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no such image file or folder: {path}")
+    if not files:
+        raise ValueError(f"no images found in {', '.join(str(i) for i in inputs)}")
+    return files
+
+
+def predict_images(
+    model: DFMModel,
+    paths: Sequence[str | Path],
+    image_size: int | None = None,
+    batch_size: int = 16,
+    num_workers: int | None = None,
+    keep_maps: bool = True,
+) -> Predictions:
+    """Score image files with a fitted model.
+
+    ``image_size`` defaults to the size saved with the model (``model.metadata``).
+    """
+    meta = getattr(model, "metadata", {}) or {}
+    size = int(image_size or meta.get("image_size") or 256)
+    samples = [Sample(path=Path(p), label=0, defect_type="unknown", mask_path=None)
+               for p in paths]
+    dataset = ImageDataset(samples, image_size=size,
+                           interpolation=model.feature_extractor.interpolation)
+    scores, maps = [], []
+    with torch.inference_mode():
+        for batch in tqdm(make_loader(dataset, batch_size, num_workers), desc="predict",
+                          unit="batch", leave=False):
+            out = model(batch["image"])
+            scores.append(out.pred_score.double().cpu())
+            if keep_maps and out.anomaly_map is not None:
+                maps.append(out.anomaly_map[:, 0].float().cpu())
+    return Predictions(
+        paths=[str(p) for p in paths],
+        scores=torch.cat(scores).numpy(),
+        maps=torch.cat(maps).numpy() if maps else None,
+        threshold=float(meta.get("threshold", float("nan"))),
+    )
