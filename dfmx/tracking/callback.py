@@ -1,0 +1,112 @@
+"""The Hydra callback that owns a sweep's MLflow parent run.
+
+Registered in ``conf/config.yaml`` under ``hydra.callbacks``. ``on_multirun_start`` (in the
+launching process, before any job) initialises the store, creates the parent run and writes
+it to ``<sweep dir>/.dfmx/parent.json``, where every job, in whatever process or machine,
+finds it. ``on_multirun_end`` collects the job records into ``sweep_table.csv`` (in the
+sweep folder and as a parent artifact), logs the best job's metrics as ``best_*`` parent
+metrics, and exits non-zero with a one-line summary when any job failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from dfmx.tracking import sweep_state
+from dfmx.tracking.job_context import absolute_dir
+from dfmx.tracking.params import version_tags
+from dfmx.tracking.settings import TrackingSettings
+from dfmx.tracking.store import open_store, retry_locked
+from dfmx.tracking.sweep_table import BEST_METRIC, best_record, failure_summary, write_sweep_table
+
+log = logging.getLogger(__name__)
+
+SWEEP_TABLE = "sweep_table.csv"
+
+
+def _sweep_dir(config: DictConfig) -> Path:
+    cwd = OmegaConf.select(config, "hydra.runtime.cwd", default=None)
+    return absolute_dir(str(config.hydra.sweep.dir), cwd)
+
+
+def _settings(config: DictConfig) -> TrackingSettings:
+    node = config.get("tracking")
+    plain = OmegaConf.to_container(node, resolve=True) if node is not None else None
+    return TrackingSettings.from_config(plain)  # type: ignore[arg-type]
+
+
+class SweepCallback(Callback):
+    """Parent MLflow run, sweep table and failure report for ``-m`` sweeps.
+
+    Args:
+        exit_on_failure: exit with status 1 at the end of a sweep in which a job failed.
+    """
+
+    def __init__(self, exit_on_failure: bool = True) -> None:
+        self.exit_on_failure = exit_on_failure
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Create the parent run (when tracking is on) and record it in the sweep folder."""
+        sweep_dir = _sweep_dir(config)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        sweep_state.reset(sweep_dir)
+        settings = _settings(config)
+        info = sweep_state.ParentInfo(run_id=None, tracking_uri=None, experiment_id=None)
+        if settings.enabled:
+            cwd = OmegaConf.select(config, "hydra.runtime.cwd", default=None)
+            uri = settings.resolved_uri(cwd)
+            client, experiment_id = open_store(uri, settings.experiment_name)
+            overrides = " ".join(OmegaConf.select(config, "hydra.overrides.task", default=[]))
+            tags = {"dfmx.sweep": "parent", "dfmx.sweep_overrides": overrides[:5000],
+                    "dfmx.sweep_dir": str(sweep_dir), **version_tags()}
+            run = retry_locked(client.create_run, experiment_id, tags=tags,
+                               run_name=f"sweep {sweep_dir.name}")
+            info = sweep_state.ParentInfo(run.info.run_id, uri, experiment_id)
+            log.info("MLflow parent run %s in %s", info.run_id, uri)
+        sweep_state.write_parent(sweep_dir, info)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Sweep table, best job, parent status; exit 1 when a job failed."""
+        sweep_dir = _sweep_dir(config)
+        records = sweep_state.read_job_records(sweep_dir)
+        table = write_sweep_table(sweep_dir / SWEEP_TABLE, records)
+        summary = failure_summary(records)
+        info = sweep_state.read_parent(sweep_dir)
+        if info is not None and info.run_id and info.tracking_uri:
+            self._finish_parent(info, table, records, failed=summary is not None)
+        if summary and self.exit_on_failure:
+            print(summary, file=sys.stderr, flush=True)
+            sys.exit(1)
+
+    @staticmethod
+    def _finish_parent(info: sweep_state.ParentInfo, table: Path,
+                       records: list[sweep_state.JobRecord], failed: bool) -> None:
+        import time
+
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=info.tracking_uri)
+        run_id = info.run_id
+        retry_locked(client.log_artifact, run_id, str(table))
+        n_failed = sum(r.status != "FINISHED" for r in records)
+        retry_locked(client.set_tag, run_id, "dfmx.n_jobs", str(len(records)))
+        retry_locked(client.set_tag, run_id, "dfmx.n_failed", str(n_failed))
+        best = best_record(records)
+        if best is not None:
+            now = int(time.time() * 1000)
+            metrics = [Metric(f"best_{k}", float(v), now, 0) for k, v in best.metrics.items()
+                       if v is not None and not k.startswith("time_")]
+            retry_locked(client.log_batch, run_id, metrics=metrics)
+            label = " ".join(f"{k}={v}" for k, v in best.overrides.items())
+            retry_locked(client.set_tag, run_id, "dfmx.best_run_id", best.run_id or "")
+            retry_locked(client.set_tag, run_id, "dfmx.best_job", str(best.num))
+            retry_locked(client.set_tag, run_id, "dfmx.best_overrides", label[:5000])
+            retry_locked(client.set_tag, run_id, "dfmx.best_metric", BEST_METRIC)
+        retry_locked(client.set_terminated, run_id, "FAILED" if failed else "FINISHED")

@@ -1,0 +1,126 @@
+"""One dfmx job as one MLflow run (a child of the sweep's parent run in a multirun)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dfmx.tracking import sweep_state
+from dfmx.tracking.job_context import JobContext
+from dfmx.tracking.params import MAX_TAG_LENGTH, choice_tags, flatten_params, version_tags
+from dfmx.tracking.settings import TrackingSettings
+from dfmx.tracking.store import open_store, retry_locked
+
+log = logging.getLogger(__name__)
+
+#: Run-folder files logged as artifacts (``RunResult.files`` keys), in this order.
+ARTIFACT_FILES = ("metrics", "predictions", "roc", "histogram", "overlays", "model")
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+class JobRun:
+    """The MLflow run of one job: params and tags at start, then results or the error.
+
+    Use :meth:`start`, then :meth:`log_result` or :meth:`log_failure`.
+    """
+
+    def __init__(self, settings: TrackingSettings, context: JobContext) -> None:
+        self.settings = settings
+        self.context = context
+        self.run_id: str | None = None
+        self.tracking_uri: str | None = None
+        self.model_uri: str | None = None
+        self._client: Any = None
+
+    def _parent(self) -> sweep_state.ParentInfo | None:
+        if not (self.context.multirun and self.context.sweep_dir):
+            return None
+        parent = sweep_state.read_parent(self.context.sweep_dir)
+        if parent is None or parent.run_id is None:
+            log.warning("no parent MLflow run for this sweep (is the dfmx sweep callback "
+                        "registered in hydra.callbacks?); logging a standalone run")
+            return None
+        return parent
+
+    def start(self, config: Mapping[str, Any]) -> str:
+        """Create the run with the flattened config as params; returns the run id."""
+        from mlflow.entities import Param
+
+        parent = self._parent()
+        if parent is not None and parent.tracking_uri and parent.experiment_id:
+            from mlflow.tracking import MlflowClient
+
+            self.tracking_uri = parent.tracking_uri
+            self._client = MlflowClient(tracking_uri=parent.tracking_uri)
+            experiment_id = parent.experiment_id
+        else:
+            self.tracking_uri = self.settings.resolved_uri(self.context.cwd)
+            self._client, experiment_id = open_store(
+                self.tracking_uri, self.settings.experiment_name
+            )
+        tags = {**choice_tags(self.context.choices), **version_tags(),
+                "dfmx.output_dir": str(self.context.output_dir)}
+        if self.context.job_num is not None:
+            tags["dfmx.job_num"] = str(self.context.job_num)
+        if parent is not None:
+            tags["mlflow.parentRunId"] = parent.run_id
+        run = retry_locked(self._client.create_run, experiment_id, tags=tags,
+                           run_name=self.context.run_name)
+        self.run_id = run.info.run_id
+        params = [Param(k, v) for k, v in flatten_params(config).items()]
+        for chunk in _chunks(params, 100):
+            retry_locked(self._client.log_batch, self.run_id, params=list(chunk))
+        return self.run_id
+
+    def log_result(self, result: Any, config_yaml: str) -> None:
+        """Log ``RunResult`` metrics, the resolved config, the run folder's files and the
+        pyfunc model; end the run ``FINISHED``."""
+        from mlflow.entities import Metric
+
+        client, run_id = self._client, self.run_id
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()
+                   if v is not None]
+        for chunk in _chunks(metrics, 1000):
+            retry_locked(client.log_batch, run_id, metrics=list(chunk))
+        retry_locked(client.log_text, run_id, config_yaml, "config.yaml")
+        files: Mapping[str, Path] = getattr(result, "files", {}) or {}
+        if self.settings.log_artifacts:
+            for key in ARTIFACT_FILES:
+                path = files.get(key)
+                if path is None or not Path(path).exists():
+                    continue
+                if Path(path).is_dir():
+                    retry_locked(client.log_artifacts, run_id, str(path), Path(path).name)
+                else:
+                    retry_locked(client.log_artifact, run_id, str(path))
+        model_dir = files.get("model")
+        if self.settings.log_model and model_dir is not None and Path(model_dir).is_dir():
+            from dfmx.tracking.pyfunc import log_pyfunc_model
+
+            self.model_uri = retry_locked(log_pyfunc_model, model_dir, run_id, self.tracking_uri)
+            retry_locked(client.set_tag, run_id, "dfmx.model_uri", self.model_uri)
+        retry_locked(client.set_terminated, run_id, "FINISHED")
+
+    def log_failure(self, exc: BaseException) -> None:
+        """Tag the run with the error, attach the traceback as ``error.txt``, end it
+        ``FAILED`` (``KILLED`` for an interrupt). Never raises."""
+        if self.run_id is None:
+            return
+        try:
+            client = self._client
+            line = f"{type(exc).__name__}: {exc}".splitlines()[0][:MAX_TAG_LENGTH]
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            retry_locked(client.set_tag, self.run_id, "error", line)
+            retry_locked(client.log_text, self.run_id, text, "error.txt")
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            retry_locked(client.set_terminated, self.run_id, status)
+        except Exception as log_exc:  # the original error matters more
+            log.warning("could not record the failure in MLflow: %s", log_exc)

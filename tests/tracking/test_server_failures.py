@@ -1,0 +1,81 @@
+"""Against a real ``mlflow server``: a sweep with one failing job, and a single run whose
+explicit ``tracking.tracking_uri`` beats ``MLFLOW_TRACKING_URI``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dfmx_test_cli import FAST, child_runs, explain, parent_runs, run_dfmx
+from mlflow.tracking import MlflowClient
+
+
+def test_failing_job_is_recorded_and_the_sweep_exits_nonzero(
+    tracking_server: str, cli_env: dict[str, str], tiny_data: list[str], tmp_path: Path
+) -> None:
+    env = {**cli_env, "MLFLOW_TRACKING_URI": tracking_server}
+    # A 64-cell pooling window is larger than the 8x8 feature map at 128 px: job 1 fails.
+    proc = run_dfmx(["-m", "pooling.kernel_size=2,64", *FAST, *tiny_data,
+                     "tracking.experiment_name=failures", f"hydra.sweep.dir={tmp_path / 'mr'}"],
+                    cwd=tmp_path, env=env)
+    assert proc.returncode != 0, explain(proc)
+    summary = [line for line in proc.stderr.splitlines() if line.startswith("dfmx sweep:")]
+    assert len(summary) == 1, explain(proc)
+    assert "1 of 2 jobs failed" in summary[0] and "pooling.kernel_size=64" in summary[0]
+    assert not (tmp_path / "mlflow.db").exists(), "MLFLOW_TRACKING_URI must be used"
+
+    client = MlflowClient(tracking_server)
+    (parent,) = parent_runs(client, "failures")
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["dfmx.n_failed"] == "1"
+    children = {r.data.params["pooling.kernel_size"]: r for r in
+                child_runs(client, parent.info.run_id)}
+    assert set(children) == {"2", "64"}
+    ok, bad = children["2"], children["64"]
+    assert ok.info.status == "FINISHED" and "image_AUROC" in ok.data.metrics
+    assert parent.data.tags["dfmx.best_run_id"] == ok.info.run_id
+    assert bad.info.status == "FAILED"
+    assert bad.data.tags["error"]
+    names = {a.path for a in client.list_artifacts(bad.info.run_id)}
+    assert "error.txt" in names
+    text = Path(client.download_artifacts(bad.info.run_id, "error.txt", str(tmp_path))).read_text()
+    assert "Traceback" in text
+    table = Path(client.download_artifacts(parent.info.run_id, "sweep_table.csv",
+                                           str(tmp_path))).read_text()
+    assert "FAILED" in table and "FINISHED" in table
+
+
+def test_single_run_explicit_uri_wins(
+    tracking_server: str, cli_env: dict[str, str], tiny_data: list[str], tmp_path: Path
+) -> None:
+    env = {**cli_env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'env.db'}"}
+    proc = run_dfmx([*FAST, *tiny_data, f"tracking.tracking_uri={tracking_server}",
+                     "tracking.experiment_name=single", "tracking.log_model=false",
+                     f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env)
+    assert proc.returncode == 0, explain(proc)
+    assert not (tmp_path / "env.db").exists()
+    client = MlflowClient(tracking_server)
+    exp = client.get_experiment_by_name("single")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert "mlflow.parentRunId" not in run.data.tags
+    assert run.data.metrics["n_test"] == pytest.approx(7)
+    assert "dfmx.model_uri" not in run.data.tags
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "metrics.json", "predictions.csv", "model"} <= names
+
+
+def test_unreachable_server_stops_before_any_work(
+    cli_env: dict[str, str], tiny_data: list[str], tmp_path: Path
+) -> None:
+    from dfmx_test_cli import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    proc = run_dfmx([*FAST, *tiny_data, f"tracking.tracking_uri={dead}",
+                     f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=cli_env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, explain(proc)
+    assert "not reachable" in out and "tracking=none" in out
+    assert "Traceback" not in out
+    # Stopped before extracting features: no results were written.
+    assert not (tmp_path / "run" / "metrics.json").exists()

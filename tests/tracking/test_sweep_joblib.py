@@ -1,0 +1,101 @@
+"""The done-when test: an 8-job joblib sweep (4 in parallel) on the demo data into the
+default local SQLite store; one parent with 8 children, the sweep table, the pyfunc model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from dfmx_test_cli import FAST, child_runs, explain, parent_runs, run_dfmx
+from mlflow.tracking import MlflowClient
+
+SWEEP = ["scorer=fre,nll", "pooling.kernel_size=2,4", "pca_level=0.9,0.97"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict:
+    cwd = tmp_path_factory.mktemp("joblib-sweep")
+    proc = run_dfmx(["-m", *SWEEP, *FAST, "data=demo", "hydra/launcher=joblib",
+                     "hydra.launcher.n_jobs=4", f"hydra.sweep.dir={cwd / 'multirun'}"],
+                    cwd=cwd, env=cli_env, timeout=600)
+    assert proc.returncode == 0, explain(proc)
+    assert (cwd / "mlflow.db").is_file(), "the default store is sqlite:///mlflow.db in the cwd"
+    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    return {"cwd": cwd, "client": client, "proc": proc}
+
+
+def test_one_parent_with_eight_children(sweep: dict) -> None:
+    client = sweep["client"]
+    parents = parent_runs(client)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    children = child_runs(client, parent.info.run_id)
+    assert len(children) == 8
+    combos = set()
+    for run in children:
+        assert run.info.status == "FINISHED"
+        m, p, t = run.data.metrics, run.data.params, run.data.tags
+        for key in ("image_AUROC", "time_fit", "time_score_test", "images_per_s",
+                    "n_components", "feature_dim"):
+            assert key in m, key
+        assert p["backbone.arch"] == "efficientnet_lite0"
+        assert p["layer.names"] in ("None", "null") or p["layer.names"].startswith("[")
+        assert t["choice.scorer"] == p["scorer.name"]
+        assert t["choice.hydra/launcher"] == "joblib"
+        assert t["dfmx.version"]
+        combos.add((p["scorer.name"], p["pooling.kernel_size"], p["pca_level"]))
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "metrics.json", "predictions.csv", "roc.png",
+                "score_histogram.png", "model"} <= names
+        assert "dfmx.model_uri" in t
+    assert len(combos) == 8
+
+
+def test_params_are_stable_across_jobs(sweep: dict) -> None:
+    """Only the swept keys differ between jobs: no per-run paths or timestamps."""
+    client = sweep["client"]
+    children = child_runs(client, parent_runs(client)[0].info.run_id)
+    params = [r.data.params for r in children]
+    differing = {k for k in params[0] if len({p.get(k) for p in params}) > 1}
+    assert differing == {"scorer.name", "pooling.kernel_size", "pca_level"}
+
+
+def test_parent_sweep_table_and_best(sweep: dict, tmp_path: Path) -> None:
+    client = sweep["client"]
+    parent = parent_runs(client)[0]
+    children = {r.info.run_id: r for r in child_runs(client, parent.info.run_id)}
+    local = client.download_artifacts(parent.info.run_id, "sweep_table.csv", str(tmp_path))
+    rows = list(csv.DictReader(io.StringIO(Path(local).read_text())))
+    assert len(rows) == 8
+    assert {"scorer", "pooling.kernel_size", "pca_level", "image_AUROC"} <= set(rows[0])
+    assert {r["run_id"] for r in rows} == set(children)
+    for row in rows:
+        child = children[row["run_id"]]
+        assert float(row["image_AUROC"]) == pytest.approx(child.data.metrics["image_AUROC"])
+    best_id = parent.data.tags["dfmx.best_run_id"]
+    best_auroc = max(r.data.metrics["image_AUROC"] for r in children.values())
+    assert children[best_id].data.metrics["image_AUROC"] == best_auroc
+    assert parent.data.metrics["best_image_AUROC"] == pytest.approx(best_auroc)
+    assert math.isfinite(parent.data.metrics["best_n_components"])
+
+
+def test_pyfunc_predicts_the_run_scores(sweep: dict) -> None:
+    client = sweep["client"]
+    mlflow.set_tracking_uri(f"sqlite:///{sweep['cwd'] / 'mlflow.db'}")
+    run = child_runs(client, parent_runs(client)[0].info.run_id)[0]
+    model = mlflow.pyfunc.load_model(run.data.tags["dfmx.model_uri"])
+    table = pd.read_csv(Path(run.data.tags["dfmx.output_dir"]) / "predictions.csv")
+    picked = table.iloc[[0, len(table) - 1]]
+    paths = list(picked["path"])
+    out = model.predict(paths)
+    assert list(out.columns) == ["path", "score"]
+    assert list(out["path"]) == paths
+    assert out["score"].to_numpy() == pytest.approx(picked["score"].to_numpy(), rel=1e-5)
+    framed = model.predict(pd.DataFrame({"path": paths}))
+    assert framed["score"].to_numpy() == pytest.approx(out["score"].to_numpy(), rel=1e-6)

@@ -1,0 +1,129 @@
+"""Unit tests of the tracking helpers (no MLflow runs)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dfmx.tracking.job_context import parse_overrides
+from dfmx.tracking.params import choice_tags, flatten_params
+from dfmx.tracking.settings import TrackingSettings, resolve_tracking_uri, sqlite_path
+from dfmx.tracking.store import is_locked_error, retry_locked
+from dfmx.tracking.sweep_state import (
+    JobRecord,
+    ParentInfo,
+    read_job_records,
+    read_parent,
+    write_job_record,
+    write_parent,
+)
+from dfmx.tracking.sweep_table import best_record, failure_summary, write_sweep_table
+
+
+def test_uri_precedence(tmp_path: Path) -> None:
+    env = {"MLFLOW_TRACKING_URI": "http://env:5000"}
+    assert resolve_tracking_uri("http://cli:1", env) == "http://cli:1"
+    assert resolve_tracking_uri(None, env) == "http://env:5000"
+    assert resolve_tracking_uri(None, {}, cwd=tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert resolve_tracking_uri("sqlite:////abs/x.db", {}) == "sqlite:////abs/x.db"
+    assert sqlite_path("sqlite:////abs/x.db") == Path("/abs/x.db")
+    assert sqlite_path("http://h") is None
+
+
+def test_settings_from_config() -> None:
+    assert not TrackingSettings.from_config({"name": "none"}).enabled
+    assert not TrackingSettings.from_config(None).enabled
+    s = TrackingSettings.from_config({"name": "mlflow", "tracking_uri": None,
+                                      "experiment_name": "e", "log_model": False})
+    assert s.enabled and s.experiment_name == "e" and not s.log_model and s.log_artifacts
+
+
+def test_flatten_params_scalars_and_lists() -> None:
+    flat = flatten_params({"b": {"arch": "x", "layers": ["a", "b"]}, "a": None, "k": 2.5})
+    assert flat == {"a": "None", "b.arch": "x", "b.layers": '["a", "b"]', "k": "2.5"}
+    assert list(flat) == sorted(flat)
+    assert choice_tags({"scorer": "fre", "hydra/launcher": "joblib", "x": None}) == {
+        "choice.hydra/launcher": "joblib", "choice.scorer": "fre"}
+    assert parse_overrides(["scorer=fre", "+a.b=1=2"]) == {"scorer": "fre", "a.b": "1=2"}
+
+
+def test_retry_locked_retries_only_lock_errors() -> None:
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+    assert retry_locked(flaky, base_delay=0.001) == "ok" and len(calls) == 3
+    with pytest.raises(KeyError):
+        retry_locked(lambda: {}["x"], base_delay=0.001)
+    wrapped = ValueError("outer")
+    wrapped.__cause__ = RuntimeError("database is locked")
+    assert is_locked_error(wrapped)
+
+
+def test_sweep_state_table_best_and_failures(tmp_path: Path) -> None:
+    write_parent(tmp_path, ParentInfo("p1", "sqlite:////x.db", "0"))
+    assert read_parent(tmp_path) == ParentInfo("p1", "sqlite:////x.db", "0")
+    write_job_record(tmp_path, JobRecord(1, {"k": "4"}, "FINISHED", "r1", {"image_AUROC": 0.9}))
+    write_job_record(tmp_path, JobRecord(0, {"k": "2"}, "FINISHED", "r0", {"image_AUROC": 0.95}))
+    write_job_record(tmp_path, JobRecord(2, {"k": "64"}, "FAILED", "r2", error="Boom: x\ny"))
+    records = read_job_records(tmp_path)
+    assert [r.num for r in records] == [0, 1, 2]
+    assert best_record(records).run_id == "r0"
+    summary = failure_summary(records)
+    assert summary == "dfmx sweep: 1 of 3 jobs failed: #2 (k=64): Boom: x"
+    assert failure_summary(records[:2]) is None
+    lines = write_sweep_table(tmp_path / "t.csv", records).read_text().splitlines()
+    assert lines[0] == "job,run_id,status,k,image_AUROC,error"
+    assert len(lines) == 4
+
+
+def test_parallel_processes_open_a_fresh_sqlite_store(tmp_path: Path) -> None:
+    """Four processes creating runs in a new SQLite store at once: no migration race, no
+    'database is locked'."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = (
+        "import sys\nfrom dfmx.tracking.store import open_store, retry_locked\n"
+        "client, exp = open_store(sys.argv[1], 'race')\n"
+        "for i in range(3):\n"
+        "    run = retry_locked(client.create_run, exp)\n"
+        "    retry_locked(client.log_metric, run.info.run_id, 'm', float(i))\n"
+        "    retry_locked(client.set_terminated, run.info.run_id)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri], stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=180)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(errors)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("race")
+    assert len(client.search_runs([exp.experiment_id], max_results=100)) == 12
+
+
+def test_scorer_base_imports_first() -> None:
+    # Process launchers unpickle job configs whose classes live in dfmx.scorers.base: it
+    # must import on its own in a fresh interpreter (it once hit an import cycle).
+    proc = subprocess.run([sys.executable, "-c", "import dfmx.scorers.base"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_secrets_never_reach_params() -> None:
+    from dfmx.tracking.params import flatten_params
+
+    cfg = {"tracking": {"tracking_uri": "https://alice:s3cr3t@mlflow.example:5000",
+                        "api_token": "abc123", "experiment_name": "dfmx"},
+           "backbone": {"weights": None}}
+    params = flatten_params(cfg)
+    text = " ".join(params.values())
+    assert "s3cr3t" not in text and "abc123" not in text and "alice" not in text
+    assert params["tracking.tracking_uri"] == "https://***@mlflow.example:5000"
+    assert params["tracking.experiment_name"] == "dfmx"
+    assert params["backbone.weights"] == "None"
