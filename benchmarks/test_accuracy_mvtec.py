@@ -16,7 +16,7 @@ from dfmx.experiment.run import run_experiment
 BASE = {
     "backbone": {"name": "efficientnet_lite0", "arch": "efficientnet_lite0", "pretrained": True,
                  "weights": None, "layers": ["blocks.4"]},
-    "layer": {"name": "default", "names": [], "fusion": "concat"},
+    "layer": {"name": "default", "names": []},
     "pooling": {"name": "avg", "kernel_size": 2},
     "scorer": {"name": "fre"},
     "pca_level": 0.97,

@@ -80,8 +80,8 @@ class DFMModel(FittedModule):
         backbone: a timm CNN name or alias (``resnet50``, ``wide_resnet50``,
             ``efficientnet_lite0``, ...).
         layer: a feature layer by its timm module name (``layer3``, ``blocks.4``), or a
-            list of layers: their pooled maps are resized to the grid of the first and
-            concatenated along channels.
+            list of layers: their maps are resized to the grid of the first, concatenated
+            along channels, then pooled.
         pre_trained: load pretrained weights (see :mod:`dfmx.features.weights` for where
             they come from); ``False`` gives a randomly initialised backbone.
         pooling_kernel_size: kernel (and stride) of the pooling of feature maps.
@@ -153,21 +153,59 @@ class DFMModel(FittedModule):
         return self.pca_model.is_fitted
 
     # ---------------------------------------------------------------- features
-    def feature_maps(self, batch: Tensor) -> Tensor:
-        """Pooled (and, for several layers, fused) feature maps ``(N, C, h, w)``, float32."""
+    def raw_features(self, batch: Tensor) -> dict[str, Tensor]:
+        """Unpooled backbone maps ``{layer: (N, C_layer, H / r, W / r)}``, float32.
+
+        ``batch`` is images ``(N, 3, H, W)``. These maps depend only on the backbone, its
+        weights, precision and the images: the feature cache stores them.
+        """
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ValueError(f"expected images of shape (N, 3, H, W); got {tuple(batch.shape)}")
-        raw = self.feature_extractor(batch)
-        maps = [self.pool(raw[name]) for name in self.layers]
-        grid = maps[0].shape[-2:]
-        if any(m.shape[-2] < 1 or m.shape[-1] < 1 for m in maps):
-            raise ValueError(
-                f"images of size {tuple(batch.shape[-2:])} are too small for layer(s) "
-                f"{self.layers} with pooling {self.pooling_kernel_size}"
-            )
-        maps = [m if m.shape[-2:] == grid else
-                F.interpolate(m, size=grid, mode="bilinear", align_corners=False) for m in maps]
-        return maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
+        return self.feature_extractor(batch)
+
+    def pool_and_fuse(
+        self, raw: dict[str, Tensor], image_size: Sequence[int] | None = None
+    ) -> Tensor:
+        """Fuse the layers of ``raw`` (:meth:`raw_features`) and pool: ``(N, C, h, w)``.
+
+        Several layers are resized (bilinear) to the grid of the first and concatenated
+        along channels, then pooled once, so every layer keeps the first layer's
+        resolution. (On MVTec bottle, EfficientNet-Lite0 blocks.2+blocks.4 with pooling 4,
+        this beats pooling each layer first: pixel AUROC 0.976 vs 0.971; it also matches
+        or beats one model per layer with summed scores on image AUROC — see
+        ``benchmarks/test_multilayer.py``.) ``image_size`` ``(H, W)`` only words the
+        error for maps that pool to nothing.
+        """
+        grid = raw[self.layers[0]].shape[-2:]
+        maps = [raw[name] if raw[name].shape[-2:] == grid else
+                F.interpolate(raw[name], size=grid, mode="bilinear", align_corners=False)
+                for name in self.layers]
+        fused = maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
+        try:
+            pooled = self.pool(fused)
+        except ValueError as exc:  # a map smaller than the pooling window
+            raise ValueError(self._too_small(raw, image_size)) from exc
+        if pooled.shape[-2] < 1 or pooled.shape[-1] < 1:
+            raise ValueError(self._too_small(raw, image_size))
+        return pooled
+
+    def _too_small(self, raw: dict[str, Tensor], image_size: Sequence[int] | None) -> str:
+        """Why pooled maps came out empty, and the smallest image size that works."""
+        what = (f"images of size {tuple(int(v) for v in image_size)}"
+                if image_size is not None else "the images")
+        shapes = ", ".join(f"{n}: {tuple(raw[n].shape[-2:])}" for n in self.layers)
+        stride = max(self.feature_extractor.reductions.get(n, 1) for n in self.layers)
+        need = stride * self.pooling_kernel_size
+        return (
+            f"{what} are too small for backbone {self.backbone!r} layer(s) {self.layers} "
+            f"(stride {stride}) with pooling kernel {self.pooling_kernel_size}: feature maps "
+            f"{shapes}. Use image_size >= {need}, a smaller pooling.kernel_size or a "
+            "shallower layer"
+        )
+
+    def feature_maps(self, batch: Tensor) -> Tensor:
+        """Pooled (and, for several layers, fused) feature maps ``(N, C, h, w)``, float32."""
+        return self.pool_and_fuse(self.raw_features(batch), image_size=batch.shape[-2:])
 
     def get_features(self, batch: Tensor) -> tuple[Tensor, torch.Size]:
         """``(features (N, C·h·w), feature_shape (N, C, h, w))`` for images ``(N, 3, H, W)``."""

@@ -19,10 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from dfmx import registry
-from dfmx.data import ImageDataset, Sample, make_loader
-from dfmx.engine.torch_model import DFMModel
+from dfmx.data import ImageDataset, Sample, load_mask, make_loader
+from dfmx.data.validation import SKIPPED_CSV, validate_split, write_skipped_csv
+from dfmx.engine.torch_model import DFMModel, upsample_maps
 from dfmx.experiment import reports
 from dfmx.experiment.saved_model import save_model
+from dfmx.features.cache import FeatureCache, feature_key, files_fingerprint
 from dfmx.metrics import compute_metrics
 
 log = logging.getLogger(__name__)
@@ -98,67 +100,203 @@ def _timer(timings: dict[str, float], key: str) -> Iterator[None]:
     timings[key] = time.perf_counter() - start
 
 
-def extract_features(
+RawFeatures = dict[str, torch.Tensor]
+
+
+def _compute_raw(
     model: DFMModel, samples: list[Sample], cfg: Mapping[str, Any], desc: str
+) -> RawFeatures:
+    """Raw backbone maps ``{layer: (N, C, h, w)}`` of ``samples``, on the CPU, float32."""
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in model.layers}
+    for batch in tqdm(_loader(samples, cfg, model), desc=desc, unit="batch", leave=False):
+        raw = model.raw_features(batch["image"])
+        for name in chunks:
+            chunks[name].append(raw[name].cpu())
+    return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+
+def raw_features(
+    model: DFMModel,
+    samples: list[Sample],
+    cfg: Mapping[str, Any],
+    split: str,
+    cache: FeatureCache | None = None,
+    desc: str | None = None,
+) -> tuple[RawFeatures, bool]:
+    """``({layer: (N, C, h, w)}, cache_hit)``: raw backbone maps of ``samples``.
+
+    Read from ``cache`` when it holds them (the key is :func:`~dfmx.features.cache.
+    feature_key`), else extracted (and stored when ``cache`` is given). The maps are on
+    the backbone's device, float32, identical whichever way they came.
+    """
+    desc = desc or f"{split} features"
+    if cache is None:
+        raw, hit = _compute_raw(model, samples, cfg, desc), False
+    else:
+        key = feature_key(model.feature_extractor, [s.path for s in samples],
+                          int(cfg["image_size"]), int(cfg["batch_size"]))
+        raw, hit = cache.get_or_compute(
+            key, split, lambda: _compute_raw(model, samples, cfg, desc)
+        )
+        log.info("%s features: cache %s (%s)", split, "hit" if hit else "miss",
+                 cache.entry_path(key, split))
+    device = model.feature_extractor.device
+    return {name: raw[name].to(device) for name in model.layers}, hit
+
+
+def _chunks(raw: RawFeatures, size: int) -> Iterator[RawFeatures]:
+    """Consecutive slices of ``size`` items (the loader's batches) of every layer."""
+    n = next(iter(raw.values())).shape[0]
+    for start in range(0, n, size):
+        yield {name: t[start:start + size] for name, t in raw.items()}
+
+
+def features_from_raw(
+    model: DFMModel, raw: RawFeatures, cfg: Mapping[str, Any]
+) -> tuple[torch.Tensor, torch.Size]:
+    """Pooled, fused, flattened features ``(N, C·h·w)`` and their map shape ``(N, C, h, w)``.
+
+    Works batch by batch (``cfg["batch_size"]``), as extraction from images does.
+    """
+    size = int(cfg["image_size"])
+    maps = [model.pool_and_fuse(part, image_size=(size, size))
+            for part in _chunks(raw, int(cfg["batch_size"]))]
+    feats = torch.cat([m.reshape(m.shape[0], -1) for m in maps])
+    return feats, torch.Size((feats.shape[0], *maps[0].shape[1:]))
+
+
+def extract_features(
+    model: DFMModel,
+    samples: list[Sample],
+    cfg: Mapping[str, Any],
+    desc: str,
+    *,
+    cache: FeatureCache | None = None,
+    split: str = "train",
 ) -> tuple[torch.Tensor, torch.Size]:
     """Training features ``(N, C·h·w)`` and their map shape for ``samples``."""
-    chunks, shape = [], None
-    for batch in tqdm(_loader(samples, cfg, model), desc=desc, unit="batch", leave=False):
-        feats, shape = model.get_features(batch["image"])
-        chunks.append(feats)
-    return torch.cat(chunks), shape
+    raw, _ = raw_features(model, samples, cfg, split, cache, desc)
+    return features_from_raw(model, raw, cfg)
 
 
-def score_samples(
-    model: DFMModel, samples: list[Sample], cfg: Mapping[str, Any], desc: str = "score test"
+_MASK_MEMO: dict[tuple[str, int], torch.Tensor] = {}
+_MASK_MEMO_MAX = 4
+
+
+def _masks(samples: list[Sample], image_size: int) -> torch.Tensor:
+    """Ground-truth masks ``(N, H, W)`` bool, as :class:`ImageDataset` gives them.
+
+    Memoised in the process by the mask files' identity (path, size, mtime) and size, so
+    the jobs of a sweep decode them once.
+    """
+    paths = [s.mask_path for s in samples if s.mask_path is not None]
+    memo_key = (files_fingerprint(paths) + "|" + ",".join(
+        str(int(s.mask_path is not None)) for s in samples), image_size)
+    if memo_key in _MASK_MEMO:
+        return _MASK_MEMO[memo_key].clone()
+    empty = torch.zeros((image_size, image_size), dtype=torch.bool)
+    masks = torch.stack([
+        load_mask(s.mask_path, (image_size, image_size))[0] if s.mask_path is not None
+        else empty for s in samples
+    ])
+    if len(_MASK_MEMO) >= _MASK_MEMO_MAX:
+        _MASK_MEMO.pop(next(iter(_MASK_MEMO)))
+    _MASK_MEMO[memo_key] = masks
+    return masks.clone()
+
+
+def score_raw(
+    model: DFMModel, raw: RawFeatures, samples: list[Sample], cfg: Mapping[str, Any]
 ) -> dict[str, np.ndarray]:
-    """Scores, labels, masks and (if the scorer gives them) image-size maps of ``samples``."""
-    scores, maps, masks, labels = [], [], [], []
-    for batch in tqdm(_loader(samples, cfg, model), desc=desc, unit="batch", leave=False):
-        out = model(batch["image"])
-        scores.append(out.pred_score.cpu())
-        if out.anomaly_map is not None:
-            maps.append(out.anomaly_map[:, 0].cpu())
-        masks.append(batch["mask"][:, 0].bool())
-        labels.append(torch.as_tensor(batch["label"]))
+    """Like :func:`score_samples`, from raw maps ``{layer: (N, C, h, w)}`` of ``samples``.
+
+    Batch by batch, exactly as ``model(images)`` would score the loader's batches.
+    """
+    size = int(cfg["image_size"])
+    scores, maps = [], []
+    for part in _chunks(raw, int(cfg["batch_size"])):
+        fmaps = model.pool_and_fuse(part, image_size=(size, size))
+        batch_scores, grid_maps = model.score(fmaps.reshape(fmaps.shape[0], -1), fmaps.shape)
+        scores.append(batch_scores.cpu())
+        if grid_maps is not None:
+            maps.append(upsample_maps(grid_maps, (size, size))[:, 0].cpu())
     return {
         "scores": torch.cat(scores).double().numpy(),
         "maps": torch.cat(maps).float().numpy() if maps else None,
-        "masks": torch.cat(masks).numpy(),
-        "labels": torch.cat(labels).numpy().astype(int),
+        "masks": _masks(samples, size).numpy(),
+        "labels": np.asarray([int(s.label) for s in samples]).astype(int),
     }
 
 
-def run_experiment(cfg: Mapping[str, Any], output_dir: str | Path) -> RunResult:
+def score_samples(
+    model: DFMModel,
+    samples: list[Sample],
+    cfg: Mapping[str, Any],
+    desc: str = "score test",
+    *,
+    cache: FeatureCache | None = None,
+    split: str = "test",
+) -> dict[str, np.ndarray]:
+    """Scores, labels, masks and (if the scorer gives them) image-size maps of ``samples``.
+
+    ``scores (N,)`` float64, ``maps (N, H, W)`` float32 or ``None``, ``masks (N, H, W)``
+    bool, ``labels (N,)`` int.
+    """
+    raw, _ = raw_features(model, samples, cfg, split, cache, desc)
+    return score_raw(model, raw, samples, cfg)
+
+
+def _cache_from(cfg: Mapping[str, Any], cache: FeatureCache | bool | None) -> FeatureCache | None:
+    if isinstance(cache, FeatureCache):
+        return cache
+    if cache is False:
+        return None
+    return FeatureCache.from_config(cfg.get("cache"))
+
+
+def run_experiment(
+    cfg: Mapping[str, Any],
+    output_dir: str | Path,
+    *,
+    cache: FeatureCache | bool | None = None,
+) -> RunResult:
     """Run one job described by the resolved config ``cfg``; write its files to ``output_dir``.
 
     Files: ``metrics.json``, ``predictions.csv``, ``roc.png``, ``score_histogram.png``,
     ``overlays/*.png`` (maps only) and ``model/`` (when ``save_model``).
+
+    Raw backbone features of the training and test images go through the feature cache
+    that ``cfg["cache"]`` describes (:meth:`FeatureCache.from_config`; on by default);
+    ``cache`` overrides it: a :class:`FeatureCache`, or ``False`` for none. The metrics
+    record ``cache_hit_train``/``cache_hit_test`` (1.0 or 0.0); ``time_extract_train``
+    and ``time_score_test`` include reading the cache or extracting.
     """
+    feature_cache = _cache_from(cfg, cache)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(int(cfg.get("seed", 0)))
     timings: dict[str, float] = {}
     with _timer(timings, "time_load_data"):
         train, test = load_samples(cfg["data"])
+        train, test, skipped = validate_split(train, test, int(cfg["image_size"]))
+    write_skipped_csv(out / SKIPPED_CSV, skipped)
     with _timer(timings, "time_build_model"):
         model = build_model(cfg)
     log.info("backbone %s (weights: %s), layers %s", model.backbone,
              model.feature_extractor.weights_source, model.layers)
     with _timer(timings, "time_extract_train"):
-        features, shape = extract_features(model, train, cfg, "train features")
+        raw, hit_train = raw_features(model, train, cfg, "train", feature_cache)
+        features, shape = features_from_raw(model, raw, cfg)
+        del raw
     with _timer(timings, "time_fit"):
         model.fit(features, shape)
     del features
     with _timer(timings, "time_score_test"):
-        res = score_samples(model, test, cfg)
+        raw, hit_test = raw_features(model, test, cfg, "test", feature_cache, "score test")
+        res = score_raw(model, raw, test, cfg)
+        del raw
 
-    has_masks = bool(res["masks"].any()) and res["maps"] is not None
-    metrics = compute_metrics(
-        res["labels"], res["scores"],
-        masks=res["masks"] if has_masks else None,
-        maps=res["maps"] if has_masks else None,
-    )
+    metrics = _metrics(res, test)
     n_images = len(train) + len(test)
     timings["time_total"] = sum(timings.values())
     metrics.update(timings)
@@ -169,10 +307,27 @@ def run_experiment(cfg: Mapping[str, Any], output_dir: str | Path) -> RunResult:
     metrics["feature_dim"] = float(model.pca_model.mean_.numel())
     metrics["n_train"] = float(len(train))
     metrics["n_test"] = float(len(test))
+    metrics["cache_hit_train"] = float(hit_train)
+    metrics["cache_hit_test"] = float(hit_test)
+    metrics["n_skipped"] = float(len(skipped))
 
     files = _write_outputs(out, cfg, model, test, res, metrics)
     return RunResult(metrics=metrics, output_dir=out, model=model, n_train=len(train),
                      n_test=len(test), files=files)
+
+
+def _metrics(res: dict[str, Any], test: list[Sample]) -> dict[str, float]:
+    """Image metrics on every test image; pixel metrics (when the scorer gives maps and
+    masks exist) on the normal images and the anomalous images that have a mask: an
+    anomalous image without a mask has unknown pixel labels, not all-normal ones."""
+    metrics = compute_metrics(res["labels"], res["scores"])
+    has_mask = np.asarray([s.mask_path is not None for s in test])
+    keep = (res["labels"] == 0) | has_mask
+    if res["maps"] is not None and bool(res["masks"][keep].any()):
+        pixel = compute_metrics(res["labels"][keep], res["scores"][keep],
+                                masks=res["masks"][keep], maps=res["maps"][keep])
+        metrics.update({k: v for k, v in pixel.items() if k.startswith("pixel_")})
+    return metrics
 
 
 def _write_outputs(
@@ -209,6 +364,8 @@ def _write_outputs(
     if cfg.get("save_model", True):
         files["model"] = save_model(
             model, out / "model", image_size=int(cfg["image_size"]), threshold=threshold,
-            config=json.loads(json.dumps(dict(cfg), default=str)),
+            # What defines the model; where it ran (tracking, cache) stays out of the file.
+            config=json.loads(json.dumps(
+                {k: v for k, v in cfg.items() if k not in ("tracking", "cache")}, default=str)),
         )
     return files

@@ -52,21 +52,16 @@ class WideResNet50(BackboneConfig):
     layers: list[str] = field(default_factory=lambda: ["layer3"])
 
 
-FUSIONS = ("concat", "sum")
-
-
 @dataclass
 class LayerSelection:
     """Which backbone layers feed the model.
 
     ``names``: layer names (timm module names); empty = the backbone's default layers.
-    ``fusion``: how several layers combine: ``concat`` resizes their pooled maps to the
-    grid of the first and concatenates channels (one PCA); ``sum`` fits one model per
-    layer and sums their standardised scores and maps.
+    Several layers are resized to the grid of the first, concatenated along channels and
+    pooled once (see ``DFMModel.pool_and_fuse``).
     """
 
     names: list[str] = field(default_factory=list)
-    fusion: str = "concat"
 
 
 @dataclass

@@ -1,0 +1,106 @@
+"""A sweep over pooling, PCA level and scorer on one backbone costs about one job.
+
+    .venv/bin/pytest benchmarks/test_sweep_cache.py --benchmark-enable -s
+
+Times one ``run_experiment`` with a cold feature cache, then the 8 configurations of
+``scorer=fre,nll pooling.kernel_size=2,4 pca_level=0.9,0.97`` in sequence, in process,
+sharing one cache (the first job cold, the other seven read the cached raw features).
+Demo data, EfficientNet-Lite0 (offline weights) at 256 px, no model files, no overlays.
+Prints both times and their ratio, and checks the ratio is at most 1.5. Also prints the
+ratio of the part the cache acts on (the jobs' ``time_total``: build, extract, fit, score),
+without metrics, plots and files, which every job pays in full (pixel metrics of FRE maps
+are most of a warm job).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+from dfmx.data import demo_root
+from dfmx.experiment.run import RunResult, build_model, load_samples, run_experiment
+from dfmx.features.cache import FeatureCache
+
+MAX_RATIO = 1.5
+BASE: dict[str, Any] = {
+    "backbone": {"name": "efficientnet_lite0", "arch": "efficientnet_lite0", "pretrained": True,
+                 "weights": None, "layers": ["blocks.4"]},
+    "layer": {"name": "default", "names": [], "fusion": "concat"},
+    "pooling": {"name": "avg", "kernel_size": 2},
+    "scorer": {"name": "fre"},
+    "pca_level": 0.97,
+    "image_size": 256,
+    "batch_size": 16,
+    "num_workers": None,
+    "precision": "fp32",
+    "device": "cpu",
+    "seed": 0,
+    "save_model": False,
+    "overlays": 0,
+}
+SWEEP = list(itertools.product(("fre", "nll"), (2, 4), (0.9, 0.97)))
+
+
+def _config(root: Path, scorer: str, kernel: int, pca_level: float) -> dict[str, Any]:
+    return {
+        **BASE,
+        "data": {"name": "mvtec", "root": str(root), "category": "demo"},
+        "scorer": {"name": scorer},
+        "pooling": {"name": "avg", "kernel_size": kernel},
+        "pca_level": pca_level,
+    }
+
+
+def test_sweep_of_8_costs_at_most_1_5x_one_job(benchmark, tmp_path: Path) -> None:
+    root = demo_root()  # generated once, outside the timings
+    warm_cfg = _config(root, "fre", 2, 0.97)
+    load_samples(warm_cfg["data"])
+    build_model(warm_cfg)  # imports and first model construction, outside the timings
+
+    start = time.perf_counter()
+    single = run_experiment(warm_cfg, tmp_path / "single", cache=FeatureCache(tmp_path / "c1"))
+    single_s = time.perf_counter() - start
+    assert single.metrics["cache_hit_train"] == 0.0 and single.metrics["cache_hit_test"] == 0.0
+
+    cache = FeatureCache(tmp_path / "c8")
+    results: list[RunResult] = []
+    walls: list[float] = []
+
+    def sweep() -> None:
+        for i, params in enumerate(SWEEP):
+            t0 = time.perf_counter()
+            result = run_experiment(_config(root, *params), tmp_path / f"job{i}", cache=cache)
+            walls.append(time.perf_counter() - t0)
+            results.append(result)
+
+    start = time.perf_counter()
+    benchmark.pedantic(sweep, rounds=1, iterations=1)
+    sweep_s = time.perf_counter() - start
+
+    ratio = sweep_s / single_s
+    # The part the cache acts on: build, extract, fit, score (no metrics, plots, files).
+    pipeline_single = single.metrics["time_total"]
+    pipeline_sweep = sum(r.metrics["time_total"] for r in results)
+    pipeline_ratio = pipeline_sweep / pipeline_single
+    hits = [(r.metrics["cache_hit_train"], r.metrics["cache_hit_test"]) for r in results]
+    print(f"\none job, cold cache: {single_s:.2f} s; sweep of {len(SWEEP)} jobs with the "
+          f"cache: {sweep_s:.2f} s; ratio {ratio:.2f} (limit {MAX_RATIO})")
+    print(f"build+extract+fit+score only: one job {pipeline_single:.2f} s, sweep "
+          f"{pipeline_sweep:.2f} s; ratio {pipeline_ratio:.2f}")
+    for params, r, wall in zip(SWEEP, results, walls, strict=True):
+        m = r.metrics
+        print(f"  scorer={params[0]} k={params[1]} pca={params[2]}: "
+              f"hit={m['cache_hit_train']:.0f}/{m['cache_hit_test']:.0f} "
+              f"build {m['time_build_model']:.2f} s, extract {m['time_extract_train']:.2f} s, "
+              f"fit {m['time_fit']:.2f} s, score {m['time_score_test']:.2f} s, "
+              f"metrics+files {wall - m['time_total']:.2f} s, "
+              f"image AUROC {m['image_AUROC']:.4f}")
+    benchmark.extra_info.update({"single_s": single_s, "sweep_s": sweep_s, "ratio": ratio,
+                                 "pipeline_ratio": pipeline_ratio})
+    assert hits == [(0.0, 0.0)] + [(1.0, 1.0)] * (len(SWEEP) - 1)
+    same = results[SWEEP.index(("fre", 2, 0.97))].metrics
+    assert same["image_AUROC"] == single.metrics["image_AUROC"]
+    assert pipeline_ratio <= MAX_RATIO
+    assert ratio <= MAX_RATIO
