@@ -1,6 +1,16 @@
-"""Which exceptions are the user's to fix (shown as one line), and how to word them."""
+"""Which exceptions are the user's to fix (shown as one line), and how to word them.
+
+Also :func:`check_overrides`: a look at the command line *before* Hydra composes the
+config, so that a misspelt option (``pca_levle=0.9``, ``backbone=resnt18``) gets one
+message with a "did you mean" instead of Hydra's struct-mode error.
+"""
 
 from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from dfmx.registry import PluginError
 
@@ -11,6 +21,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
     NotADirectoryError,
     PermissionError,
+    ConnectionError,  # e.g. dfmx.tracking.store.TrackingUnavailableError
     PluginError,
 )
 
@@ -21,7 +32,149 @@ try:  # the feature layer's own error for missing pretrained weights
 except ImportError:  # pragma: no cover
     pass
 
+# torch's DataLoader re-raises an error of a worker process with the worker's formatted
+# traceback inside the message; the user needs only its last line.
+_TRACEBACK_MARK = "Traceback (most recent call last)"
 
-def describe(exc: BaseException) -> str:
+
+def _message(exc: BaseException) -> str:
+    text = str(exc)
+    if _TRACEBACK_MARK in text:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        last = lines[-1] if lines else text
+        name = f"{type(exc).__name__}: "
+        return last[len(name):] if last.startswith(name) else last
+    return text
+
+
+def describe(exc: BaseException, debug_flag: str = "debug=true") -> str:
     """One line (or a short paragraph) saying what is wrong and how to fix it."""
-    return f"{type(exc).__name__}: {exc}\n(run with debug=true for the full traceback)"
+    return f"{type(exc).__name__}: {_message(exc)}\n(run with {debug_flag} for the full traceback)"
+
+
+# --------------------------------------------------------------------------- overrides
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _values(override: Any) -> list[str]:
+    """The value(s) of a parsed override as strings (all of them for a sweep)."""
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [override.get_value_element_as_str()]
+
+
+def _keys(node: Any, prefix: str = "") -> Iterator[str]:
+    """Every dotted key of a composed config (containers and leaves)."""
+    from omegaconf import DictConfig
+
+    if not isinstance(node, DictConfig):
+        return
+    for key in node:
+        full = f"{prefix}{key}"
+        yield full
+        try:
+            child = node._get_node(key)
+        except Exception:  # pragma: no cover - odd nodes are simply not descended into
+            continue
+        yield from _keys(child, f"{full}.")
+
+
+def check_overrides(argv: Sequence[str], config_module: str = "dfmx.conf") -> str | None:
+    """A message for the first unknown group option or config key in ``argv``, else ``None``.
+
+    ``argv`` is the app's command line (``sys.argv[1:]``). Call it after the plugin
+    configs are registered. Unknown group options (``scorer=fer``) and keys that the
+    composed config does not have (``pca_levle=0.9``; ``+key=...`` adds keys and is not
+    checked) get close matches suggested. Anything this check cannot handle (another
+    config dir, an unparsable line, a Hydra error) returns ``None`` and is left to Hydra,
+    so the check can only add a clearer message, never block a valid command.
+    """
+    try:
+        return _check_overrides(list(argv), config_module)
+    except Exception:
+        return None
+
+
+def _check_overrides(argv: list[str], config_module: str) -> str | None:
+    from hydra import compose, initialize_config_module
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    if (args.help or args.hydra_help or args.config_path or args.config_name
+            or args.config_dir or args.experimental_rerun or args.shell_completion):
+        return None
+    overrides = OverridesParser.create().parse_overrides(args.overrides)
+    if GlobalHydra.instance().is_initialized():
+        return None  # inside another Hydra context (tests): leave it alone
+    with initialize_config_module(config_module=config_module, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        groups = set(loader.list_groups("")) - {"hydra"}
+        choices: list[str] = []
+        keys = []
+        for ov in overrides:
+            key = ov.get_key_element()
+            if ov.is_delete() or ov.is_add() or ov.is_force_add() or key.startswith("hydra"):
+                continue
+            if ov.key_or_group in groups and ov.package is None:
+                options = loader.get_group_options(ov.key_or_group)
+                for value in _values(ov):
+                    if value not in options:
+                        return (
+                            f"unknown {ov.key_or_group} {value!r}."
+                            f"{_did_you_mean(value, options)} "
+                            f"Options for {ov.key_or_group}: {', '.join(options)}"
+                            f" (python -m dfmx --help lists every group)"
+                        )
+                choices.append(f"{ov.key_or_group}={_values(ov)[0]}")
+            else:
+                keys.append(ov.key_or_group)
+        if not keys:
+            return None
+        cfg = compose(config_name="config", overrides=choices)
+    missing = object()
+    known = [k for k in _keys(cfg) if not k.startswith("hydra")]
+    for key in keys:
+        if OmegaConf.select(cfg, key, default=missing) is not missing:
+            continue
+        parent, _, leaf = key.rpartition(".")
+        siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent]
+        if parent and parent in known:
+            hint = _did_you_mean(leaf, siblings)
+            hint = hint.replace("'", f"'{parent}.", 1) if hint else hint
+            if not hint:
+                hint = f" Keys of {parent}: {', '.join(siblings)}."
+                owners = _options_with_key(parent, leaf) if parent in groups else []
+                if owners:
+                    hint += f" Options that have it: {', '.join(f'{parent}={o}' for o in owners)}."
+        else:
+            hint = _did_you_mean(key, known)
+        return (
+            f"unknown config key {key!r}.{hint} "
+            f"(python -m dfmx --cfg job shows every key; +{key}=VALUE adds a new one)"
+        )
+    return None
+
+
+def _options_with_key(group: str, key: str) -> list[str]:
+    """Options of a plugin group (stored in Hydra's ConfigStore) whose config has ``key``."""
+    from hydra.core.config_store import ConfigStore
+
+    found = []
+    for name, entry in sorted(ConfigStore.instance().repo.get(group, {}).items()):
+        node = getattr(entry, "node", None)
+        if node is not None and key in node:
+            found.append(name.removesuffix(".yaml"))
+    return found
+
+
+def exit_on_bad_overrides(argv: Sequence[str] | None = None) -> None:
+    """Print :func:`check_overrides`'s message to stderr and exit with status 1, if any."""
+    message = check_overrides(sys.argv[1:] if argv is None else argv)
+    if message:
+        print(f"dfmx: error: {message}", file=sys.stderr, flush=True)
+        sys.exit(1)

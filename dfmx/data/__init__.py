@@ -18,6 +18,13 @@ from dfmx.data.samples import (
     list_images,
     mvtec_samples,
 )
+from dfmx.data.validation import (
+    Skipped,
+    check_image,
+    validate_samples,
+    validate_split,
+    write_skipped_csv,
+)
 
 __all__ = [
     "DEMO_CATEGORY",
@@ -27,6 +34,8 @@ __all__ = [
     "ImageDataset",
     "ImageLoadError",
     "Sample",
+    "Skipped",
+    "check_image",
     "default_cache_dir",
     "default_num_workers",
     "demo_root",
@@ -39,4 +48,7 @@ __all__ = [
     "load_mask",
     "make_loader",
     "mvtec_samples",
+    "validate_samples",
+    "validate_split",
+    "write_skipped_csv",
 ]

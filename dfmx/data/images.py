@@ -54,6 +54,10 @@ _PIL_FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 _TIFF_BITS_PER_SAMPLE = 258
+#: Images with more pixels than this are first shrunk by an integer factor with PIL's
+#: ``reduce`` (a box filter) when they are at least 4x the target size, so that an
+#: 8000x8000 photo does not become a 768 MB float tensor. Smaller images are untouched.
+LARGE_IMAGE_PIXELS = 4096 * 4096
 
 
 class ImageLoadError(ValueError):
@@ -243,6 +247,10 @@ def image_to_tensor(
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
     img = pil_to_rgb(img)
     target = None if size is None else _size_hw(size)
+    if target is not None and img.width * img.height > LARGE_IMAGE_PIXELS:
+        factor = min(img.width // target[1], img.height // target[0]) // 2
+        if factor >= 2:
+            img = img.reduce(factor)  # still >= 2x the target: the resize below finishes
     if target is not None and interpolation in _PIL_FILTERS and img.size != target[::-1]:
         img = img.resize(target[::-1], _PIL_FILTERS[interpolation])
     tensor = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)

@@ -18,6 +18,7 @@ files (names starting with ``.``) are skipped.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ __all__ = [
     "list_images",
     "mvtec_samples",
 ]
+
+log = logging.getLogger(__name__)
 
 #: File suffixes (lower case) taken for images; matching ignores case.
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -92,6 +95,14 @@ def list_images(folder: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS
     )
 
 
+def _no_images(folder: Path, what: str, suffixes: tuple[str, ...] = IMAGE_EXTENSIONS) -> str:
+    """Message for a folder without images; names what it holds instead, if anything."""
+    others = sorted(p.name for p in folder.iterdir() if p.is_file())
+    held = (f"; it holds {len(others)} other file(s): {', '.join(others[:5])}"
+            + (", ..." if len(others) > 5 else "")) if others else "; it is empty"
+    return f"no {what} in {folder} (image suffixes: {' '.join(suffixes)}){held}"
+
+
 def _require_dir(path: Path, what: str) -> None:
     if not path.is_dir():
         kind = "is not a folder" if path.exists() else "not found"
@@ -133,7 +144,7 @@ def mvtec_samples(root: str | Path, category: str, split: str) -> list[Sample]:
         _require_dir(good_dir, "MVTec AD training folder (expected train/good)")
         images = list_images(good_dir)
         if not images:
-            raise ValueError(f"no training images in {good_dir}")
+            raise ValueError(_no_images(good_dir, "training images"))
         return [Sample(p, 0, NORMAL_TYPE, None) for p in images]
 
     samples: list[Sample] = []
@@ -148,7 +159,27 @@ def mvtec_samples(root: str | Path, category: str, split: str) -> list[Sample]:
             samples.append(Sample(path, 1, defect_type, mask if mask.is_file() else None))
     if not samples:
         raise ValueError(f"no test images in {split_dir} (expected test/<type>/*.png)")
+    _warn_orphan_masks(category_dir / "ground_truth", samples)
     return samples
+
+
+def _warn_orphan_masks(gt_dir: Path, samples: list[Sample]) -> None:
+    """Warn about MVTec masks ``ground_truth/<type>/<stem>_mask.png`` that match no image."""
+    if not gt_dir.is_dir():
+        return
+    used = {s.mask_path for s in samples if s.mask_path is not None}
+    orphans = [
+        m for type_dir in sorted(gt_dir.iterdir()) if type_dir.is_dir()
+        for m in list_images(type_dir) if m not in used
+    ]
+    if orphans:
+        names = ", ".join(str(m.relative_to(gt_dir)) for m in orphans[:10])
+        more = f", ... ({len(orphans)} in all)" if len(orphans) > 10 else ""
+        log.warning(
+            "%d mask(s) in %s match no test image (expected test/<type>/<stem>.png for "
+            "ground_truth/<type>/<stem>_mask.png), ignored: %s%s",
+            len(orphans), gt_dir, names, more,
+        )
 
 
 def _find_mask(mask_dir: Path, stem: str, suffixes: tuple[str, ...]) -> Path | None:
@@ -196,7 +227,7 @@ def folder_samples(
         _require_dir(normal_dir, "normal image folder")
         normals = list_images(normal_dir, suffixes)
         if not normals:
-            raise ValueError(f"no images with suffix {suffixes} in normal folder {normal_dir}")
+            raise ValueError(_no_images(normal_dir, "images", suffixes))
         samples += [Sample(p, 0, NORMAL_TYPE, None) for p in normals]
     if mask_dir is not None:
         mask_dir = Path(mask_dir)
@@ -206,11 +237,22 @@ def folder_samples(
         _require_dir(abnormal_dir, "abnormal image folder")
         abnormals = list_images(abnormal_dir, suffixes)
         if not abnormals:
-            raise ValueError(f"no images with suffix {suffixes} in abnormal folder {abnormal_dir}")
+            raise ValueError(_no_images(abnormal_dir, "images", suffixes))
         defect_type = abnormal_dir.resolve().name
         for path in abnormals:
             mask = None if mask_dir is None else _find_mask(mask_dir, path.stem, suffixes)
             samples.append(Sample(path, 1, defect_type, mask))
+        if mask_dir is not None:
+            used = {s.mask_path for s in samples}
+            orphans = [m for m in list_images(mask_dir, suffixes) if m not in used]
+            if orphans:
+                log.warning(
+                    "%d mask(s) in %s match no image of %s (masks are matched by stem: "
+                    "<stem>.png or <stem>_mask.png), ignored: %s",
+                    len(orphans), mask_dir, abnormal_dir,
+                    ", ".join(m.name for m in orphans[:10]) + (", ..." if len(orphans) > 10
+                                                               else ""),
+                )
     return samples
 
 

@@ -8,15 +8,27 @@ returns ``(train_samples, test_samples)``, lists of :class:`dfmx.data.Sample`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from dfmx.data.demo import DEMO_CATEGORY, demo_root
-from dfmx.data.samples import Sample, folder_split, mvtec_samples
+from dfmx.data.samples import NORMAL_TYPE, Sample, folder_split, mvtec_samples
+from dfmx.data.validation import MIN_TRAIN_IMAGES
 
 
 def _required(value: str | None, option: str, example: str) -> str:
     if not value:
         raise ValueError(f"{option} is required, e.g. {example}")
     return value
+
+
+def _check_train(train: list[Sample], where: str, hint: str = "") -> list[Sample]:
+    """Stop early, naming the folder, when there are too few training images for a PCA."""
+    if len(train) < MIN_TRAIN_IMAGES:
+        raise ValueError(
+            f"only {len(train)} training image(s) in {where}; DFM needs at least "
+            f"{MIN_TRAIN_IMAGES} (a PCA of one image is undefined){hint}"
+        )
+    return train
 
 
 class DemoData:
@@ -52,7 +64,9 @@ class MVTecData:
     def load(self) -> tuple[list[Sample], list[Sample]]:
         root = _required(self.root, "data.root", "data.root=/data/mvtec_ad")
         category = _required(self.category, "data.category", "data.category=bottle")
-        return mvtec_samples(root, category, "train"), mvtec_samples(root, category, "test")
+        train = mvtec_samples(root, category, "train")
+        _check_train(train, str(Path(root) / category / "train" / NORMAL_TYPE))
+        return train, mvtec_samples(root, category, "test")
 
 
 class FolderData:
@@ -87,4 +101,9 @@ class FolderData:
         opts["normal_dir"] = _required(
             opts.get("normal_dir"), "data.normal_dir", "data.normal_dir=/data/good"
         )
-        return folder_split(**opts)
+        train, test = folder_split(**opts)
+        hint = "" if opts.get("test_normal_dir") else (
+            f" after holding out {len(test) - sum(s.label for s in test)} for testing "
+            "(data.normal_test_fraction; or give data.test_normal_dir)"
+        )
+        return _check_train(train, f"data.normal_dir={opts['normal_dir']}", hint), test

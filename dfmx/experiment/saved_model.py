@@ -28,6 +28,11 @@ FORMAT_VERSION = 1
 TENSORS = "model.safetensors"
 CONFIG = "model.json"
 _BACKBONE_PREFIX = "feature_extractor."
+_REQUIRED_KEYS = (
+    "backbone", "layers", "pre_trained", "weights_source", "backbone_included",
+    "backbone_fingerprint", "pooling", "pooling_kernel_size", "n_comps", "score_type",
+    "scorer_params", "precision", "tensors_sha256",
+)
 
 
 class ModelFileError(ValueError):
@@ -124,6 +129,11 @@ def load_model_metadata(path: str | Path) -> dict[str, Any]:
         raise ModelFileError(
             f"{config_path} has format version {config.get('format_version')}; "
             f"this dfmx reads version {FORMAT_VERSION}"
+        )
+    missing = [key for key in _REQUIRED_KEYS if key not in config]
+    if missing:
+        raise ModelFileError(
+            f"{config_path} lacks {', '.join(missing)}: the file was edited or truncated"
         )
     return config
 

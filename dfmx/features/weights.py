@@ -40,6 +40,13 @@ class WeightsUnavailableError(RuntimeError):
     """No pretrained weights can be found offline for a backbone."""
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts like a torch checkpoint (zip archive or protocol-2+ pickle)."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from a ``.safetensors`` file or a torch checkpoint.
 
@@ -61,8 +68,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch/safetensors raise many types for garbage input
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if path.suffix != ".safetensors" and not _looks_like_torch_file(path):
+            detail = "it is neither a zip-based torch checkpoint nor a legacy pickle"
         raise ValueError(
-            f"{str(path)!r} is not a weights file (.safetensors or a torch state dict): {err}"
+            f"{str(path)!r} is not a weights file (.safetensors or a torch state dict): "
+            f"{detail}"
         ) from err
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model"):

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from dfmx.metrics.inputs import pixel_inputs
 from dfmx.metrics.undefined import warn_undefined
@@ -30,6 +29,31 @@ def _two_class_reason(masks: np.ndarray) -> str | None:
     return None
 
 
+def ranked_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative true and false positives at every distinct score, highest first.
+
+    One sort of all pixels; the same curve points as scikit-learn's ``roc_curve`` /
+    ``precision_recall_curve`` (ties form one point), but several times faster on the
+    millions of pixels of a test set, which matters in sweeps.
+
+    Args:
+        labels: flat bool ground truth. scores: flat scores of the same length.
+
+    Returns:
+        ``(tps, fps)``: float64 counts of positives / negatives with ``score >= t`` for each
+        distinct ``t`` in descending order.
+    """
+    order = np.argsort(scores, kind="stable")[::-1]
+    sorted_scores = scores[order]
+    hits = labels[order]
+    # Last index of each run of equal scores.
+    ends = np.flatnonzero(np.diff(sorted_scores)) if sorted_scores.size else np.array([], int)
+    ends = np.r_[ends, sorted_scores.size - 1]
+    tps = np.cumsum(hits, dtype=np.float64)[ends]
+    fps = (ends + 1.0) - tps
+    return tps, fps
+
+
 def pixel_auroc(masks: Any, maps: Any) -> float:
     """ROC AUC over all pixels of all images.
 
@@ -44,7 +68,10 @@ def pixel_auroc(masks: Any, maps: Any) -> float:
     reason = _two_class_reason(m)
     if reason:
         return warn_undefined(f"pixel AUROC is undefined: {reason}")
-    return float(roc_auc_score(m.ravel(), a.ravel()))
+    tps, fps = ranked_counts(m.ravel(), a.ravel())
+    tpr = np.r_[0.0, tps / tps[-1]]
+    fpr = np.r_[0.0, fps / fps[-1]]
+    return float(np.trapezoid(tpr, fpr))
 
 
 def pixel_aupr(masks: Any, maps: Any) -> float:
@@ -61,7 +88,10 @@ def pixel_aupr(masks: Any, maps: Any) -> float:
     reason = _two_class_reason(m)
     if reason:
         return warn_undefined(f"pixel AUPR is undefined: {reason}")
-    return float(average_precision_score(m.ravel(), a.ravel()))
+    tps, fps = ranked_counts(m.ravel(), a.ravel())
+    precision = tps / (tps + fps)
+    recall_steps = np.diff(np.r_[0.0, tps]) / tps[-1]
+    return float(np.sum(recall_steps * precision))
 
 
 def region_weights(masks: np.ndarray) -> np.ndarray:

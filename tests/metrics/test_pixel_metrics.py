@@ -36,3 +36,17 @@ def test_no_anomalous_pixels_is_nan_with_warning() -> None:
         assert np.isnan(pixel_auroc(np.zeros_like(MASKS), MAPS))
     with pytest.warns(UndefinedMetricWarning, match="pixel AUPR is undefined: .*no normal"):
         assert np.isnan(pixel_aupr(np.ones_like(MASKS), MAPS))
+
+
+def test_fast_pixel_metrics_equal_scikit_learn_with_ties() -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from dfmx.metrics import pixel_aupr, pixel_auroc
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((3, 20, 20)) < 0.1
+    maps = np.round(rng.random((3, 20, 20)) + masks * 0.3, 1)  # many ties
+    assert pixel_auroc(masks, maps) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()),
+                                                     abs=1e-12)
+    assert pixel_aupr(masks, maps) == pytest.approx(
+        average_precision_score(masks.ravel(), maps.ravel()), abs=1e-12)

@@ -1,0 +1,252 @@
+"""Cheap checks of a sample list before any image is decoded: skip what cannot be read.
+
+Policy (``docs/reliability.md`` has the full table):
+
+* An image file that cannot be read — empty, not an image, corrupt or truncated structure,
+  or larger than PIL's decompression-bomb limit (``2 * Image.MAX_IMAGE_PIXELS``, about
+  179 M pixels) — is **skipped**; so is an anomalous image whose mask cannot be read (its
+  pixel ground truth would be wrong). All skipped files are logged in **one** warning and
+  returned, so the run can list them in ``skipped_files.csv``
+  (:func:`write_skipped_csv`).
+* A mask whose size differs from its image is **kept and resized** (nearest neighbour, as
+  every mask is resized to ``image_size``) with a warning: MVTec-style data sets sometimes
+  store masks at another scale. A different aspect ratio is warned about as well.
+* Anomalous images without a mask are kept; when some anomalous images of the test set
+  have masks and others do not, a warning names the defect types without masks.
+* Training and test sets that become too small after skipping stop the run
+  (:func:`validate_split` raises ``ValueError`` naming the folders and skipped files).
+
+The checks open each file and run PIL's ``verify()`` (header and, for PNG, every chunk's
+CRC) without decoding pixels, so they cost little even for large data sets. A file whose
+structure is intact but whose compressed pixel data is damaged (a truncated JPEG, for
+instance) passes here and stops the run later with an ``ImageLoadError`` naming it;
+``decode=True`` decodes every image up front to catch those as well, at the cost of a
+second decode.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from PIL import Image
+
+from dfmx.data.samples import Sample
+
+__all__ = [
+    "MIN_TRAIN_IMAGES",
+    "SKIPPED_CSV",
+    "Skipped",
+    "check_image",
+    "validate_samples",
+    "validate_split",
+    "write_skipped_csv",
+]
+
+log = logging.getLogger(__name__)
+
+#: File name of the list of skipped files in a run folder.
+SKIPPED_CSV = "skipped_files.csv"
+#: DFM fits a PCA: one image has no variance to model.
+MIN_TRAIN_IMAGES = 2
+#: Skipped files named in the log warning; the CSV holds all of them.
+_LOG_LIMIT = 10
+
+
+class Skipped(NamedTuple):
+    """A file left out of a data set, and why (a plain ``(path, reason)`` tuple)."""
+
+    path: Path
+    reason: str
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def check_image(path: str | Path, decode: bool = False) -> tuple[int, int] | str:
+    """``(width, height)`` of a readable image file, else the reason it cannot be used.
+
+    Opens the file and runs PIL's ``verify()``; with ``decode=True`` the pixels are
+    decoded too. Never raises for a bad file (any error of PIL's becomes the reason).
+    """
+    path = Path(path)
+    try:
+        if not path.is_file():
+            return "file not found" if not path.exists() else "not a regular file"
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                size = img.size
+                img.verify()
+            if decode:
+                with Image.open(path) as img:
+                    img.load()
+    except Image.DecompressionBombError as err:
+        return f"image too large (decompression-bomb limit of PIL): {err}"
+    except Image.UnidentifiedImageError:
+        return "not an image PIL can read (unknown format, or corrupt header)"
+    except Exception as err:  # PIL raises many types for damaged files
+        return f"corrupt image: {_first_line(err)}"
+    if size[0] < 1 or size[1] < 1:
+        return f"image has no pixels ({size[0]}x{size[1]})"
+    return size
+
+
+def _describe_missing_masks(samples: Sequence[Sample]) -> str | None:
+    anomalous = [s for s in samples if s.label == 1]
+    if not anomalous or all(s.mask_path is None for s in anomalous):
+        return None  # no masks at all: a data set without pixel ground truth
+    missing: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for s in anomalous:
+        total[s.defect_type] = total.get(s.defect_type, 0) + 1
+        if s.mask_path is None:
+            missing[s.defect_type] = missing.get(s.defect_type, 0) + 1
+    if not missing:
+        return None
+    parts = ", ".join(f"{t} ({missing[t]} of {total[t]})" for t in sorted(missing))
+    return (
+        f"{sum(missing.values())} anomalous test image(s) have no ground-truth mask: {parts}. "
+        "Pixel metrics treat their pixels as normal; add the masks (MVTec layout: "
+        "ground_truth/<type>/<stem>_mask.png) for correct pixel metrics"
+    )
+
+
+def validate_samples(
+    samples: Iterable[Sample],
+    image_size: int | tuple[int, int] | None = None,
+    *,
+    decode: bool = False,
+) -> tuple[list[Sample], list[Skipped]]:
+    """Split ``samples`` into usable ones and skipped files (with reasons).
+
+    Args:
+        samples: any sample list (order is kept).
+        image_size: the size images are resized to; images smaller than it on both sides
+            are reported (info) as upscaled. ``None``: no such report.
+        decode: decode every image (and mask) fully instead of only verifying its
+            structure.
+
+    Returns:
+        ``(good, skipped)``. A sample whose image or mask cannot be read is skipped (one
+        :class:`Skipped` row for the file at fault). Mask size mismatches and missing
+        masks are logged as warnings, not skipped. Nothing is logged for skipped files
+        here; :func:`validate_split` logs them once.
+    """
+    good: list[Sample] = []
+    skipped: list[Skipped] = []
+    resized: list[str] = []
+    upscaled = 0
+    target = None
+    if image_size is not None:
+        target = (image_size, image_size) if isinstance(image_size, int) else image_size
+    for sample in samples:
+        checked = check_image(sample.path, decode)
+        if isinstance(checked, str):
+            skipped.append(Skipped(Path(sample.path), checked))
+            continue
+        if sample.mask_path is not None:
+            mask = check_image(sample.mask_path, decode)
+            if isinstance(mask, str):
+                skipped.append(Skipped(
+                    Path(sample.mask_path), f"unreadable mask of {sample.path}: {mask}"
+                ))
+                continue
+            if mask != checked:
+                aspect = abs(mask[0] * checked[1] - mask[1] * checked[0]) > max(checked)
+                resized.append(
+                    f"{sample.mask_path} ({mask[0]}x{mask[1]}, image {checked[0]}x{checked[1]}"
+                    + (", different aspect ratio!" if aspect else "") + ")"
+                )
+        if target is not None and checked[0] < target[1] and checked[1] < target[0]:
+            upscaled += 1
+        good.append(sample)
+    if resized:
+        shown = "; ".join(resized[:_LOG_LIMIT])
+        more = f"; and {len(resized) - _LOG_LIMIT} more" if len(resized) > _LOG_LIMIT else ""
+        log.warning(
+            "%d mask(s) differ in size from their image and are resized (nearest neighbour): "
+            "%s%s", len(resized), shown, more,
+        )
+    if upscaled:
+        log.info("%d image(s) are smaller than image_size=%s and are upscaled",
+                 upscaled, image_size)
+    missing = _describe_missing_masks(good)
+    if missing:
+        log.warning(missing)
+    return good, skipped
+
+
+def _folders(samples: Iterable[Sample]) -> str:
+    return ", ".join(sorted({str(Path(s.path).parent) for s in samples})) or "(none)"
+
+
+def _list(skipped: Sequence[Skipped], limit: int = _LOG_LIMIT) -> str:
+    lines = [f"  {s.path}: {s.reason}" for s in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"  ... and {len(skipped) - limit} more")
+    return "\n".join(lines)
+
+
+def validate_split(
+    train: Sequence[Sample],
+    test: Sequence[Sample],
+    image_size: int | tuple[int, int] | None = None,
+    *,
+    min_train: int = MIN_TRAIN_IMAGES,
+    decode: bool = False,
+) -> tuple[list[Sample], list[Sample], list[Skipped]]:
+    """:func:`validate_samples` on both splits; one warning lists every skipped file.
+
+    Returns:
+        ``(train, test, skipped)``.
+
+    Raises:
+        ValueError: fewer than ``min_train`` training images or no test image is left; the
+            message names the folders and the skipped files.
+    """
+    good_train, skipped_train = validate_samples(train, image_size, decode=decode)
+    good_test, skipped_test = validate_samples(test, image_size, decode=decode)
+    skipped = skipped_train + skipped_test
+    if skipped:
+        log.warning(
+            "skipped %d unreadable file(s) (%d training, %d test); they are listed in %s:\n%s",
+            len(skipped), len(skipped_train), len(skipped_test), SKIPPED_CSV, _list(skipped),
+        )
+    if len(good_train) < min_train:
+        raise ValueError(
+            f"only {len(good_train)} usable training image(s) in {_folders(train)} after "
+            f"skipping {len(skipped_train)} unreadable file(s); DFM needs at least {min_train}"
+            + (f":\n{_list(skipped_train)}" if skipped_train else "")
+        )
+    if not good_test:
+        raise ValueError(
+            f"no usable test image in {_folders(test)}: all {len(test)} were skipped:\n"
+            f"{_list(skipped_test)}"
+        )
+    return good_train, good_test, skipped
+
+
+def write_skipped_csv(path: str | Path, skipped: Sequence[tuple[Path | str, str]]) -> Path | None:
+    """Write ``path,reason`` rows (a header first) for the skipped files; returns ``path``.
+
+    Nothing is written (and ``None`` returned) when nothing was skipped.
+    """
+    if not skipped:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "reason"])
+        for file, reason in skipped:
+            writer.writerow([str(file), reason])
+    return path

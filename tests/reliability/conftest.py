@@ -1,0 +1,218 @@
+"""The bad-input corpus, generated once per session, and the real CLI run on it.
+
+Every ``python -m dfmx`` costs ~10 s of start-up (torch, timm, Hydra) on 2 cores, so the
+commands of the selected tests (``@pytest.mark.cli_case("name")``) are all started when
+the first of them is needed, two at a time, and each test checks the result of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import dfmx
+
+from . import corpus as c
+
+PARALLEL = 2
+TIMEOUT_S = 300
+#: Small and fast settings every command uses.
+FAST = ["image_size=64", "batch_size=32", "overlays=0", "save_model=false", "precision=bf16"]
+if (Path(dfmx.__file__).parent / "conf" / "tracking" / "none.yaml").is_file():
+    FAST.append("tracking=none")
+
+CASE_KEY = pytest.StashKey[set]()
+
+
+@dataclass
+class CliResult:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    run_dir: Path
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def __str__(self) -> str:  # shown by failing asserts
+        return (
+            f"$ {' '.join(self.args)}\nexit {self.returncode} after {self.seconds:.1f}s\n"
+            f"--- stdout\n{self.stdout[-4000:]}\n--- stderr\n{self.stderr[-4000:]}"
+        )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cli_case(name): the test reads this CLI case's result")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[CASE_KEY] = {
+        m.args[0] for item in items for m in item.iter_markers("cli_case")
+    }
+
+
+# ------------------------------------------------------------------------ the data
+def build_corpus(root: Path) -> dict[str, Path]:
+    """Every bad data set, under ``root``; returns named paths the cases use."""
+    paths: dict[str, Path] = {}
+
+    # A data set with every recoverable problem at once: the run must skip, warn and finish.
+    bundle = c.mvtec_tree(root / "bundle", defects={"crack": 3, "scratch": 2})
+    cat = bundle / "widget"
+    train, gt = cat / "train" / "good", cat / "ground_truth"
+    c.write_corrupt_png(train / "corrupt.png")
+    c.write_empty(train / "empty.png")
+    c.write_text(train / "text.png")
+    c.write_text(train / "notes.txt")
+    (train / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(60))
+    (train / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(40))
+    c.write_mode(train / "cmyk.jpg", 7, "CMYK")
+    c.write_mode(train / "palette.png", 8, "P")
+    c.write_large_png(train / "large.png", side=8000)
+    c.write_bomb_png(cat / "test" / "good" / "bomb.png")
+    for f in (gt / "scratch").glob("*.png"):  # masks missing for one anomalous class
+        f.unlink()
+    (gt / "scratch").rmdir()
+    c.write_mask(gt / "crack" / "000_mask.png", size=128)  # twice the image's size
+    c.write_mask(gt / "crack" / "orphan_mask.png")  # no test/crack/orphan.png
+    c.write_png(cat / "test" / "crack" / "badmask.png", 77)
+    c.write_corrupt_png(gt / "crack" / "badmask_mask.png")
+    paths["bundle"] = bundle
+
+    c.folder_tree(root / "oneclass", n_normal=10)
+    paths["oneclass"] = root / "oneclass" / "normal"
+
+    empty = c.mvtec_tree(root / "empty", n_train=0)
+    empty_train = empty / "widget" / "train" / "good"
+    empty_train.mkdir(parents=True)
+    c.write_text(empty_train / "notes.txt")
+    (empty_train / "Thumbs.db").write_bytes(bytes(64))
+    (empty_train / ".DS_Store").write_bytes(bytes(64))
+    paths["empty"] = empty
+
+    paths["one"] = c.mvtec_tree(root / "one", n_train=1)
+
+    few = c.mvtec_tree(root / "few", n_train=1)
+    c.write_corrupt_png(few / "widget" / "train" / "good" / "corrupt.png")
+    c.write_empty(few / "widget" / "train" / "good" / "empty.png")
+    paths["few"] = few
+
+    paths["tiny"] = c.mvtec_tree(root / "tiny", size=8)
+    paths["ok"] = c.mvtec_tree(root / "ok")
+    paths["notes"] = c.write_text(root / "notes.txt", "backbone weights? no.\n")
+    return paths
+
+
+def _mvtec(root: Path) -> list[str]:
+    return ["data=mvtec", f"data.root={root}", "data.category=widget"]
+
+
+#: name -> (module, arguments) given the corpus paths; run dirs are added per case.
+CASES: dict[str, Callable[[dict[str, Path]], tuple[str, list[str]]]] = {
+    "skip_bundle": lambda p: ("dfmx", _mvtec(p["bundle"])),
+    "one_class": lambda p: ("dfmx", ["data=folder", f"data.normal_dir={p['oneclass']}"]),
+    "empty_train": lambda p: ("dfmx", _mvtec(p["empty"])),
+    "missing_train": lambda p: ("dfmx", ["data=folder", f"data.normal_dir={p['oneclass']}x"]),
+    "one_train": lambda p: ("dfmx", _mvtec(p["one"])),
+    "too_few_after_skip": lambda p: ("dfmx", _mvtec(p["few"])),
+    "tiny_images": lambda p: ("dfmx", [*_mvtec(p["tiny"]), "image_size=16"]),
+    "unknown_backbone": lambda p: ("dfmx", ["backbone=resnt18"]),
+    "unknown_layer": lambda p: ("dfmx", ["layer=blocks4"]),
+    "unknown_scorer": lambda p: ("dfmx", ["scorer=fer"]),
+    "unknown_key": lambda p: ("dfmx", ["pca_levle=0.9"]),
+    "bad_layer_name": lambda p: ("dfmx", [*_mvtec(p["ok"]), "layer.names=[blocks.9]"]),
+    "bad_weights": lambda p: ("dfmx", [*_mvtec(p["ok"]), f"backbone.weights={p['notes']}"]),
+    "predict_tampered": lambda p: (
+        "dfmx.cli.predict",
+        [str(p["tampered_model"]), str(p["ok"] / "widget" / "test"), "--overlays", "0",
+         "--output", str(p["root"] / "preds")],
+    ),
+}
+
+
+def _tampered_model(root: Path) -> Path:
+    """A model saved by the API, then one byte of its tensors flipped."""
+    import torch
+
+    from dfmx import DFMModel
+    from dfmx.experiment.saved_model import TENSORS, save_model
+
+    model = DFMModel("efficientnet_lite0", "blocks.4", pooling_kernel_size=2)
+    feats, shape = model.get_features(torch.rand(4, 3, 64, 64))
+    model.fit(feats, shape)
+    directory = save_model(model, root / "tampered_model", image_size=64, threshold=1.0)
+    tensors = directory / TENSORS
+    data = bytearray(tensors.read_bytes())
+    data[-5] ^= 0xFF
+    tensors.write_bytes(bytes(data))
+    return directory
+
+
+def _run(name: str, module: str, args: list[str], root: Path, env: dict[str, str]) -> CliResult:
+    run_dir = root / "runs" / name
+    if module == "dfmx":
+        args = [*FAST, *args, f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, "-m", module, *args]
+    cwd = root / "cwd" / name
+    cwd.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_S, check=False)
+    return CliResult(cmd, proc.returncode, proc.stdout, proc.stderr,
+                     time.perf_counter() - start, run_dir)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("reliability")
+    paths = build_corpus(root)
+    paths["root"] = root
+    return paths
+
+
+@pytest.fixture(scope="session")
+def cli_runs(
+    request: pytest.FixtureRequest, corpus: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Future[CliResult]]]:
+    """Futures of the CLI results of every selected case, started together."""
+    wanted = request.config.stash.get(CASE_KEY, set())
+    if "predict_tampered" in wanted:
+        corpus["tampered_model"] = _tampered_model(corpus["root"])
+    cache = tmp_path_factory.mktemp("dfmx-cache")
+    env = {
+        **os.environ,
+        "DFMX_CACHE_DIR": str(cache),
+        "OMP_NUM_THREADS": "1",
+        "HYDRA_FULL_ERROR": "0",
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    }
+    env.pop("DFMX_ALLOW_DOWNLOAD", None)
+    pool = ThreadPoolExecutor(max_workers=PARALLEL)
+    # Slow successful runs first, so the pool stays busy to the end.
+    order = sorted(wanted, key=lambda n: (n not in ("skip_bundle", "one_class"), n))
+    futures = {}
+    for name in order:
+        module, args = CASES[name](corpus)
+        futures[name] = pool.submit(_run, name, module, args, corpus["root"], env)
+    yield futures
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def cli(request: pytest.FixtureRequest, cli_runs: dict[str, Future[CliResult]]) -> CliResult:
+    """The result of the CLI case named by the test's ``cli_case`` marker."""
+    marker = request.node.get_closest_marker("cli_case")
+    assert marker is not None, "a test using `cli` needs @pytest.mark.cli_case(name)"
+    return cli_runs[marker.args[0]].result(timeout=TIMEOUT_S * 2)

@@ -1,0 +1,154 @@
+"""Every bad input through the real CLI: one clear message, the right exit status.
+
+The commands run in subprocesses started together by ``conftest.cli_runs``; each test
+reads the result of its case. ``docs/reliability.md`` maps every case to its test.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from .conftest import CliResult
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def assert_stops(result: CliResult, *needles: str) -> None:
+    """Non-zero exit, no traceback, and every needle in the output."""
+    assert result.returncode != 0, result
+    assert TRACEBACK not in result.output, result
+    for needle in needles:
+        assert needle in result.output, f"{needle!r} missing\n{result}"
+
+
+def assert_one_error(result: CliResult) -> None:
+    """Exactly one error report: one ERROR log line or one ``dfmx: error:`` line."""
+    reports = result.output.count("[ERROR]") + result.output.count("dfmx: error:")
+    assert reports == 1, result
+
+
+# ----------------------------------------------------------- works / skip-with-warning
+@pytest.mark.cli_case("skip_bundle")
+def test_skip_bundle_finishes(cli: CliResult) -> None:
+    """Corrupt, empty, text-as-png and bomb files are skipped; CMYK, palette and an
+    8000x8000 image work; the run finishes and reports the skipped files once."""
+    assert cli.returncode == 0, cli
+    assert TRACEBACK not in cli.output, cli
+    assert "skipped 5 unreadable file(s) (3 training, 2 test)" in cli.output, cli
+    # train: 8 textures + CMYK + palette + 8000x8000; test: 3 good, 3 crack, 2 scratch
+    assert "11 train / 8 test" in cli.output, cli
+
+
+@pytest.mark.cli_case("skip_bundle")
+def test_skip_bundle_writes_skipped_csv(cli: CliResult) -> None:
+    with (cli.run_dir / "skipped_files.csv").open(encoding="utf-8") as fh:
+        rows = {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in csv.DictReader(fh)}
+    assert set(rows) == {"corrupt.png", "empty.png", "text.png", "bomb.png",
+                         "badmask_mask.png"}, rows
+    assert "empty file" in rows["empty.png"]
+    assert "not an image" in rows["text.png"]
+    assert "too large" in rows["bomb.png"]
+    assert "unreadable mask" in rows["badmask_mask.png"]
+
+
+@pytest.mark.cli_case("skip_bundle")
+def test_skip_bundle_warns_about_masks(cli: CliResult) -> None:
+    out = cli.output
+    assert "differ in size from their image and are resized" in out, cli
+    assert "match no test image" in out and "orphan_mask.png" in out, cli
+    assert "have no ground-truth mask: scratch (2 of 2)" in out, cli
+
+
+@pytest.mark.cli_case("skip_bundle")
+def test_non_image_files_are_ignored_silently(cli: CliResult) -> None:
+    for name in ("notes.txt", "Thumbs.db", ".DS_Store"):
+        assert name not in cli.output, cli
+
+
+@pytest.mark.cli_case("one_class")
+def test_one_class_test_set_reports_undefined_auroc(cli: CliResult) -> None:
+    assert cli.returncode == 0, cli
+    assert TRACEBACK not in cli.output, cli
+    assert "image AUROC is undefined: the test set has only normal images" in cli.output, cli
+    assert "n/a (undefined)" in cli.stdout, cli
+    assert (cli.run_dir / "predictions.csv").is_file()
+
+
+# ------------------------------------------------------------------------------ stop
+@pytest.mark.cli_case("empty_train")
+def test_empty_training_folder_stops(cli: CliResult) -> None:
+    assert_stops(cli, "no training images in", "train/good", "it holds 3 other file(s)")
+    assert_one_error(cli)
+
+
+@pytest.mark.cli_case("missing_train")
+def test_missing_training_folder_stops(cli: CliResult) -> None:
+    assert_stops(cli, "normal image folder not found", "normalx")
+    assert_one_error(cli)
+
+
+@pytest.mark.cli_case("one_train")
+def test_one_training_image_stops(cli: CliResult) -> None:
+    assert_stops(cli, "only 1 training image(s) in", "train/good", "at least 2")
+    assert_one_error(cli)
+
+
+@pytest.mark.cli_case("too_few_after_skip")
+def test_too_few_images_after_skipping_stops(cli: CliResult) -> None:
+    assert_stops(cli, "only 1 usable training image(s)", "after skipping 2 unreadable",
+                 "corrupt.png", "empty.png")
+    assert_one_error(cli)
+
+
+@pytest.mark.cli_case("tiny_images")
+def test_images_too_small_for_backbone_stop(cli: CliResult) -> None:
+    assert_stops(cli, "images of size (16, 16) are too small", "image_size >= 32",
+                 "pooling.kernel_size")
+    assert_one_error(cli)
+
+
+@pytest.mark.cli_case("unknown_backbone")
+def test_unknown_backbone_suggests(cli: CliResult) -> None:
+    assert_stops(cli, "unknown backbone 'resnt18'", "Did you mean 'resnet18'")
+    assert_one_error(cli)
+
+
+@pytest.mark.cli_case("unknown_layer")
+def test_unknown_layer_option_lists_options(cli: CliResult) -> None:
+    assert_stops(cli, "unknown layer 'blocks4'", "Options for layer: default")
+    assert_one_error(cli)
+
+
+@pytest.mark.cli_case("unknown_scorer")
+def test_unknown_scorer_suggests(cli: CliResult) -> None:
+    assert_stops(cli, "unknown scorer 'fer'", "Did you mean 'fre'", "nll")
+    assert_one_error(cli)
+
+
+@pytest.mark.cli_case("unknown_key")
+def test_unknown_config_key_suggests(cli: CliResult) -> None:
+    assert_stops(cli, "unknown config key 'pca_levle'", "Did you mean 'pca_level'")
+    assert_one_error(cli)
+
+
+@pytest.mark.cli_case("bad_layer_name")
+def test_layer_missing_from_backbone_lists_layers(cli: CliResult) -> None:
+    assert_stops(cli, "Unknown layer(s) 'blocks.9'", "its layers are: blocks.0, blocks.1")
+    assert_one_error(cli)
+
+
+@pytest.mark.cli_case("bad_weights")
+def test_weights_file_that_is_not_weights_stops(cli: CliResult) -> None:
+    assert_stops(cli, "notes.txt' is not a weights file",
+                 "neither a zip-based torch checkpoint nor a legacy pickle")
+    assert_one_error(cli)
+    assert "Please file an issue" not in cli.output, cli  # torch's long message is cut
+
+
+@pytest.mark.cli_case("predict_tampered")
+def test_predict_with_tampered_model_stops(cli: CliResult) -> None:
+    assert_stops(cli, "model.safetensors does not match the checksum",
+                 "modified or truncated")
+    assert cli.output.count("dfmx-predict:") == 1, cli
