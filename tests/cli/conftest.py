@@ -1,0 +1,327 @@
+"""Fixtures for the command-line tests: the real CLI, run in subprocesses.
+
+Each ``python -m dfmx`` process costs several seconds of start-up (torch, timm, Hydra), so
+the app commands of all CLI test modules are launched once per session, a few at a time
+(:func:`cli_runs`), and each test checks the result of "its" command. Everything runs
+offline: the Hugging Face / torch hub caches point at empty folders and downloads are off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dfmx.data.demo import demo_root
+
+#: Commands started at once; start-up is mostly single-threaded import work.
+PARALLEL = 3
+TIMEOUT_S = 400
+#: Small and fast: the settings every run uses unless a test is about them.
+FAST = ["image_size=128", "batch_size=32", "overlays=0"]
+RANDOM_RESNET = ["backbone=resnet18", "backbone.pretrained=false"]
+
+
+@dataclass
+class CliResult:
+    """A finished command: its arguments, exit status and output."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float = 0.0
+    run_dir: Path | None = None
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def __str__(self) -> str:  # shown by failing asserts
+        return (
+            f"$ {' '.join(self.args)}\nexit {self.returncode} after {self.seconds:.1f}s\n"
+            f"--- stdout (tail)\n{self.stdout[-3000:]}\n--- stderr (tail)\n{self.stderr[-3000:]}"
+        )
+
+
+@dataclass
+class Job:
+    """A command to run: ``python -m <module> <args>`` with extra environment variables."""
+
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    module: str = "dfmx"
+    run_dir: Path | None = None
+
+
+class Cli:
+    """Runs dfmx commands in subprocesses with an isolated, offline environment."""
+
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.env = env
+        self.workdir = workdir
+        #: added to every ``python -m dfmx`` call (``tracking=none`` where that group exists)
+        self.common: list[str] = []
+
+    def _argv(self, job: Job) -> list[str]:
+        extra = self.common if job.module == "dfmx" else []
+        return [sys.executable, "-m", job.module, *job.args, *extra]
+
+    def _start(self, job: Job) -> subprocess.Popen:
+        env = {**self.env, **job.env}
+        return subprocess.Popen(
+            self._argv(job), cwd=self.workdir, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+
+    def run_many(self, jobs: Mapping[str, Job]) -> dict[str, CliResult]:
+        """Run ``jobs``, :data:`PARALLEL` at a time; ``{name: result}``."""
+        pending = list(jobs.items())
+        running: dict[str, tuple[subprocess.Popen, float]] = {}
+        results: dict[str, CliResult] = {}
+        while pending or running:
+            while pending and len(running) < PARALLEL:
+                name, job = pending.pop(0)
+                running[name] = (self._start(job), time.monotonic())
+            name = next(iter(running))
+            proc, started = running.pop(name)
+            try:
+                stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, stderr = proc.communicate()
+            job = jobs[name]
+            results[name] = CliResult(
+                self._argv(job), proc.returncode, stdout, stderr,
+                time.monotonic() - started, job.run_dir,
+            )
+        return results
+
+    def run(self, *args: str, env: dict[str, str] | None = None, module: str = "dfmx",
+            run_dir: Path | None = None) -> CliResult:
+        return self.run_many({"job": Job(list(args), env or {}, module, run_dir)})["job"]
+
+
+@pytest.fixture(scope="session")
+def cli(
+    dfmx_cache_dir: Path, plugin_sites: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Cli:
+    """The command runner; ``cli.help`` is the output of ``python -m dfmx --help`` with the
+    test plugins of ``plugin_sites["good"]`` installed (``maxerr`` and a broken one)."""
+    home = tmp_path_factory.mktemp("cli-home")
+    env = dict(os.environ)
+    for key in ("DFMX_ALLOW_DOWNLOAD", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
+                "HYDRA_FULL_ERROR", "PYTHONPATH", "MLFLOW_TRACKING_URI"):
+        env.pop(key, None)
+    env.update(
+        DFMX_CACHE_DIR=str(dfmx_cache_dir),
+        HF_HOME=str(home / "hf"),             # empty: no cached timm weights
+        TORCH_HOME=str(home / "torch"),
+        HF_HUB_OFFLINE="1",
+        MLFLOW_TRACKING_URI=(home / "mlruns").as_uri(),
+    )
+    runner = Cli(env, home)
+    runner.help = runner.run("--help", env={"PYTHONPATH": str(plugin_sites["good"])})
+    groups = runner.help.stdout.split("== Config ==")[0]
+    if any(line.startswith("tracking:") for line in groups.splitlines()):
+        runner.common = ["tracking=none"]
+    return runner
+
+
+@pytest.fixture(scope="session")
+def demo_dir(dfmx_cache_dir: Path) -> Path:
+    """``<root>/demo``: the generated demo category (MVTec AD layout)."""
+    return demo_root(dfmx_cache_dir) / "demo"
+
+
+def _copy(files: Sequence[Path], dest: Path, rename: str = "{stem}{suffix}") -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, src in enumerate(files):
+        target = dest / rename.format(stem=src.stem, suffix=src.suffix, i=i)
+        shutil.copyfile(src, target)
+        out.append(target)
+    return out
+
+
+def make_mvtec_tree(demo: Path, root: Path, category: str = "tiny") -> Path:
+    """A tiny MVTec-layout data set: 6 train, 3 good + 3 scratch test images with masks."""
+    cat = root / category
+    _copy(sorted((demo / "train" / "good").glob("*.png"))[:6], cat / "train" / "good")
+    _copy(sorted((demo / "test" / "good").glob("*.png"))[:3], cat / "test" / "good")
+    scratches = sorted((demo / "test" / "scratch").glob("*.png"))[:3]
+    _copy(scratches, cat / "test" / "scratch")
+    _copy([demo / "ground_truth" / "scratch" / f"{p.stem}_mask.png" for p in scratches],
+          cat / "ground_truth" / "scratch")
+    return root
+
+
+def make_folder_tree(demo: Path, root: Path) -> dict[str, Path]:
+    """Plain folders: 8 normals, 3 anomalies, masks named ``<stem>_mask.png`` and ``<stem>.png``."""
+    dirs = {k: root / k for k in ("normal", "abnormal", "masks")}
+    _copy(sorted((demo / "train" / "good").glob("*.png"))[:8], dirs["normal"])
+    holes = sorted((demo / "test" / "hole").glob("*.png"))[:3]
+    _copy(holes, dirs["abnormal"], rename="hole{stem}{suffix}")
+    masks = [demo / "ground_truth" / "hole" / f"{p.stem}_mask.png" for p in holes]
+    _copy(masks[:2], dirs["masks"], rename="hole{stem}{suffix}")      # hole000_mask.png
+    shutil.copyfile(masks[2], dirs["masks"] / f"hole{holes[2].stem}.png")  # hole002.png
+    return dirs
+
+
+# ----------------------------------------------------------------- plugin packages
+
+_MAXERR = '''
+"""A test scorer: the largest absolute PCA reconstruction error, times ``scale``."""
+
+from dataclasses import dataclass
+
+from dfmx.scorers.base import ScoreOutput, Scorer
+
+
+class MaxErrScorer(Scorer):
+    @dataclass
+    class Config:
+        scale: float = 1.0
+
+    produces_maps = False
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def score(self, features, pca):
+        flat = features.flatten(1)
+        err = (flat - pca.inverse_transform(pca.transform(flat))).abs()
+        return ScoreOutput(scores=err.amax(dim=1) * self.scale, maps=None)
+'''
+
+_BROKEN = 'raise ImportError("dfmx_broken needs the module no_such_dependency")\n'
+_FRE_CLONE = "from dfmx.scorers.fre import FREScorer as FREClone  # noqa: F401\n"
+
+
+def write_plugin_package(root: Path, dist: str, module: str, entry: str, source: str) -> Path:
+    """A one-module package registering ``entry`` (``name = "mod:attr"``) in dfmx.scorers."""
+    pkg = root / dist
+    (pkg / module).mkdir(parents=True)
+    (pkg / module / "__init__.py").write_text(textwrap.dedent(source))
+    (pkg / "pyproject.toml").write_text(textwrap.dedent(f"""\
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "{dist}"
+        version = "0.1.0"
+
+        [project.entry-points."dfmx.scorers"]
+        {entry}
+
+        [tool.setuptools]
+        packages = ["{module}"]
+        """))
+    return pkg
+
+
+def pip_install_target(packages: Sequence[Path], target: Path) -> None:
+    """``pip install --target`` (real pip, real dist-info), offline and without deps."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+         "--no-build-isolation", "--disable-pip-version-check", "--target", str(target),
+         *map(str, packages)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+
+
+@pytest.fixture(scope="session")
+def plugin_sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``good``: the ``maxerr`` scorer and a ``brokenscorer`` whose import fails;
+    ``dup``: a second package registering ``fre``. Each a ``--target`` install folder."""
+    root = tmp_path_factory.mktemp("plugins")
+    maxerr = write_plugin_package(root, "dfmx-maxerr", "dfmx_maxerr",
+                                  'maxerr = "dfmx_maxerr:MaxErrScorer"', _MAXERR)
+    broken = write_plugin_package(root, "dfmx-broken", "dfmx_broken",
+                                  'brokenscorer = "dfmx_broken:BrokenScorer"', _BROKEN)
+    clone = write_plugin_package(root, "dfmx-fre-clone", "dfmx_fre_clone",
+                                 'fre = "dfmx_fre_clone:FREClone"', _FRE_CLONE)
+    sites = {"good": root / "site-good", "dup": root / "site-dup"}
+    pip_install_target([maxerr, broken], sites["good"])
+    pip_install_target([clone], sites["dup"])
+    return sites
+
+
+# ----------------------------------------------------------------- the session's app runs
+
+
+@pytest.fixture(scope="session")
+def cli_runs(
+    cli: Cli, demo_dir: Path, plugin_sites: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, CliResult]:
+    """Every ``python -m dfmx`` command of the CLI tests, run once (a few at a time)."""
+    out = tmp_path_factory.mktemp("runs")
+    data = tmp_path_factory.mktemp("data")
+    mvtec = make_mvtec_tree(demo_dir, data / "mvtec")
+    folders = make_folder_tree(demo_dir, data / "folder")
+    good, dup = (str(plugin_sites[k]) for k in ("good", "dup"))
+
+    def run(name: str, *args: str, env: dict[str, str] | None = None,
+            multirun: bool = False) -> Job:
+        where = out / name
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        return Job([*(["-m"] if multirun else []), *args, f"{key}={where}"], env or {},
+                   run_dir=where)
+
+    tiny = ["batch_size=32", "overlays=0", "num_workers=0"]   # on the tiny data trees
+    on_mvtec = ["data=mvtec", f"data.root={mvtec}", "data.category=tiny"]
+    on_folder = ["data=folder", f"data.normal_dir={folders['normal']}",
+                 f"data.abnormal_dir={folders['abnormal']}", f"data.mask_dir={folders['masks']}"]
+    jobs = {
+        # the slowest first, so the short ones fill in around them
+        "default": run("default", "image_size=128", "batch_size=32", "overlays=2",
+                       "precision=bf16"),
+        # four jobs on the plain-folder data: scorers x pooling sizes
+        "sweep": run("sweep", "scorer=fre,nll", "pooling.kernel_size=2,4", *on_folder,
+                     *RANDOM_RESNET, "image_size=128", *tiny, multirun=True),
+        # two jobs on the MVTec-layout data: max / no pooling of two layers
+        "layers": run("layers", *on_mvtec, *RANDOM_RESNET, "layer.names=[layer2,layer3]",
+                      "pooling=max,none", "image_size=128", *tiny, multirun=True),
+        "wide_nll": run("wide_nll", "backbone=wide_resnet50", "backbone.pretrained=false",
+                        "scorer=nll", *on_mvtec, "image_size=64", *tiny),
+        "maxerr": run("maxerr", "scorer=maxerr", "scorer.scale=2.5", *on_mvtec,
+                      *RANDOM_RESNET, "image_size=64", *tiny,
+                      env={"PYTHONPATH": os.pathsep.join([good, dup])}),
+        "wide_no_weights": run("wide_no_weights", "backbone=wide_resnet50", *on_mvtec,
+                               "image_size=64", *tiny),
+        "mvtec_no_root": run("mvtec_no_root", "data=mvtec", *tiny),
+        "cfg_knn": Job(["--cfg", "job", "scorer=knn", "scorer.n_neighbors=3"]),
+        "bogus_scorer": run("bogus_scorer", "scorer=bogus"),
+        "bad_key": run("bad_key", "pca_levle=0.9"),
+        "broken_scorer": run("broken_scorer", "scorer=brokenscorer", env={"PYTHONPATH": good}),
+        "duplicate_fre": run("duplicate_fre", "scorer=fre", env={"PYTHONPATH": dup}),
+    }
+    return cli.run_many(jobs)
+
+
+# ----------------------------------------------------------------- checking helpers
+
+
+def load_metrics(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def assert_clean_failure(result: CliResult, *needles: str) -> None:
+    """A non-zero exit with a short message containing every needle, and no traceback."""
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.output, result
+    for needle in needles:
+        assert needle in result.output, f"{needle!r} not in the output of\n{result}"

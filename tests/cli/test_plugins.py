@@ -1,0 +1,69 @@
+"""Plugin discovery through the CLI, with plugin packages pip-installed for the test only.
+
+``conftest.plugin_sites`` builds three one-module packages and installs them with
+``pip install --target`` (real dist-info, real entry points); the commands put the target
+folder on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import yaml
+
+from .conftest import CliResult, assert_clean_failure, load_metrics
+
+BROKEN_WARNING = re.compile(
+    r"skipping a plugin: the scorer plugin 'brokenscorer' = 'dfmx_broken:BrokenScorer' "
+    r"from package dfmx-broken 0\.1\.0 failed to load: ImportError: .*no_such_dependency"
+)
+
+
+def test_help_lists_an_installed_plugin_and_warns_about_a_broken_one(cli) -> None:
+    result = cli.help  # run with the good site (maxerr and brokenscorer) on PYTHONPATH
+    assert result.returncode == 0, result
+    scorers = next(ln for ln in result.stdout.splitlines() if ln.startswith("scorer:"))
+    assert [s.strip() for s in scorers.split(":", 1)[1].split(",")] == [
+        "fre", "knn", "maxerr", "nll"
+    ]
+    assert BROKEN_WARNING.search(result.stderr), result
+
+
+def test_installed_plugin_runs_end_to_end_next_to_broken_and_duplicate_ones(
+    cli_runs: dict[str, CliResult],
+) -> None:
+    result = cli_runs["maxerr"]
+    assert result.returncode == 0, result
+    assert "Traceback" not in result.output, result
+    # both bad packages are named in a warning, and the run goes on
+    assert BROKEN_WARNING.search(result.stderr), result
+    assert "dfmx-fre-clone" in result.stderr
+    run_dir = result.run_dir
+    cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert cfg["scorer"] == {"name": "maxerr", "scale": 2.5}
+    metrics = load_metrics(run_dir)
+    assert math.isfinite(metrics["image_AUROC"])
+    assert not any(k.startswith("pixel_") for k in metrics)   # produces_maps = False
+    saved = json.loads((run_dir / "model" / "model.json").read_text())
+    assert (saved["score_type"], saved["scorer_params"]) == ("maxerr", {"scale": 2.5})
+
+
+def test_asking_for_a_broken_plugin_names_it(cli_runs: dict[str, CliResult]) -> None:
+    result = cli_runs["broken_scorer"]
+    assert_clean_failure(result, "brokenscorer", "failed to load")
+    assert BROKEN_WARNING.search(result.stderr), result
+    assert not (result.run_dir / "metrics.json").exists()
+
+
+def test_a_name_registered_twice_is_refused_naming_both_packages(
+    cli_runs: dict[str, CliResult],
+) -> None:
+    result = cli_runs["duplicate_fre"]
+    assert_clean_failure(result, "'fre' is registered more than once")
+    assert re.search(r"'fre' = 'dfmx_fre_clone:FREClone' from package dfmx-fre-clone \S+",
+                     result.output), result
+    assert re.search(r"'fre' = 'dfmx\.scorers\.fre:FREScorer' from package dfmx \S+",
+                     result.output), result
+    assert not (result.run_dir / "metrics.json").exists()

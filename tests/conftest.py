@@ -1,0 +1,56 @@
+"""Session fixtures shared by several test folders (keep this file small)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dfmx.data.demo import demo_root
+
+
+@pytest.fixture(scope="session")
+def dfmx_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ``DFMX_CACHE_DIR`` for the session, holding the generated demo data set.
+
+    Tests that run jobs point ``DFMX_CACHE_DIR`` here, so the demo data is generated once
+    (and the feature cache, where there is one, lives here rather than in ``~/.cache``).
+    """
+    cache = tmp_path_factory.mktemp("dfmx-cache")
+    demo_root(cache)
+    return cache
+
+
+
+@pytest.fixture(scope="session")
+def job_config(dfmx_cache_dir: Path) -> Callable[..., dict[str, Any]]:
+    """Builds a resolved job config, as ``python -m dfmx`` hands it to ``run_experiment``.
+
+    ``job_config(backbone="resnet18", pretrained=False, scorer="nll", image_size=64)``:
+    ``backbone``/``pretrained``/``layers`` fill the backbone node, ``scorer`` (a name or a
+    full node) the scorer node; other keywords replace top-level keys. Defaults: offline
+    efficientnet_lite0, FRE, the session's demo data, 128 px, no overlays.
+    """
+    default_layers = {"efficientnet_lite0": ["blocks.4"]}
+
+    def make(backbone: str = "efficientnet_lite0", pretrained: bool = True,
+             layers: list[str] | None = None, scorer: str | dict = "fre",
+             **overrides: Any) -> dict[str, Any]:
+        cfg = {
+            "backbone": {"name": backbone, "arch": backbone, "pretrained": pretrained,
+                         "weights": None,
+                         "layers": layers or default_layers.get(backbone, ["layer3"])},
+            "layer": {"name": "default", "names": []},
+            "pooling": {"name": "avg", "kernel_size": 2},
+            "scorer": {"name": scorer} if isinstance(scorer, str) else dict(scorer),
+            "data": {"name": "demo", "cache_dir": str(dfmx_cache_dir)},
+            "pca_level": 0.97, "image_size": 128, "batch_size": 32, "num_workers": 0,
+            "precision": "fp32", "device": "cpu", "seed": 0, "save_model": True,
+            "overlays": 0, "debug": False,
+        }
+        cfg.update(overrides)
+        return cfg
+
+    return make

@@ -1,0 +1,100 @@
+"""Scoring new images with a saved model: ``dfmx.experiment.predict`` and ``dfmx-predict``'s
+``main`` in-process (its subprocess runs are in ``tests/cli/test_predict.py``)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dfmx.cli import predict as predict_cli
+from dfmx.data.demo import demo_root
+from dfmx.experiment.predict import expand_inputs, predict_images
+from dfmx.experiment.run import run_experiment
+from dfmx.experiment.saved_model import load_model
+
+
+@pytest.fixture(scope="module")
+def saved(job_config, dfmx_cache_dir: Path, tmp_path_factory) -> dict:
+    """A FRE model fitted on 8 demo images (random resnet18, 64 px) and 4 images to score."""
+    demo = demo_root(dfmx_cache_dir) / "demo"
+    root = tmp_path_factory.mktemp("predict-data")
+    normal, new = root / "normal", root / "new" / "sub"
+    normal.mkdir()
+    new.mkdir(parents=True)
+    for src in sorted((demo / "train" / "good").glob("*.png"))[:8]:
+        shutil.copyfile(src, normal / src.name)
+    images = [demo / "test" / "good" / "000.png", demo / "test" / "hole" / "000.png",
+              demo / "test" / "scratch" / "001.png", demo / "test" / "stain" / "002.png"]
+    for i, src in enumerate(images):
+        shutil.copyfile(src, new / f"{i}_{src.parent.name}.png")
+    (new / "notes.txt").write_text("not an image")
+    cfg = job_config(backbone="resnet18", pretrained=False, image_size=64, batch_size=4,
+                     data={"name": "folder", "normal_dir": str(normal),
+                           "abnormal_dir": str(new), "normal_test_fraction": 0.25})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DFMX_CACHE_DIR", str(dfmx_cache_dir))
+        result = run_experiment(cfg, root / "run")
+    return {"result": result, "model_dir": root / "run" / "model", "new": root / "new",
+            "images": sorted(new.glob("*.png"))}
+
+
+def test_expand_inputs_mixes_files_and_folders(saved, tmp_path: Path) -> None:
+    files = expand_inputs([saved["new"], saved["images"][0]])
+    # the folder is searched recursively and its non-images skipped
+    assert files == [*saved["images"], saved["images"][0]]
+    with pytest.raises(FileNotFoundError, match="no such image file or folder"):
+        expand_inputs([tmp_path / "missing.png"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images found"):
+        expand_inputs([tmp_path / "empty"])
+
+
+def test_predictions_equal_the_run_scores(saved) -> None:
+    result = saved["result"]
+    with (result.output_dir / "predictions.csv").open(newline="") as fh:
+        run_rows = {Path(r["path"]).name: r for r in csv.DictReader(fh)}
+    model = load_model(saved["model_dir"])
+    preds = predict_images(model, saved["images"], batch_size=3)
+    assert preds.paths == [str(p) for p in saved["images"]]
+    expected = [float(run_rows[p.name]["score"]) for p in saved["images"]]
+    np.testing.assert_allclose(preds.scores, expected, rtol=1e-6)
+    # the threshold saved with the model gives the run's decisions
+    assert preds.threshold == pytest.approx(result.metrics["image_F1_threshold"])
+    assert preds.predictions.astype(int).tolist() == [
+        int(run_rows[p.name]["prediction"]) for p in saved["images"]
+    ]
+    assert preds.maps.shape == (4, 64, 64)  # image size from the model's metadata
+    assert predict_images(model, saved["images"][:1], keep_maps=False).maps is None
+    # another size gives another feature grid: refused with a message saying why
+    with pytest.raises(ValueError, match="size the model was fitted on"):
+        predict_images(model, saved["images"][:1], image_size=96)
+
+
+def test_predict_main_writes_csv_and_overlays(saved, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    code = predict_cli.main([str(saved["model_dir"]), str(saved["new"]), "-o", str(out),
+                             "--overlays", "3", "--threshold=-1e30"])
+    assert code == 0
+    with (out / "predictions.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in rows] == [str(p) for p in saved["images"]]
+    assert {r["prediction"] for r in rows} == {"anomalous"}  # every score >= the threshold
+    assert len(list((out / "overlays").glob("top_*.png"))) == 3
+    assert "scored 4 image(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("what", ["model", "input"])
+def test_predict_main_reports_user_errors_in_one_line(saved, tmp_path: Path, capsys,
+                                                       what: str) -> None:
+    model = tmp_path / "no-model" if what == "model" else saved["model_dir"]
+    image = tmp_path / "gone.png" if what == "input" else saved["images"][0]
+    assert predict_cli.main([str(model), str(image), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dfmx-predict: ")
+    assert ("model.json is missing" if what == "model" else "gone.png") in err
+    assert "--debug" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "predictions.csv").exists()
