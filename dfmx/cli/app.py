@@ -56,6 +56,16 @@ def _record(context: JobContext, status: str, run_id: str | None,
     ))
 
 
+def _skip_finished(context: JobContext, prior: Any) -> float | None:
+    """``resume=true`` found this job's config finished before: record it, do nothing."""
+    metrics = dict(prior.data.metrics)
+    log.info("skipped: this configuration already finished as MLflow run %s (resume=true)",
+             prior.info.run_id)
+    _record(context, "FINISHED", prior.info.run_id, metrics=metrics)
+    auroc = metrics.get("image_AUROC")
+    return float(auroc) if auroc is not None else None
+
+
 def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: str | None,
             logged: bool = False) -> None:
     """A job failed: in a sweep, record it and let the others go on (the callback reports
@@ -88,6 +98,10 @@ def _run(cfg: DictConfig) -> float | None:
 
         tracker = JobRun(settings, context)
     try:
+        if tracker is not None and plain.get("resume"):
+            prior = tracker.find_finished(plain)
+            if prior is not None:
+                return _skip_finished(context, prior)
         if tracker is not None:
             tracker.start(plain)  # fails fast when the tracking server is unreachable
         result = run_experiment(plain, context.output_dir)

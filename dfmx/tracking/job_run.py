@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 import traceback
@@ -21,6 +23,19 @@ log = logging.getLogger(__name__)
 ARTIFACT_FILES = ("metrics", "predictions", "roc", "histogram", "overlays", "model")
 
 
+#: Tag holding :func:`config_hash`, matched by ``resume=true``.
+CONFIG_HASH_TAG = "dfmx.config_hash"
+#: Options that say how or where a job runs, not what it computes.
+_RUN_ONLY_KEYS = ("resume", "debug", "tracking", "cache", "num_workers")
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """A fingerprint of what a job computes: its resolved config without run-only options."""
+    kept = {k: v for k, v in config.items() if k not in _RUN_ONLY_KEYS}
+    text = json.dumps(flatten_params(kept), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -38,6 +53,8 @@ class JobRun:
         self.tracking_uri: str | None = None
         self.model_uri: str | None = None
         self._client: Any = None
+        self._experiment_id = ""
+        self._parent_info: sweep_state.ParentInfo | None = None
 
     def _parent(self) -> sweep_state.ParentInfo | None:
         if not (self.context.multirun and self.context.sweep_dir):
@@ -49,24 +66,45 @@ class JobRun:
             return None
         return parent
 
-    def start(self, config: Mapping[str, Any]) -> str:
-        """Create the run with the flattened config as params; returns the run id."""
-        from mlflow.entities import Param
-
-        parent = self._parent()
+    def _connect(self) -> str:
+        """Open the store (once); returns the experiment id."""
+        if self._client is not None:
+            return self._experiment_id
+        parent = self._parent_info = self._parent()
         if parent is not None and parent.tracking_uri and parent.experiment_id:
             from mlflow.tracking import MlflowClient
 
             self.tracking_uri = parent.tracking_uri
             self._client = MlflowClient(tracking_uri=parent.tracking_uri)
-            experiment_id = parent.experiment_id
+            self._experiment_id = parent.experiment_id
         else:
             self.tracking_uri = self.settings.resolved_uri(self.context.cwd)
-            self._client, experiment_id = open_store(
+            self._client, self._experiment_id = open_store(
                 self.tracking_uri, self.settings.experiment_name
             )
+        return self._experiment_id
+
+    def find_finished(self, config: Mapping[str, Any]) -> Any | None:
+        """The newest ``FINISHED`` run of this experiment with the same resolved config
+        (:func:`config_hash`), or ``None``: what ``resume=true`` skips."""
+        experiment_id = self._connect()
+        runs = retry_locked(
+            self._client.search_runs, [experiment_id],
+            filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash(config)}' "
+                          "and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )
+        return runs[0] if runs else None
+
+    def start(self, config: Mapping[str, Any]) -> str:
+        """Create the run with the flattened config as params; returns the run id."""
+        from mlflow.entities import Param
+
+        experiment_id = self._connect()
+        parent = self._parent_info
         tags = {**choice_tags(self.context.choices), **version_tags(),
-                "dfmx.output_dir": str(self.context.output_dir)}
+                "dfmx.output_dir": str(self.context.output_dir),
+                CONFIG_HASH_TAG: config_hash(config)}
         if self.context.job_num is not None:
             tags["dfmx.job_num"] = str(self.context.job_num)
         if parent is not None:

@@ -1,0 +1,37 @@
+"""bf16 against fp32 features on MVTec AD bottle: image and pixel AUROC deltas.
+
+    pytest benchmarks/test_precision_accuracy_mvtec.py --benchmark-enable -s
+
+Same configuration as ``test_accuracy_mvtec.py`` (EfficientNet-Lite0 offline weights,
+blocks.4, pooling 2, FRE, 256x256); the feature cache is off.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from benchmarks.test_accuracy_mvtec import _config
+from dfmx.experiment.run import run_experiment
+from dfmx.features.precision import cpu_has_fast_bf16
+
+
+def _run(cfg: dict, out) -> dict[str, float]:
+    kwargs = {"cache": False} if "cache" in inspect.signature(run_experiment).parameters else {}
+    return run_experiment(cfg, out, **kwargs).metrics
+
+
+@pytest.mark.mvtec
+@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="bf16 is emulated (slow) on this CPU")
+def test_bf16_auroc_delta_bottle(benchmark, bottle_root, tmp_path) -> None:
+    fp32 = _run(_config(bottle_root, precision="fp32"), tmp_path / "fp32")
+    bf16 = benchmark.pedantic(_run, args=(_config(bottle_root, precision="bf16"),
+                                          tmp_path / "bf16"), rounds=1, iterations=1)
+    deltas = {k: bf16[k] - fp32[k] for k in ("image_AUROC", "pixel_AUROC")}
+    print(f"\nbottle lite0 FRE: image AUROC fp32 {fp32['image_AUROC']:.4f} bf16 "
+          f"{bf16['image_AUROC']:.4f} (delta {deltas['image_AUROC']:+.4f}); pixel AUROC fp32 "
+          f"{fp32['pixel_AUROC']:.4f} bf16 {bf16['pixel_AUROC']:.4f} "
+          f"(delta {deltas['pixel_AUROC']:+.4f})")
+    benchmark.extra_info.update(deltas)
+    assert all(abs(d) <= 0.005 for d in deltas.values())
