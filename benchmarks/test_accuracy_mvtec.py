@@ -11,31 +11,18 @@ from __future__ import annotations
 
 import pytest
 
+from dfmx.cli.compose import compose_config
 from dfmx.experiment.run import run_experiment
 
-BASE = {
-    "backbone": {"name": "efficientnet_lite0", "arch": "efficientnet_lite0", "pretrained": True,
-                 "weights": None, "layers": ["blocks.4"]},
-    "layer": {"name": "default", "names": []},
-    "pooling": {"name": "avg", "kernel_size": 2},
-    "scorer": {"name": "fre"},
-    "pca_level": 0.97,
-    "image_size": 256,
-    "batch_size": 16,
-    "num_workers": None,
-    "precision": "fp32",
-    "device": "cpu",
-    "seed": 0,
-    "save_model": False,
-    "overlays": 0,
-}
 
-
-def _config(root, **overrides):
-    cfg = {**BASE, "data": {"name": "mvtec", "root": str(root), "category": "bottle"}}
-    for key, value in overrides.items():
-        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
-    return cfg
+def _config(root, precision: str = "fp32", backbone: str = "efficientnet_lite0",
+            *extra: str) -> dict:
+    return compose_config([
+        "data=mvtec", f"data.root={root}", "data.category=bottle", f"backbone={backbone}",
+        "pooling.kernel_size=2", "image_size=256", "scorer=fre", f"precision={precision}",
+        *extra,
+        "save_model=false", "overlays=0", "cache.enabled=false",
+    ])
 
 
 @pytest.mark.mvtec

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from benchmarks.reference_pipeline import ReferenceDFM, run_reference
+from benchmarks.test_accuracy_mvtec import _config as accuracy_config
 from dfmx.data import ImageDataset, make_loader
 from dfmx.experiment.run import load_samples, run_experiment
 
@@ -28,23 +29,8 @@ CASES = {
 
 def _config(root, backbone: str) -> dict:
     layer, pretrained = CASES[backbone]
-    return {
-        "backbone": {"name": backbone, "arch": backbone, "pretrained": pretrained,
-                     "weights": None, "layers": [layer]},
-        "layer": {"name": "default", "names": [], "fusion": "concat"},
-        "pooling": {"name": "avg", "kernel_size": 2},
-        "scorer": {"name": "fre"},
-        "pca_level": 0.97,
-        "image_size": 256,
-        "batch_size": 16,
-        "num_workers": None,
-        "precision": "bf16",
-        "device": "cpu",
-        "seed": 0,
-        "save_model": False,
-        "overlays": 0,
-        "data": {"name": "mvtec", "root": str(root), "category": "bottle"},
-    }
+    return accuracy_config(root, "bf16", backbone, f"backbone.pretrained={str(pretrained).lower()}",
+                           f"backbone.layers=[{layer}]")
 
 
 def _run_dfmx(cfg: dict, out) -> dict[str, float]:

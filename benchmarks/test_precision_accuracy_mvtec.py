@@ -8,8 +8,6 @@ blocks.4, pooling 2, FRE, 256x256); the feature cache is off.
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 
 from benchmarks.test_accuracy_mvtec import _config
@@ -18,8 +16,7 @@ from dfmx.features.precision import cpu_has_fast_bf16
 
 
 def _run(cfg: dict, out) -> dict[str, float]:
-    kwargs = {"cache": False} if "cache" in inspect.signature(run_experiment).parameters else {}
-    return run_experiment(cfg, out, **kwargs).metrics
+    return run_experiment(cfg, out).metrics
 
 
 @pytest.mark.mvtec

@@ -43,7 +43,8 @@ def ranked_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
         ``(tps, fps)``: float64 counts of positives / negatives with ``score >= t`` for each
         distinct ``t`` in descending order.
     """
-    order = np.argsort(scores, kind="stable")[::-1]
+    # Ties are grouped below, so an unstable (vectorised, ~4x faster) sort is exact.
+    order = np.argsort(scores)[::-1]
     sorted_scores = scores[order]
     hits = labels[order]
     # Last index of each run of equal scores.
