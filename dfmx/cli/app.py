@@ -71,18 +71,19 @@ def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: 
     """A job failed: in a sweep, record it and let the others go on (the callback reports
     at the end); alone, one clear line for the user's own errors and exit status 1."""
     one_line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    show_traceback = bool(plain.get("debug")) or not isinstance(exc, USER_ERRORS)
     if context.multirun:
         _record(context, "FAILED", run_id, error=one_line)
-        if not logged and (plain.get("debug") or not isinstance(exc, USER_ERRORS)):
+        if not logged and show_traceback:
             log.exception("job %s failed", context.job_num)
         elif not logged:
             log.error("job %s failed: %s", context.job_num, describe(exc))
         return None
-    if logged or (isinstance(exc, USER_ERRORS) and not plain.get("debug")):
-        if not logged:
-            log.error(describe(exc))
-        sys.exit(1)
-    raise exc
+    if not logged and show_traceback:
+        raise exc
+    if not logged:
+        log.error(describe(exc))
+    sys.exit(1)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

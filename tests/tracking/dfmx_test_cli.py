@@ -85,6 +85,7 @@ def mlflow_server(root: Path) -> Iterator[str]:
         cwd=root, stdout=log, stderr=subprocess.STDOUT,
     )
     uri = f"http://127.0.0.1:{port}"
+    SERVERS[uri] = proc
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -101,13 +102,25 @@ def mlflow_server(root: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield uri
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(uri)
         log.close()
+
+
+#: The processes of the servers :func:`mlflow_server` started, by URI.
+SERVERS: dict[str, subprocess.Popen] = {}
+
+
+def stop_server(uri: str) -> None:
+    """Stop the server :func:`mlflow_server` started at ``uri`` (idempotent)."""
+    proc = SERVERS.pop(uri, None)
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def child_runs(client: object, parent_run_id: str) -> list:

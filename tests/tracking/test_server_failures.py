@@ -79,3 +79,38 @@ def test_unreachable_server_stops_before_any_work(
     assert "Traceback" not in out
     # Stopped before extracting features: no results were written.
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_server_lost_mid_run_keeps_the_results(cli_env: dict[str, str], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from dfmx_test_cli import mlflow_server, stop_server
+
+    env = {**cli_env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    run_dir = tmp_path / "run"
+    (tmp_path / "srv").mkdir()
+    with mlflow_server(tmp_path / "srv") as uri:
+        # The whole demo set in fp32 without the cache: seconds of work after the run starts.
+        job = subprocess.Popen(
+            [sys.executable, "-m", "dfmx", f"tracking.tracking_uri={uri}",
+             "tracking.experiment_name=vanish", "precision=fp32", "cache.enabled=false",
+             "overlays=0", f"hydra.run.dir={run_dir}"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        client = MlflowClient(uri)
+        deadline = time.monotonic() + 120
+        while job.poll() is None and time.monotonic() < deadline:
+            exp = client.get_experiment_by_name("vanish")
+            if exp is not None and client.search_runs([exp.experiment_id]):
+                break
+            time.sleep(0.2)
+        assert job.poll() is None, "the job ended before its MLflow run appeared"
+        stop_server(uri)  # the server goes away while the job extracts features
+        out, _ = job.communicate(timeout=300)
+    assert job.returncode == 1, out
+    assert "could not record the run in MLflow" in out and str(run_dir) in out
+    assert "Traceback" not in out
+    for name in ("metrics.json", "predictions.csv", "roc.png"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "model" / "model.safetensors").is_file()
