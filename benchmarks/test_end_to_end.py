@@ -17,7 +17,7 @@ import time
 import pytest
 
 from benchmarks.reference_pipeline import ReferenceDFM, run_reference
-from benchmarks.test_accuracy_mvtec import _config as accuracy_config
+from benchmarks.test_accuracy import _config as accuracy_config
 from dfmx.data import ImageDataset, make_loader
 from dfmx.experiment.run import load_samples, run_experiment
 

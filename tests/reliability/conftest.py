@@ -18,16 +18,13 @@ from pathlib import Path
 
 import pytest
 
-import dfmx
-
 from . import corpus as c
 
 PARALLEL = 2
 TIMEOUT_S = 300
 #: Small and fast settings every command uses.
-FAST = ["image_size=64", "batch_size=32", "overlays=0", "save_model=false", "precision=bf16"]
-if (Path(dfmx.__file__).parent / "conf" / "tracking" / "none.yaml").is_file():
-    FAST.append("tracking=none")
+FAST = ["image_size=64", "batch_size=32", "overlays=0", "save_model=false", "precision=bf16",
+        "tracking=none"]
 
 CASE_KEY = pytest.StashKey[set]()
 

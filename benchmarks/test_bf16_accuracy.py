@@ -1,8 +1,8 @@
 """bf16 against fp32 features on MVTec AD bottle: image and pixel AUROC deltas.
 
-    pytest benchmarks/test_precision_accuracy_mvtec.py --benchmark-enable -s
+    pytest benchmarks/test_bf16_accuracy.py --benchmark-enable -s
 
-Same configuration as ``test_accuracy_mvtec.py`` (EfficientNet-Lite0 offline weights,
+Same configuration as ``test_accuracy.py`` (EfficientNet-Lite0 offline weights,
 blocks.4, pooling 2, FRE, 256x256); the feature cache is off.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.test_accuracy_mvtec import _config
+from benchmarks.test_accuracy import _config
 from dfmx.experiment.run import run_experiment
 from dfmx.features.precision import cpu_has_fast_bf16
 

@@ -1,6 +1,6 @@
 """Accuracy of DFM on MVTec AD bottle with the offline EfficientNet-Lite0 backbone.
 
-    pytest benchmarks/test_accuracy_mvtec.py -s --benchmark-enable
+    pytest benchmarks/test_accuracy.py -s --benchmark-enable
 
 prints image and pixel AUROC for each configuration and checks the targets the project
 promised (image AUROC >= 0.99, pixel AUROC >= 0.97 for FRE, layer blocks.4, pooling 2,
