@@ -55,6 +55,26 @@ def ranked_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     return tps, fps
 
 
+def _auroc_from_counts(tps: np.ndarray, fps: np.ndarray) -> float:
+    return float(np.trapezoid(np.r_[0.0, tps / tps[-1]], np.r_[0.0, fps / fps[-1]]))
+
+
+def _aupr_from_counts(tps: np.ndarray, fps: np.ndarray) -> float:
+    recall_steps = np.diff(np.r_[0.0, tps]) / tps[-1]
+    return float(np.sum(recall_steps * tps / (tps + fps)))
+
+
+def pixel_auroc_aupr(masks: Any, maps: Any) -> tuple[float, float]:
+    """Pixel AUROC and AUPR from one sort of all pixels (see :func:`pixel_auroc`)."""
+    m, a = pixel_inputs(masks, maps)
+    reason = _two_class_reason(m)
+    if reason:
+        return (warn_undefined(f"pixel AUROC is undefined: {reason}"),
+                warn_undefined(f"pixel AUPR is undefined: {reason}"))
+    tps, fps = ranked_counts(m.ravel(), a.ravel())
+    return _auroc_from_counts(tps, fps), _aupr_from_counts(tps, fps)
+
+
 def pixel_auroc(masks: Any, maps: Any) -> float:
     """ROC AUC over all pixels of all images.
 
@@ -69,10 +89,7 @@ def pixel_auroc(masks: Any, maps: Any) -> float:
     reason = _two_class_reason(m)
     if reason:
         return warn_undefined(f"pixel AUROC is undefined: {reason}")
-    tps, fps = ranked_counts(m.ravel(), a.ravel())
-    tpr = np.r_[0.0, tps / tps[-1]]
-    fpr = np.r_[0.0, fps / fps[-1]]
-    return float(np.trapezoid(tpr, fpr))
+    return _auroc_from_counts(*ranked_counts(m.ravel(), a.ravel()))
 
 
 def pixel_aupr(masks: Any, maps: Any) -> float:
@@ -89,10 +106,7 @@ def pixel_aupr(masks: Any, maps: Any) -> float:
     reason = _two_class_reason(m)
     if reason:
         return warn_undefined(f"pixel AUPR is undefined: {reason}")
-    tps, fps = ranked_counts(m.ravel(), a.ravel())
-    precision = tps / (tps + fps)
-    recall_steps = np.diff(np.r_[0.0, tps]) / tps[-1]
-    return float(np.sum(recall_steps * precision))
+    return _aupr_from_counts(*ranked_counts(m.ravel(), a.ravel()))
 
 
 def region_weights(masks: np.ndarray) -> np.ndarray:

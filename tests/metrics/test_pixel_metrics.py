@@ -41,7 +41,7 @@ def test_no_anomalous_pixels_is_nan_with_warning() -> None:
 def test_fast_pixel_metrics_equal_scikit_learn_with_ties() -> None:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from dfmx.metrics import pixel_aupr, pixel_auroc
+    from dfmx.metrics import pixel_aupr, pixel_auroc, pixel_auroc_aupr
 
     rng = np.random.default_rng(0)
     masks = rng.random((3, 20, 20)) < 0.1
@@ -50,3 +50,4 @@ def test_fast_pixel_metrics_equal_scikit_learn_with_ties() -> None:
                                                      abs=1e-12)
     assert pixel_aupr(masks, maps) == pytest.approx(
         average_precision_score(masks.ravel(), maps.ravel()), abs=1e-12)
+    assert pixel_auroc_aupr(masks, maps) == (pixel_auroc(masks, maps), pixel_aupr(masks, maps))
