@@ -22,7 +22,6 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-import torch
 
 #: The artifact key of the saved model folder.
 MODEL_ARTIFACT = "model"
@@ -80,23 +79,17 @@ class DfmxPyfuncModel(mlflow.pyfunc.PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         """Scores of the images named by ``model_input`` (see :func:`input_paths`)."""
-        from dfmx.data import ImageDataset, Sample, make_loader
+        from dfmx.experiment.predict import predict_images
 
         if self._model is None:
             self.load_context(context)
         paths = input_paths(model_input)
         if not paths:
             return pd.DataFrame({"path": [], "score": []})
-        size = int((getattr(self._model, "metadata", {}) or {}).get("image_size") or 256)
-        samples = [Sample(path=Path(p), label=0, defect_type="unknown") for p in paths]
-        dataset = ImageDataset(samples, image_size=size,
-                               interpolation=self._model.feature_extractor.interpolation)
         batch_size = int((params or {}).get("batch_size", self.batch_size))
-        scores = []
-        with torch.inference_mode():
-            for batch in make_loader(dataset, batch_size=batch_size, num_workers=0):
-                scores.append(self._model(batch["image"]).pred_score.double().cpu())
-        return pd.DataFrame({"path": paths, "score": torch.cat(scores).numpy()})
+        result = predict_images(self._model, paths, batch_size=batch_size, num_workers=0,
+                                keep_maps=False)
+        return pd.DataFrame({"path": paths, "score": result.scores})
 
 
 def pip_requirements() -> list[str]:
