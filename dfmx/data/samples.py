@@ -193,6 +193,15 @@ def _find_mask(mask_dir: Path, stem: str, suffixes: tuple[str, ...]) -> Path | N
     return None
 
 
+def _images_of(folder: Path, what: str, suffixes: tuple[str, ...]) -> list[Path]:
+    """The images directly in ``folder``; clear errors for a missing or imageless folder."""
+    _require_dir(folder, what)
+    images = list_images(folder, suffixes)
+    if not images:
+        raise ValueError(_no_images(folder, "images", suffixes))
+    return images
+
+
 def folder_samples(
     normal_dir: str | Path | None,
     abnormal_dir: str | Path | None = None,
@@ -223,21 +232,14 @@ def folder_samples(
     suffixes = _normalise_extensions(extensions)
     samples: list[Sample] = []
     if normal_dir is not None:
-        normal_dir = Path(normal_dir)
-        _require_dir(normal_dir, "normal image folder")
-        normals = list_images(normal_dir, suffixes)
-        if not normals:
-            raise ValueError(_no_images(normal_dir, "images", suffixes))
+        normals = _images_of(Path(normal_dir), "normal image folder", suffixes)
         samples += [Sample(p, 0, NORMAL_TYPE, None) for p in normals]
     if mask_dir is not None:
         mask_dir = Path(mask_dir)
         _require_dir(mask_dir, "mask folder")
     if abnormal_dir is not None:
         abnormal_dir = Path(abnormal_dir)
-        _require_dir(abnormal_dir, "abnormal image folder")
-        abnormals = list_images(abnormal_dir, suffixes)
-        if not abnormals:
-            raise ValueError(_no_images(abnormal_dir, "images", suffixes))
+        abnormals = _images_of(abnormal_dir, "abnormal image folder", suffixes)
         defect_type = abnormal_dir.resolve().name
         for path in abnormals:
             mask = None if mask_dir is None else _find_mask(mask_dir, path.stem, suffixes)
