@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dfmx.engine.torch_model import DFMModel
+from dfmx.features.cache import weights_fingerprint
 
 FORMAT = "dfmx-model"
 FORMAT_VERSION = 1
@@ -44,16 +45,6 @@ def _sha256(path: Path) -> str:
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fingerprint(tensors: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(tensors):
-        t = tensors[key].detach().cpu().contiguous()
-        digest.update(key.encode())
-        digest.update(str(t.dtype).encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -80,7 +71,6 @@ def save_model(model: DFMModel, directory: str | Path, **metadata: Any) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     extractor = model.feature_extractor
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    backbone_state = {k: v for k, v in state.items() if k.startswith(_BACKBONE_PREFIX)}
     include_backbone = not model.pre_trained or str(extractor.weights_source).startswith("file:")
     tensors = state if include_backbone else {
         k: v for k, v in state.items() if not k.startswith(_BACKBONE_PREFIX)
@@ -94,7 +84,7 @@ def save_model(model: DFMModel, directory: str | Path, **metadata: Any) -> Path:
         "pre_trained": model.pre_trained,
         "weights_source": str(extractor.weights_source),
         "backbone_included": include_backbone,
-        "backbone_fingerprint": _fingerprint(backbone_state),
+        "backbone_fingerprint": weights_fingerprint(extractor),
         "pooling": model.pooling,
         "pooling_kernel_size": model.pooling_kernel_size,
         "n_comps": model.n_comps,
@@ -171,7 +161,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> DFMModel
         backbone_state = {
             k: v for k, v in model.state_dict().items() if k.startswith(_BACKBONE_PREFIX)
         }
-        if _fingerprint(backbone_state) != config["backbone_fingerprint"]:
+        if weights_fingerprint(model.feature_extractor) != config["backbone_fingerprint"]:
             raise ModelFileError(
                 f"the backbone weights rebuilt from {config['weights_source']} differ from "
                 "those the model was fitted with (another version of the weights package?)"
