@@ -90,7 +90,9 @@ class DFMModel(FittedModule):
 
     Keyword-only extensions: ``pooling`` (``"avg"``, ``"max"``, ``"none"``), ``weights``
     (an explicit weights file), ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``),
-    ``scorer_params`` (the scorer's hyperparameters), ``device``.
+    ``scorer_params`` (the scorer's hyperparameters), ``device``, ``optimize`` (how the
+    backbone runs: ``"auto"``, ``"none"``, ``"freeze"``, ``"compile"``; see
+    :mod:`dfmx.features.graph`).
 
     Input images are RGB floats in ``[0, 1]``, shape ``(N, 3, H, W)``; the backbone's own
     normalisation is applied inside.
@@ -117,6 +119,7 @@ class DFMModel(FittedModule):
         precision: str = "fp32",
         scorer_params: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
+        optimize: str = "auto",
     ) -> None:
         super().__init__()
         # Imported here: the feature layer pulls in timm, which the pure math does not need.
@@ -138,7 +141,7 @@ class DFMModel(FittedModule):
         self.pca_model = PCA(n_components=n_comps)
         self.feature_extractor = FeatureExtractor(
             backbone, self.layers, pre_trained=pre_trained, weights=weights,
-            precision=precision, device=device,
+            precision=precision, device=device, optimize=optimize,
         )
         # (C, h, w) of the pooled features seen in training; saved with the model.
         self.register_buffer("feature_shape_", torch.zeros(0, dtype=torch.long))

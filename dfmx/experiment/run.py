@@ -65,6 +65,7 @@ def build_model(cfg: Mapping[str, Any]) -> DFMModel:
         precision=cfg.get("precision", "fp32"),
         scorer_params=scorer_params,
         device=cfg.get("device", "cpu"),
+        optimize=cfg.get("optimize", "auto"),
     )
 
 

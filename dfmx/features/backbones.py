@@ -13,6 +13,7 @@ import timm
 import torch
 from torch import nn
 
+from dfmx.features.graph import GraphRunner, resolve_optimize
 from dfmx.features.precision import resolve_precision, uses_channels_last
 from dfmx.features.weights import load_pretrained
 
@@ -100,6 +101,12 @@ def _truncate_after(model: nn.Module, deepest: str) -> None:
             del blocks[keep:]
 
 
+def _drop_graphs(module: FeatureExtractor, incompatible_keys: object) -> None:
+    """``load_state_dict`` post-hook: built graphs hold the old weights as constants."""
+    del incompatible_keys
+    module._runner.reset()
+
+
 class FeatureExtractor(nn.Module):
     """Frozen timm CNN that maps images to a dict of feature maps.
 
@@ -113,6 +120,11 @@ class FeatureExtractor(nn.Module):
             when ``pre_trained`` is ``False``.
         precision: ``"fp32"``, ``"bf16"`` (autocast) or ``"auto"``.
         device: where the backbone runs.
+        optimize: how the forward runs: ``"auto"``, ``"none"`` (eager), ``"freeze"``
+            (frozen TorchScript graph) or ``"compile"`` (``torch.compile``); see
+            :mod:`dfmx.features.graph`. Graphs are built on the first call for each input
+            shape and dropped when the weights, device or dtype change through
+            ``load_state_dict`` or ``.to()``.
 
     Example:
         >>> fx = FeatureExtractor("resnet18", "layer3", pre_trained=False)
@@ -131,6 +143,7 @@ class FeatureExtractor(nn.Module):
         weights: str | Path | None = None,
         precision: str = "fp32",
         device: str | torch.device = "cpu",
+        optimize: str = "auto",
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -175,6 +188,17 @@ class FeatureExtractor(nn.Module):
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         super().train(False)
+        self.optimize: str = resolve_optimize(optimize, device)
+        autocast = torch.bfloat16 if self.precision == "bf16" else None
+        self._runner = GraphRunner(self.net, self.optimize, autocast)
+        self.register_load_state_dict_post_hook(_drop_graphs)
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - nn.Module's signature
+        """``.to()``, ``.cuda()``, ``.float()``, ...: built graphs hold old tensors, drop them."""
+        runner = self.__dict__.get("_runner")
+        if runner is not None:
+            runner.reset()
+        return super()._apply(fn, recurse)
 
     @property
     def device(self) -> torch.device:
@@ -205,11 +229,7 @@ class FeatureExtractor(nn.Module):
             x = (x - self.mean) / self.std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if self.precision == "bf16":
-                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
-                    outputs = self.net(x)
-            else:
-                outputs = self.net(x)
+            outputs = self._runner(x)
             by_name = dict(zip(self._out_names, outputs, strict=True))
             return {
                 name: by_name[name].to(dtype=torch.float32, memory_format=torch.contiguous_format)
@@ -219,5 +239,6 @@ class FeatureExtractor(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"backbone={self.backbone!r}, timm_name={self.timm_name!r}, layers={self.layers}, "
-            f"weights_source={self.weights_source!r}, precision={self.precision!r}"
+            f"weights_source={self.weights_source!r}, precision={self.precision!r}, "
+            f"optimize={self.optimize!r}"
         )

@@ -205,6 +205,7 @@ def feature_key(
         "std": [float(v) for v in extractor.std.flatten().tolist()],
         "precision": str(extractor.precision),
         "channels_last": bool(extractor.channels_last),
+        "optimize": str(getattr(extractor, "optimize", "none")),
         "device": _device_id(extractor.device),
         "batch_size": int(batch_size),
         "versions": _library_versions(),
