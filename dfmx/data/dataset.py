@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dfmx.data.batches import available_cpus
 from dfmx.data.images import INTERPOLATIONS, image_to_tensor, load_image, load_mask
 from dfmx.data.samples import Sample
 
@@ -77,12 +77,6 @@ class ImageDataset(Dataset):
         return [s.label for s in self.samples]
 
 
-def _available_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 #: Sets up to this many items (or one batch) load in the main process: starting worker
 #: processes would cost more than it saves.
 SMALL_DATASET = 32
@@ -97,7 +91,7 @@ def default_num_workers(n_items: int, batch_size: int, max_workers: int = 8) -> 
     n_batches = math.ceil(n_items / max(batch_size, 1))
     if n_batches <= 1 or n_items <= SMALL_DATASET:
         return 0
-    return max(0, min(_available_cpus(), max_workers, n_batches))
+    return max(0, min(available_cpus(), max_workers, n_batches))
 
 
 def _single_thread_worker(worker_id: int) -> None:

@@ -34,6 +34,8 @@ __all__ = [
     "load_image",
     "load_mask",
     "pil_to_rgb",
+    "resize_image",
+    "to_float",
 ]
 
 #: Interpolation names accepted by :func:`image_to_tensor`.
@@ -227,20 +229,26 @@ def load_mask(path: str | Path, size: int | tuple[int, int] | None = None) -> to
     return torch.from_numpy(np.asarray(mask_img) > 0).unsqueeze(0)
 
 
-def image_to_tensor(
+def resize_image(
     img: Image.Image,
     size: int | tuple[int, int] | None = None,
     interpolation: str = "bilinear",
     antialias: bool = True,
 ) -> torch.Tensor:
-    """Convert an image to a float32 tensor ``(3, H, W)`` in ``[0, 1]``, resized.
+    """Convert an image to an 8-bit tensor ``(3, H, W)``, resized; the decoded form that
+    batches are made of and that the image cache stores.
+
+    Resizing stays in 8 bits, separably, as PIL and timm's own evaluation transforms do
+    (torch's uint8 kernels): about 10x faster than a float resize of a 900x900 image
+    (2 ms against 20-30 ms), at most 1/255 from the float result for bilinear, a few 1/255
+    for bicubic where one pass saturates.
 
     Args:
         img: PIL image (converted with :func:`pil_to_rgb` if not ``RGB``).
         size: output ``(height, width)``, one int for a square, or ``None`` to keep size.
         interpolation: one of :data:`INTERPOLATIONS`. ``nearest``, ``nearest-exact``,
-            ``bilinear``, ``bicubic`` and ``area`` resize in float with torch (bicubic
-            overshoot is clamped); ``box``, ``hamming`` and ``lanczos`` use PIL.
+            ``bilinear`` and ``bicubic`` resize with torch in uint8; ``area`` in float,
+            rounded back; ``box``, ``hamming`` and ``lanczos`` with PIL.
         antialias: low-pass when shrinking with bilinear/bicubic (torch's ``antialias``).
     """
     if interpolation not in INTERPOLATIONS:
@@ -254,11 +262,28 @@ def image_to_tensor(
     if target is not None and interpolation in _PIL_FILTERS and img.size != target[::-1]:
         img = img.resize(target[::-1], _PIL_FILTERS[interpolation])
     tensor = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
-    tensor = tensor.to(torch.float32).div_(255.0)
     if target is None or tuple(tensor.shape[1:]) == target:
         return tensor.contiguous()
+    batch = tensor.unsqueeze(0)
+    if interpolation == "area":  # no uint8 kernel: average in float, round back
+        resized = F.interpolate(batch.to(torch.float32), size=target, mode="area")
+        return resized[0].round_().clamp_(0, 255).to(torch.uint8).contiguous()
     kwargs = {}
     if interpolation in ("bilinear", "bicubic"):
         kwargs = {"align_corners": False, "antialias": antialias}
-    resized = F.interpolate(tensor.unsqueeze(0), size=target, mode=interpolation, **kwargs)[0]
-    return resized.clamp_(0.0, 1.0).contiguous()
+    return F.interpolate(batch, size=target, mode=interpolation, **kwargs)[0].contiguous()
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """8-bit images (any shape) as float32 in ``[0, 1]``."""
+    return images.to(torch.float32).div_(255.0)
+
+
+def image_to_tensor(
+    img: Image.Image,
+    size: int | tuple[int, int] | None = None,
+    interpolation: str = "bilinear",
+    antialias: bool = True,
+) -> torch.Tensor:
+    """:func:`resize_image` as float32 ``(3, H, W)`` in ``[0, 1]`` (multiples of 1/255)."""
+    return to_float(resize_image(img, size, interpolation, antialias))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dfmx.data import IMAGE_EXTENSIONS, ImageDataset, Sample, make_loader
+from dfmx.data import IMAGE_EXTENSIONS, Sample
+from dfmx.data.batches import image_batches
 from dfmx.engine.torch_model import DFMModel
 
 
@@ -62,13 +64,14 @@ def predict_images(
     size = int(image_size or meta.get("image_size") or 256)
     samples = [Sample(path=Path(p), label=0, defect_type="unknown", mask_path=None)
                for p in paths]
-    dataset = ImageDataset(samples, image_size=size,
-                           interpolation=model.feature_extractor.interpolation)
+    extractor = model.feature_extractor
+    batches = image_batches(samples, size, extractor.interpolation, batch_size,
+                            workers=num_workers, overlap=extractor.device.type != "cpu")
     scores, maps = [], []
     with torch.inference_mode():
-        for batch in tqdm(make_loader(dataset, batch_size, num_workers), desc="predict",
-                          unit="batch", leave=False):
-            out = model(batch["image"])
+        for batch in tqdm(batches, desc="predict", unit="batch", leave=False,
+                          total=math.ceil(len(samples) / batch_size)):
+            out = model(batch)
             scores.append(out.pred_score.double().cpu())
             if keep_maps and out.anomaly_map is not None:
                 maps.append(out.anomaly_map[:, 0].float().cpu())

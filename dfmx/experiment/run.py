@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,12 +20,13 @@ import torch
 from tqdm.auto import tqdm
 
 from dfmx import registry
-from dfmx.data import ImageDataset, Sample, load_mask, make_loader
+from dfmx.data import Sample, load_mask
+from dfmx.data.batches import files_fingerprint, image_batches
 from dfmx.data.validation import SKIPPED_CSV, validate_split, write_skipped_csv
 from dfmx.engine.torch_model import DFMModel, upsample_maps
 from dfmx.experiment import reports
 from dfmx.experiment.saved_model import save_model
-from dfmx.features.cache import FeatureCache, feature_key, files_fingerprint
+from dfmx.features.cache import FeatureCache, feature_key
 from dfmx.metrics import compute_metrics
 
 log = logging.getLogger(__name__)
@@ -83,17 +85,6 @@ def load_samples(data_cfg: Mapping[str, Any]) -> tuple[list[Sample], list[Sample
     return train, test
 
 
-def _loader(
-    samples: list[Sample], cfg: Mapping[str, Any], model: DFMModel
-) -> torch.utils.data.DataLoader:
-    # Resize as the backbone was trained (its pretrained config's interpolation).
-    dataset = ImageDataset(samples, image_size=int(cfg["image_size"]),
-                           interpolation=model.feature_extractor.interpolation)
-    return make_loader(
-        dataset, batch_size=int(cfg["batch_size"]), num_workers=cfg.get("num_workers")
-    )
-
-
 @contextmanager
 def _timer(timings: dict[str, float], key: str) -> Iterator[None]:
     start = time.perf_counter()
@@ -105,12 +96,25 @@ RawFeatures = dict[str, torch.Tensor]
 
 
 def _compute_raw(
-    model: DFMModel, samples: list[Sample], cfg: Mapping[str, Any], desc: str
+    model: DFMModel, samples: list[Sample], cfg: Mapping[str, Any], desc: str,
+    images: FeatureCache | None = None,
 ) -> RawFeatures:
-    """Raw backbone maps ``{layer: (N, C, h, w)}`` of ``samples``, on the CPU, float32."""
+    """Raw backbone maps ``{layer: (N, C, h, w)}`` of ``samples``, on the CPU, float32.
+
+    Images come from :func:`~dfmx.data.batches.image_batches`: decoded chunk by chunk by
+    threads, overlapping the backbone only on a GPU; ``images`` keeps the decoded chunks
+    for other jobs on the same images.
+    """
+    extractor = model.feature_extractor
+    batch_size = int(cfg["batch_size"])
+    batches = image_batches(
+        samples, int(cfg["image_size"]), extractor.interpolation, batch_size,
+        workers=cfg.get("num_workers"), overlap=extractor.device.type != "cpu", store=images,
+    )
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in model.layers}
-    for batch in tqdm(_loader(samples, cfg, model), desc=desc, unit="batch", leave=False):
-        raw = model.raw_features(batch["image"])
+    for batch in tqdm(batches, desc=desc, unit="batch", leave=False,
+                      total=math.ceil(len(samples) / batch_size)):
+        raw = model.raw_features(batch)
         for name in chunks:
             chunks[name].append(raw[name].cpu())
     return {name: torch.cat(parts) for name, parts in chunks.items()}
@@ -137,7 +141,7 @@ def raw_features(
         key = feature_key(model.feature_extractor, [s.path for s in samples],
                           int(cfg["image_size"]), int(cfg["batch_size"]))
         raw, hit = cache.get_or_compute(
-            key, split, lambda: _compute_raw(model, samples, cfg, desc)
+            key, split, lambda: _compute_raw(model, samples, cfg, desc, images=cache)
         )
         log.info("%s features: cache %s (%s)", split, "hit" if hit else "miss",
                  cache.entry_path(key, split))

@@ -193,7 +193,7 @@ class FeatureExtractor(nn.Module):
         self._runner = GraphRunner(self.net, self.optimize, autocast)
         self.register_load_state_dict_post_hook(_drop_graphs)
 
-    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - nn.Module's signature
+    def _apply(self, fn, recurse=True):
         """``.to()``, ``.cuda()``, ``.float()``, ...: built graphs hold old tensors, drop them."""
         runner = self.__dict__.get("_runner")
         if runner is not None:
@@ -214,8 +214,9 @@ class FeatureExtractor(nn.Module):
         """Feature maps of a batch of images.
 
         Args:
-            images: RGB floats in ``[0, 1]``, shape ``(N, 3, H, W)``, on any device; they
-                are normalised here with the backbone's ``mean``/``std``.
+            images: RGB floats in ``[0, 1]`` or 8-bit values (``uint8``, divided by 255
+                here, after the copy to the device), shape ``(N, 3, H, W)``, on any
+                device; they are normalised here with the backbone's ``mean``/``std``.
 
         Returns:
             ``{layer: (N, C_layer, H / r, W / r)}`` for each requested layer (``r`` its
@@ -225,7 +226,8 @@ class FeatureExtractor(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"Expected images of shape (N, 3, H, W), got {tuple(images.shape)}.")
         with torch.inference_mode():
-            x = images.to(device=self.device, dtype=torch.float32)
+            x = images.to(device=self.device)
+            x = x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x.float()
             x = (x - self.mean) / self.std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

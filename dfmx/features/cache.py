@@ -49,11 +49,13 @@ from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
+from dfmx.data.batches import files_fingerprint
+
 log = logging.getLogger(__name__)
 
 #: Bump whenever what is stored, or how images become raw features (decoding, resizing,
 #: normalisation in dfmx code), changes: old entries then simply stop matching.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 DEFAULT_MAX_GB = 10.0
 ENTRY_SUFFIX = ".safetensors"
 #: Temporary files and lock files older than this are leftovers of killed jobs.
@@ -141,22 +143,6 @@ def weights_fingerprint(extractor: Any) -> str:
             _WEIGHTS_MEMO[memo_key] = fingerprint
     _EXTRACTOR_MEMO[extractor] = fingerprint
     return fingerprint
-
-
-def files_fingerprint(paths: Sequence[str | os.PathLike[str]]) -> str:
-    """SHA-256 of ``(absolute path, size, mtime_ns)`` of each file, in order.
-
-    Cheap (one ``stat`` per file, no reading); touching or rewriting a file changes it.
-
-    Raises:
-        FileNotFoundError: a file does not exist.
-    """
-    digest = hashlib.sha256()
-    for path in paths:
-        absolute = os.path.abspath(os.fspath(path))
-        st = os.stat(absolute)
-        digest.update(f"{absolute}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
 
 
 def _device_id(device: torch.device) -> str:

@@ -122,7 +122,7 @@ class GraphRunner:
                 warnings.simplefilter("always")
                 traced = torch.jit.trace(self.net, x, check_trace=False, strict=False)
                 frozen = torch.jit.freeze(traced.eval())
-        except Exception as err:  # noqa: BLE001 - any failure means: run eagerly
+        except Exception as err:
             self._fall_back("tracing/freezing", err)
             return None
         tracer_warning = getattr(torch.jit, "TracerWarning", ())
@@ -138,7 +138,7 @@ class GraphRunner:
                                                options={"freezing": True})
                 self._compiled_batch = x.shape[0]
                 return self._compiled(x)
-            except Exception as err:  # noqa: BLE001 - no compiler, unsupported op, ...
+            except Exception as err:
                 self._compiled = None
                 self._fall_back("torch.compile", err)
                 return None

@@ -18,6 +18,7 @@ from dfmx.data.images import (
     load_image,
     load_mask,
     pil_to_rgb,
+    resize_image,
 )
 
 
@@ -259,3 +260,23 @@ def test_image_to_tensor_antialias_switch() -> None:
     aliased = image_to_tensor(img, 16, "bilinear", antialias=False)
     assert smooth.std() < 0.5 * aliased.std()
     torch.testing.assert_close(smooth.mean(), aliased.mean(), atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize(("interpolation", "pil_filter"),
+                         [("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC)])
+def test_resize_image_stays_8_bit_and_matches_pil(interpolation, pil_filter) -> None:
+    """The uint8 resize is PIL's (and timm's evaluation transform's) to within 1/255,
+    shrinking and enlarging, even on noise where a saturating pass matters."""
+    pixels = np.random.default_rng(5).integers(0, 256, (90, 70, 3), dtype=np.uint8)
+    img = Image.fromarray(pixels, "RGB")
+    for size in ((32, 40), (120, 150)):
+        out = resize_image(img, size, interpolation)
+        assert out.dtype == torch.uint8 and out.shape == (3, *size)
+        expected = np.asarray(img.resize(size[::-1], pil_filter)).astype(int)
+        assert np.abs(out.permute(1, 2, 0).numpy().astype(int) - expected).max() <= 1
+    area = resize_image(img, (45, 35), "area")
+    assert area.dtype == torch.uint8
+    assert torch.equal(area, torch.from_numpy(pixels.reshape(45, 2, 35, 2, 3).mean(axis=(1, 3))
+                                              .round().astype(np.uint8)).permute(2, 0, 1))
+    torch.testing.assert_close(image_to_tensor(img, (32, 40), interpolation),
+                               resize_image(img, (32, 40), interpolation).float() / 255)

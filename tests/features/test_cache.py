@@ -13,6 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+import dfmx.data.batches as batches_module
+from dfmx.data.batches import image_batches
 from dfmx.experiment import run as run_module
 from dfmx.experiment.run import build_model, load_samples, run_experiment, score_samples
 from dfmx.features.cache import (
@@ -314,11 +316,20 @@ def test_run_experiment_twice_hits_and_gives_identical_metrics(
     assert _comparable(second.metrics) == _comparable(first.metrics)
     assert (tmp_path / "run1/predictions.csv").read_text() == (
         tmp_path / "run2/predictions.csv").read_text()
-    assert len(FeatureCache(tmp_path / "cache/features").entries()) == 2
+    store = FeatureCache(tmp_path / "cache/features")
+    kinds = sorted(p.name.split("-")[0] for p in store.entries())
+    assert kinds == ["images", "images", "test", "train"]  # decoded images, then features
     # Another scorer and pooling on the same backbone reuse the entries.
     other = run_experiment(_config(data_dirs, scorer={"name": "nll"},
                                    pooling={"name": "max", "kernel_size": 1}), tmp_path / "run3")
     assert (other.metrics["cache_hit_train"], other.metrics["cache_hit_test"]) == (1.0, 1.0)
+    # Another precision misses the features but reads the decoded images: nothing decoded.
+    decoded: list[Path] = []
+    monkeypatch.setattr(batches_module, "_decode_one", lambda s, *a: decoded.append(s.path))
+    bf16 = run_experiment({**cfg, "precision": "bf16"}, tmp_path / "run5")
+    assert (bf16.metrics["cache_hit_train"], bf16.metrics["cache_hit_test"]) == (0.0, 0.0)
+    assert decoded == [] and len(store.entries()) == 6
+    monkeypatch.undo()
     # The same job without the cache: the same metrics, nothing written.
     monkeypatch.setenv("DFMX_CACHE_DIR", str(tmp_path / "nocache"))
     off = run_experiment({**cfg, "cache": {"enabled": False}}, tmp_path / "run4")
@@ -347,7 +358,8 @@ def test_scores_with_a_cache_hit_equal_scores_without_cache(
         for key in plain:
             assert np.array_equal(res[key], plain[key]), key
             assert res[key].dtype == plain[key].dtype, key
-    # ... and equal what the model gives for the loader's batches of images.
-    loader = run_module._loader(test, cfg, model)
-    direct = torch.cat([model(batch["image"]).pred_score for batch in loader])
+    # ... and equal what the model gives for the same batches of images.
+    batches = image_batches(test, cfg["image_size"], model.feature_extractor.interpolation,
+                            cfg["batch_size"])
+    direct = torch.cat([model(batch).pred_score for batch in batches])
     assert np.array_equal(direct.double().numpy(), plain["scores"])
