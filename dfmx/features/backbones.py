@@ -101,6 +101,15 @@ def _truncate_after(model: nn.Module, deepest: str) -> None:
             del blocks[keep:]
 
 
+#: On a CPU the backbone runs on at most this many images at a time, whatever the batch:
+#: the early, wide-spatial layers' activations then stay in cache. Measured on this
+#: project's 2-core AMX CPU (bf16, frozen graph, 16 images of 256², 5 interleaved rounds):
+#: 8 at a time beat 16 in every round, Wide-ResNet-50 (to layer3) by 10-30% and
+#: EfficientNet-Lite0 (to blocks.4) by 15-27%; 4 was as fast as 8, 1 and 2 slower.
+#: ``FeatureExtractor.micro_batch`` changes it; GPUs take the whole batch.
+CPU_MICRO_BATCH = 8
+
+
 def _drop_graphs(module: FeatureExtractor, incompatible_keys: object) -> None:
     """``load_state_dict`` post-hook: built graphs hold the old weights as constants."""
     del incompatible_keys
@@ -188,6 +197,7 @@ class FeatureExtractor(nn.Module):
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         super().train(False)
+        self.micro_batch: int = CPU_MICRO_BATCH
         self.optimize: str = resolve_optimize(optimize, device)
         autocast = torch.bfloat16 if self.precision == "bf16" else None
         self._runner = GraphRunner(self.net, self.optimize, autocast)
@@ -231,10 +241,11 @@ class FeatureExtractor(nn.Module):
             x = (x - self.mean) / self.std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            outputs = self._runner(x)
-            by_name = dict(zip(self._out_names, outputs, strict=True))
+            step = self.micro_batch if self.device.type == "cpu" else x.shape[0]
+            parts = [self._runner(x[i:i + step]) for i in range(0, x.shape[0], max(step, 1))]
             return {
-                name: by_name[name].to(dtype=torch.float32, memory_format=torch.contiguous_format)
+                name: torch.cat([part[self._out_names.index(name)] for part in parts]).to(
+                    dtype=torch.float32, memory_format=torch.contiguous_format)
                 for name in self.layers
             }
 

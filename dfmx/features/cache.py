@@ -192,6 +192,7 @@ def feature_key(
         "precision": str(extractor.precision),
         "channels_last": bool(extractor.channels_last),
         "optimize": str(getattr(extractor, "optimize", "none")),
+        "micro_batch": int(getattr(extractor, "micro_batch", 0)),
         "device": _device_id(extractor.device),
         "batch_size": int(batch_size),
         "versions": _library_versions(),

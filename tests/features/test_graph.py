@@ -112,3 +112,25 @@ def test_compiled_net_pads_partial_batches_and_chunks_large_ones() -> None:
         assert out.shape == (n, 4, 7, 7)
         assert _rel(out, eager(x[:n])) < 1e-5
     assert _rel(runner(x[:4]), expected) < 1e-5
+
+
+def test_cpu_batches_run_in_micro_batches() -> None:
+    fx = FeatureExtractor("resnet18", ["layer2", "layer3"], pre_trained=False)
+    assert fx.micro_batch == 8
+    sizes: list[int] = []
+    runner = fx._runner
+
+    def spy(x: torch.Tensor):
+        sizes.append(x.shape[0])
+        return runner(x)
+
+    fx._runner = spy
+    x = torch.rand(19, 3, 64, 64)
+    out = fx(x)
+    assert sizes == [8, 8, 3]
+    fx.micro_batch = 64
+    whole = fx(x)
+    assert sizes[3:] == [19]
+    for name in ("layer2", "layer3"):
+        assert out[name].shape == whole[name].shape and out[name].is_contiguous()
+        assert _rel(out[name], whole[name]) < 1e-5
