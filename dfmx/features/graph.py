@@ -6,17 +6,20 @@
 * ``freeze``: ``torch.jit.trace`` then ``torch.jit.freeze``. Freezing inlines the weights
   as constants, folds BatchNorm into the convolutions where it can, fuses
   convolution + add + ReLU into oneDNN post-ops and prepacks the weights once instead of
-  reordering them on every call. It costs under a second per input shape. Measured on
-  this project's 2-core AMX CPU (bf16 autocast, channels_last, 16 images of 256²): Wide-
-  ResNet-50 to ``layer3`` 51 images/s against 40 eager, EfficientNet-Lite0 to ``blocks.4``
-  146 against 88. ResNets give bit-identical features; EfficientNets differ by ~7e-3
-  relative in bf16 because the folded BatchNorm rounds differently (AUROC unchanged,
-  ``benchmarks/test_bf16_accuracy.py``).
-* ``compile``: ``torch.compile`` (Inductor, with weight freezing). The fastest (Wide-
-  ResNet-50: 86 images/s in the same run) but it needs a C++ compiler and 10-30 s to
-  compile on 2 cores, so it pays only for long extractions (thousands of images).
-  Partial batches are padded to the batch size it was compiled for, so that the last
-  batch of a split does not compile a second graph.
+  reordering them on every call. It costs about a second per input shape. Measured on
+  this project's 2-core AMX CPU (bf16 autocast, channels_last, 16 images of 256², best of
+  5 interleaved rounds, ``benchmarks/test_extraction_speed.py``): Wide-ResNet-50 to
+  ``layer3`` 39 images/s against 35 eager, EfficientNet-Lite0 to ``blocks.4`` 134 against
+  91. Features change only by rounding: ResNets in bf16 not at all, EfficientNets by
+  ~7e-3 relative in bf16 because the folded BatchNorm rounds differently (AUROC within
+  0.001, ``benchmarks/test_bf16_accuracy.py``), and fp32 by ~1e-7.
+* ``compile``: ``torch.compile`` (Inductor, with weight freezing). It needs a C++ compiler
+  and 24-41 s to compile on 2 cores (about 8 s when Inductor's on-disk cache already
+  holds the graph). In the same benchmark it was no faster than ``freeze`` (Wide-ResNet-50
+  40 against 39 images/s, EfficientNet-Lite0 121 against 134; one earlier quick trial gave
+  86 against 51), so it is an option for long extractions on machines where it measures
+  faster. Partial batches are padded to the batch size it was compiled for, so that the
+  last batch of a split does not compile a second graph.
 * ``auto``: ``freeze`` on the CPU, ``none`` elsewhere (cuDNN's eager kernels are already
   fused enough, and a GPU is rarely the bottleneck at these batch sizes).
 
@@ -28,14 +31,11 @@ eagerly and a warning says why. The same holds for ``compile``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import warnings
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
-
-log = logging.getLogger(__name__)
 
 OPTIMIZATIONS: tuple[str, ...] = ("auto", "none", "freeze", "compile")
 
@@ -122,7 +122,7 @@ class GraphRunner:
                 warnings.simplefilter("always")
                 traced = torch.jit.trace(self.net, x, check_trace=False, strict=False)
                 frozen = torch.jit.freeze(traced.eval())
-        except Exception as err:
+        except Exception as err:  # any failure (untraceable model, no torch.jit): eager
             self._fall_back("tracing/freezing", err)
             return None
         tracer_warning = getattr(torch.jit, "TracerWarning", ())
@@ -138,7 +138,7 @@ class GraphRunner:
                                                options={"freezing": True})
                 self._compiled_batch = x.shape[0]
                 return self._compiled(x)
-            except Exception as err:
+            except Exception as err:  # no C++ compiler, an unsupported op, ...: eager
                 self._compiled = None
                 self._fall_back("torch.compile", err)
                 return None
