@@ -69,13 +69,36 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
+#: Results of :func:`check_image` by (path, size, mtime, inode, decode): the jobs of a
+#: sweep in one process check each file once (``verify()`` reads the whole file).
+_CHECKED: dict[tuple[str, int, int, int, bool], tuple[int, int] | str] = {}
+_CHECKED_MAX = 200_000
+
+
 def check_image(path: str | Path, decode: bool = False) -> tuple[int, int] | str:
     """``(width, height)`` of a readable image file, else the reason it cannot be used.
 
     Opens the file and runs PIL's ``verify()``; with ``decode=True`` the pixels are
     decoded too. Never raises for a bad file (any error of PIL's becomes the reason).
+    Remembered per process until the file's size, mtime or inode changes.
     """
     path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, decode) if st else None
+    if memo is not None and memo in _CHECKED:
+        return _CHECKED[memo]
+    result = _check_image(path, decode)
+    if memo is not None:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[memo] = result
+    return result
+
+
+def _check_image(path: Path, decode: bool) -> tuple[int, int] | str:
     try:
         if not path.is_file():
             return "file not found" if not path.exists() else "not a regular file"

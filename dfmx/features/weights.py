@@ -214,6 +214,18 @@ def package_state_dict(timm_name: str) -> tuple[str, dict[str, torch.Tensor]] | 
     if found is None:
         return None
     module_name, path = found
+    st = path.stat()
+    return module_name, _mapped_package_weights(timm_name, module_name, path, st.st_size,
+                                                st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _mapped_package_weights(timm_name: str, module_name: str, path: Path, size: int,
+                            mtime_ns: int) -> dict[str, torch.Tensor]:
+    """:func:`package_state_dict`'s mapping, read once per process and file version (the
+    jobs of a sweep build the same backbone again and again; ``load_state_dict`` copies
+    the tensors, so sharing them is safe)."""
+    del size, mtime_ns  # part of the cache key only
     source = read_state_dict(path)
     full = full_model_shapes(timm_name)
     if len(source) != len(full):
@@ -229,7 +241,7 @@ def package_state_dict(timm_name: str) -> tuple[str, dict[str, torch.Tensor]] | 
                 f"timm {timm_name!r} {dst_key} {tuple(shape)}."
             )
         mapped[dst_key] = tensor
-    return module_name, mapped
+    return mapped
 
 
 def _hf_hub_cache_dir() -> Path:

@@ -43,14 +43,15 @@ def ranked_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
         ``(tps, fps)``: float64 counts of positives / negatives with ``score >= t`` for each
         distinct ``t`` in descending order.
     """
-    # Ties are grouped below, so an unstable (vectorised, ~4x faster) sort is exact.
-    order = np.argsort(scores)[::-1]
-    sorted_scores = scores[order]
-    hits = labels[order]
+    # Two value sorts (no argsort, no gathers: 2x faster on 5.4 M pixels): all scores, and
+    # the positives' scores; negated so that ascending order is descending score.
+    descending = np.sort(-scores)
+    positives = np.sort(-scores[np.asarray(labels, dtype=bool)])
     # Last index of each run of equal scores.
-    ends = np.flatnonzero(np.diff(sorted_scores)) if sorted_scores.size else np.array([], int)
-    ends = np.r_[ends, sorted_scores.size - 1]
-    tps = np.cumsum(hits, dtype=np.float64)[ends]
+    ends = np.flatnonzero(np.diff(descending)) if descending.size else np.array([], int)
+    ends = np.r_[ends, descending.size - 1]
+    # Positives with score >= threshold = positives with -score <= -threshold.
+    tps = np.searchsorted(positives, descending[ends], side="right").astype(np.float64)
     fps = (ends + 1.0) - tps
     return tps, fps
 

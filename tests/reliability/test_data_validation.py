@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from dfmx.data import (
     Sample,
@@ -217,3 +218,18 @@ def test_sources_stop_on_one_training_image(tmp_path: Path) -> None:
     c.folder_tree(tmp_path / "f", n_normal=2)
     with pytest.raises(ValueError, match=r"after holding out 1 for testing"):
         FolderData(normal_dir=str(tmp_path / "f" / "normal")).load()
+
+
+def test_check_image_is_remembered_until_the_file_changes(tmp_path: Path, monkeypatch) -> None:
+    """A sweep's jobs verify each file once; a rewritten file is verified again."""
+    path = tmp_path / "img.png"
+    Image.new("RGB", (8, 6)).save(path)
+    opened: list[Path] = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open",
+                        lambda p, *a, **k: opened.append(p) or real_open(p, *a, **k))
+    assert check_image(path) == (8, 6) and check_image(path) == (8, 6)
+    assert len(opened) == 1
+    path.write_bytes(b"not an image at all")
+    assert check_image(path).startswith("not an image")
+    assert len(opened) == 2
