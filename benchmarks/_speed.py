@@ -30,12 +30,9 @@ def seconds(fn: Callable[[], object], device: torch.device) -> float:
 
 def peak_matmul_flops_per_s(dtype: torch.dtype, device: torch.device,
                             sizes: tuple[int, ...] = (4096, 8192), reps: int = 3) -> float:
-    """The best rate of square matmuls in ``dtype`` (FLOP/s, 2 n³ per product).
-
-    The best of ``reps`` products at each size: on a shared machine the median of one
-    size swings 2-3x between runs (4096² bf16 here: 570 to 1,900 GFLOP/s), while the best
-    is what the hardware can do, the honest denominator for "percent of the limit".
-    """
+    """The best rate of square matmuls in ``dtype`` (FLOP/s, 2 n³ per product): the best
+    of ``reps`` products at each size, so a product slowed by another process sharing
+    the cores does not count."""
     best = 0.0
     for n in sizes:
         a = torch.randn(n, n, device=device).to(dtype)
