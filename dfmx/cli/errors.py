@@ -32,8 +32,8 @@ try:  # the feature layer's own error for missing pretrained weights
 except ImportError:  # pragma: no cover
     pass
 
-# torch's DataLoader re-raises an error of a worker process with the worker's formatted
-# traceback inside the message; the user needs only its last line.
+# torch's DataLoader (used with the ImageDataset API) re-raises an error of a worker process
+# with the worker's formatted traceback inside the message; the user needs only its last line.
 _TRACEBACK_MARK = "Traceback (most recent call last)"
 
 
