@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_result import CliResult
 
 from dfmx.data.demo import demo_root
 
@@ -30,28 +31,6 @@ TIMEOUT_S = 400
 #: Small and fast: the settings every run uses unless a test is about them.
 FAST = ["image_size=128", "batch_size=32", "overlays=0"]
 RANDOM_RESNET = ["backbone=resnet18", "backbone.pretrained=false"]
-
-
-@dataclass
-class CliResult:
-    """A finished command: its arguments, exit status and output."""
-
-    args: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float = 0.0
-    run_dir: Path | None = None
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def __str__(self) -> str:  # shown by failing asserts
-        return (
-            f"$ {' '.join(self.args)}\nexit {self.returncode} after {self.seconds:.1f}s\n"
-            f"--- stdout (tail)\n{self.stdout[-3000:]}\n--- stderr (tail)\n{self.stderr[-3000:]}"
-        )
 
 
 @dataclass

@@ -13,10 +13,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_result import CliResult
 
 from . import corpus as c
 
@@ -27,26 +27,6 @@ FAST = ["image_size=64", "batch_size=32", "overlays=0", "save_model=false", "pre
         "tracking=none"]
 
 CASE_KEY = pytest.StashKey[set]()
-
-
-@dataclass
-class CliResult:
-    args: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-    run_dir: Path
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def __str__(self) -> str:  # shown by failing asserts
-        return (
-            f"$ {' '.join(self.args)}\nexit {self.returncode} after {self.seconds:.1f}s\n"
-            f"--- stdout\n{self.stdout[-4000:]}\n--- stderr\n{self.stderr[-4000:]}"
-        )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-
-from .conftest import CliResult
+from cli_result import CliResult
 
 TRACEBACK = "Traceback (most recent call last)"
 
