@@ -45,6 +45,7 @@ __all__ = [
     "IMAGE_CACHE_FORMAT",
     "available_cpus",
     "decode_samples",
+    "decoder_versions",
     "files_fingerprint",
     "image_batches",
     "image_key",
@@ -89,7 +90,8 @@ def files_fingerprint(paths: Sequence[str | os.PathLike[str]]) -> str:
 
 
 @functools.cache
-def _decoder_versions() -> dict[str, str]:
+def decoder_versions() -> dict[str, str]:
+    """Versions of the libraries that turn a file into :func:`decode_samples`'s pixels."""
     import PIL
 
     return {"torch": torch.__version__, "pillow": PIL.__version__}
@@ -103,7 +105,7 @@ def image_key(paths: Sequence[str | os.PathLike[str]], image_size: tuple[int, in
         "format": IMAGE_CACHE_FORMAT,
         "image_size": [int(image_size[0]), int(image_size[1])],
         "interpolation": interpolation,
-        "versions": _decoder_versions(),
+        "versions": decoder_versions(),
         "n_images": len(paths),
         "data": files_fingerprint(paths),
     }

@@ -97,19 +97,19 @@ RawFeatures = dict[str, torch.Tensor]
 
 def _compute_raw(
     model: DFMModel, samples: list[Sample], cfg: Mapping[str, Any], desc: str,
-    images: FeatureCache | None = None,
+    image_store: FeatureCache | None = None,
 ) -> RawFeatures:
     """Raw backbone maps ``{layer: (N, C, h, w)}`` of ``samples``, on the CPU, float32.
 
     Images come from :func:`~dfmx.data.batches.image_batches`: decoded chunk by chunk by
-    threads, overlapping the backbone only on a GPU; ``images`` keeps the decoded chunks
-    for other jobs on the same images.
+    threads, overlapping the backbone only on a GPU; ``image_store`` keeps the decoded
+    chunks for other jobs on the same images.
     """
     extractor = model.feature_extractor
     batch_size = int(cfg["batch_size"])
     batches = image_batches(
         samples, int(cfg["image_size"]), extractor.interpolation, batch_size,
-        workers=cfg.get("num_workers"), overlap=extractor.device.type != "cpu", store=images,
+        workers=cfg.get("num_workers"), overlap=extractor.device.type != "cpu", store=image_store,
     )
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in model.layers}
     for batch in tqdm(batches, desc=desc, unit="batch", leave=False,
@@ -141,7 +141,7 @@ def raw_features(
         key = feature_key(model.feature_extractor, [s.path for s in samples],
                           int(cfg["image_size"]), int(cfg["batch_size"]))
         raw, hit = cache.get_or_compute(
-            key, split, lambda: _compute_raw(model, samples, cfg, desc, images=cache)
+            key, split, lambda: _compute_raw(model, samples, cfg, desc, image_store=cache)
         )
         log.info("%s features: cache %s (%s)", split, "hit" if hit else "miss",
                  cache.entry_path(key, split))

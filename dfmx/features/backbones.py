@@ -13,6 +13,7 @@ import timm
 import torch
 from torch import nn
 
+from dfmx.data.images import to_float
 from dfmx.features.graph import GraphRunner, resolve_optimize
 from dfmx.features.precision import resolve_precision, uses_channels_last
 from dfmx.features.weights import load_pretrained
@@ -237,7 +238,7 @@ class FeatureExtractor(nn.Module):
             raise ValueError(f"Expected images of shape (N, 3, H, W), got {tuple(images.shape)}.")
         with torch.inference_mode():
             x = images.to(device=self.device)
-            x = x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x.float()
+            x = to_float(x) if x.dtype == torch.uint8 else x.float()
             x = (x - self.mean) / self.std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

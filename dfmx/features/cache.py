@@ -49,7 +49,7 @@ from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
-from dfmx.data.batches import files_fingerprint
+from dfmx.data.batches import decoder_versions, files_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,6 @@ __all__ = [
     "FeatureCache",
     "default_feature_cache_dir",
     "feature_key",
-    "files_fingerprint",
     "weights_fingerprint",
 ]
 
@@ -154,10 +153,9 @@ def _device_id(device: torch.device) -> str:
 
 @functools.cache
 def _library_versions() -> dict[str, str]:
-    import PIL
     import timm
 
-    return {"torch": torch.__version__, "timm": timm.__version__, "pillow": PIL.__version__}
+    return {**decoder_versions(), "timm": timm.__version__}
 
 
 def feature_key(
