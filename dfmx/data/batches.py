@@ -1,16 +1,17 @@
 """Decoded image batches for feature extraction: parallel decoding, 8-bit, chunk by chunk.
 
-Decoding is the other half of a DFM job's time (a 900x900 MVTec PNG costs ~25 ms to
-inflate on one core, about what EfficientNet-Lite0 needs for four images). How it is
-scheduled matters as much as how fast it is:
+Decoding is the other half of a DFM job's time (a 900x900 MVTec PNG costs ~14 ms to
+inflate on one core with :mod:`dfmx.data.png`, ~25 ms with PIL: about what
+EfficientNet-Lite0 needs for two to four images). How it is scheduled matters as much as
+how fast it is:
 
 * **CPU.** Decoding and the backbone compete for the same cores. DataLoader workers
   that prefetch while the backbone runs slow both down: oneDNN's parallel regions wait
   for their slowest thread, and a core taken by a decoder stalls them all (Wide-ResNet-50
   extracted 5 images/s that way on 2 cores, against 30 without decoding). So images are
-  decoded a chunk at a time by a pool of threads, one per core (PIL's inflate and torch's
-  resize release the GIL: 2 threads decode 1.8x faster than one here), then the backbone
-  runs on the chunk with every core. No process start-up, no pickling, no contention.
+  decoded a chunk at a time by a pool of threads, one per core (libpng, PIL's inflate and
+  torch's resize release the GIL: 2 threads decode 1.7-1.9x faster than one here), then
+  the backbone runs on the chunk with every core. No process start-up, no pickling, no contention.
 * **GPU** (``overlap=True``): the next chunk is decoded while the GPU works on this one.
 
 Images stay 8-bit (:func:`~dfmx.data.images.resize_image`) until the backbone converts
@@ -21,7 +22,7 @@ them: a quarter of float32's memory and copies. A chunk holds :data:`CHUNK_IMAGE
 :class:`~dfmx.features.cache.FeatureCache`), each chunk's decoded images are kept under
 a key of the files' identity, size and filter (:func:`image_key`), so a job with another
 backbone, precision or weights on the same images reads 8-bit pixels (~0.2 ms an image)
-instead of decoding (~25 ms). Jobs with the same backbone skip images altogether: their
+instead of decoding (~14 ms). Jobs with the same backbone skip images altogether: their
 features are cached.
 """
 
@@ -37,13 +38,15 @@ from typing import Any, Protocol
 
 import torch
 
-from dfmx.data.images import INTERPOLATIONS, load_image, resize_image
+from dfmx.data.images import INTERPOLATIONS, LARGE_IMAGE_PIXELS, load_image, resize_image
+from dfmx.data.png import decode_plain_png
 from dfmx.data.samples import Sample
 
 __all__ = [
     "CHUNK_IMAGES",
     "IMAGE_CACHE_FORMAT",
     "available_cpus",
+    "decode_image",
     "decode_samples",
     "decoder_versions",
     "files_fingerprint",
@@ -92,9 +95,11 @@ def files_fingerprint(paths: Sequence[str | os.PathLike[str]]) -> str:
 @functools.cache
 def decoder_versions() -> dict[str, str]:
     """Versions of the libraries that turn a file into :func:`decode_samples`'s pixels."""
+    import imagecodecs
     import PIL
 
-    return {"torch": torch.__version__, "pillow": PIL.__version__}
+    return {"torch": torch.__version__, "pillow": PIL.__version__,
+            "imagecodecs": imagecodecs.__version__}
 
 
 def image_key(paths: Sequence[str | os.PathLike[str]], image_size: tuple[int, int],
@@ -111,8 +116,14 @@ def image_key(paths: Sequence[str | os.PathLike[str]], image_size: tuple[int, in
     }
 
 
-def _decode_one(sample: Sample, image_size: tuple[int, int], interpolation: str) -> torch.Tensor:
-    return resize_image(load_image(sample.path), image_size, interpolation)
+def decode_image(path: str | os.PathLike[str], image_size: tuple[int, int],
+                 interpolation: str) -> torch.Tensor:
+    """One image file as uint8 ``(3, H, W)`` at ``image_size``: plain 8-bit PNGs with
+    :func:`~dfmx.data.png.decode_plain_png`, everything else with
+    :func:`~dfmx.data.images.load_image` (same pixels either way)."""
+    pixels = decode_plain_png(path, LARGE_IMAGE_PIXELS)
+    return resize_image(load_image(path) if pixels is None else pixels, image_size,
+                        interpolation)
 
 
 def decode_samples(
@@ -126,8 +137,9 @@ def decode_samples(
     Decoded by ``pool``'s threads when given, else in this thread. A file that cannot be
     read raises :class:`~dfmx.data.images.ImageLoadError` naming it.
     """
-    decode = functools.partial(_decode_one, image_size=image_size, interpolation=interpolation)
-    images = list(pool.map(decode, samples)) if pool is not None else [decode(s) for s in samples]
+    paths = [s.path for s in samples]
+    decode = functools.partial(decode_image, image_size=image_size, interpolation=interpolation)
+    images = list(pool.map(decode, paths)) if pool is not None else [decode(p) for p in paths]
     return torch.stack(images)
 
 

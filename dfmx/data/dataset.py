@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dfmx.data.batches import available_cpus
-from dfmx.data.images import INTERPOLATIONS, image_to_tensor, load_image, load_mask
+from dfmx.data.batches import available_cpus, decode_image
+from dfmx.data.images import INTERPOLATIONS, load_mask, to_float
 from dfmx.data.samples import Sample
 
 __all__ = ["ImageDataset", "default_num_workers", "make_loader"]
@@ -58,7 +58,7 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
-        image = image_to_tensor(load_image(sample.path), self.image_size, self.interpolation)
+        image = to_float(decode_image(sample.path, self.image_size, self.interpolation))
         if sample.mask_path is not None:
             mask = load_mask(sample.mask_path, self.image_size).to(torch.float32)
         else:

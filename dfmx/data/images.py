@@ -229,8 +229,21 @@ def load_mask(path: str | Path, size: int | tuple[int, int] | None = None) -> to
     return torch.from_numpy(np.asarray(mask_img) > 0).unsqueeze(0)
 
 
+def _pil_to_tensor(img: Image.Image, target: tuple[int, int] | None,
+                   interpolation: str) -> torch.Tensor:
+    """8-bit ``(3, H, W)`` of a PIL image; very large ones reduced, PIL-only filters applied."""
+    img = pil_to_rgb(img)
+    if target is not None and img.width * img.height > LARGE_IMAGE_PIXELS:
+        factor = min(img.width // target[1], img.height // target[0]) // 2
+        if factor >= 2:
+            img = img.reduce(factor)  # still >= 2x the target: the resize after finishes
+    if target is not None and interpolation in _PIL_FILTERS and img.size != target[::-1]:
+        img = img.resize(target[::-1], _PIL_FILTERS[interpolation])
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+
+
 def resize_image(
-    img: Image.Image,
+    img: Image.Image | torch.Tensor,
     size: int | tuple[int, int] | None = None,
     interpolation: str = "bilinear",
     antialias: bool = True,
@@ -244,7 +257,8 @@ def resize_image(
     for bicubic where one pass saturates.
 
     Args:
-        img: PIL image (converted with :func:`pil_to_rgb` if not ``RGB``).
+        img: PIL image (converted with :func:`pil_to_rgb` if not ``RGB``), or 8-bit RGB
+            ``(3, H, W)`` (as :func:`~dfmx.data.png.decode_plain_png` gives).
         size: output ``(height, width)``, one int for a square, or ``None`` to keep size.
         interpolation: one of :data:`INTERPOLATIONS`. ``nearest``, ``nearest-exact``,
             ``bilinear`` and ``bicubic`` resize with torch in uint8; ``area`` in float,
@@ -253,15 +267,13 @@ def resize_image(
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
-    img = pil_to_rgb(img)
     target = None if size is None else _size_hw(size)
-    if target is not None and img.width * img.height > LARGE_IMAGE_PIXELS:
-        factor = min(img.width // target[1], img.height // target[0]) // 2
-        if factor >= 2:
-            img = img.reduce(factor)  # still >= 2x the target: the resize below finishes
-    if target is not None and interpolation in _PIL_FILTERS and img.size != target[::-1]:
-        img = img.resize(target[::-1], _PIL_FILTERS[interpolation])
-    tensor = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+    if isinstance(img, torch.Tensor):
+        if img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:
+            raise ValueError(f"Expected uint8 (3, H, W), got {img.dtype} {tuple(img.shape)}.")
+        if target is not None and interpolation in _PIL_FILTERS:  # filters only PIL has
+            img = Image.fromarray(img.permute(1, 2, 0).numpy())
+    tensor = img if isinstance(img, torch.Tensor) else _pil_to_tensor(img, target, interpolation)
     if target is None or tuple(tensor.shape[1:]) == target:
         return tensor.contiguous()
     batch = tensor.unsqueeze(0)

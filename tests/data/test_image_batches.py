@@ -67,13 +67,13 @@ def test_decoded_chunks_are_reused_from_the_store(samples, tmp_path, monkeypatch
     assert len(store.entries()) == 3  # 11 images in chunks of 4
 
     decoded: list[Path] = []
-    real = batches_module._decode_one
+    real = batches_module.decode_image
 
-    def counting(sample, *args, **kwargs):
-        decoded.append(sample.path)
-        return real(sample, *args, **kwargs)
+    def counting(path, *args, **kwargs):
+        decoded.append(path)
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(batches_module, "_decode_one", counting)
+    monkeypatch.setattr(batches_module, "decode_image", counting)
     second = torch.cat(list(image_batches(copies, 32, "bicubic", 4, store=store)))
     assert decoded == [] and torch.equal(first, second)
 

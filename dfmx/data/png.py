@@ -1,0 +1,70 @@
+"""Fast decoding of plain 8-bit PNGs (most inspection data sets): imagecodecs, threads.
+
+PIL inflates a 900x900 MVTec PNG in ~25 ms on one core and holds the GIL for part of it;
+imagecodecs' libpng build (zlib-ng) takes ~14 ms and releases the GIL for all of it, so two
+decoding threads run 1.7x faster than PIL's (7 ms an image against 12 on 2 cores).
+
+Only files whose pixels are certain to equal :func:`~dfmx.data.images.load_image`'s take
+this path: non-interlaced 8-bit greyscale or RGB, no transparency chunk (libpng would add
+an alpha channel that PIL leaves out), no EXIF block (its orientation is applied by
+``load_image``), at most :data:`~dfmx.data.images.LARGE_IMAGE_PIXELS` pixels. Anything
+else, and any file libpng rejects, returns ``None``: the caller falls back to PIL, whose
+behaviour (including its errors for damaged files) is then unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import imagecodecs
+import numpy as np
+import torch
+
+__all__ = ["decode_plain_png"]
+
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_GREY, _RGB = 0, 2  # PNG colour types
+# Chunks that make PIL's result differ from libpng's plain decode: transparency (libpng
+# expands it to alpha), EXIF (load_image rotates by its orientation; PIL also reads it
+# from a "Raw profile type exif" text chunk). A false match only costs the fast path.
+_FALLBACK_MARKERS = (b"tRNS", b"eXIf", b"Raw profile type exif")
+
+
+def _plain_header(head: bytes, max_pixels: int) -> bool:
+    """Whether the first 29 bytes of a file are a PNG IHDR this module decodes."""
+    if len(head) < 29 or head[:8] != _SIGNATURE or head[12:16] != b"IHDR":
+        return False
+    width, height = struct.unpack(">II", head[16:24])
+    bit_depth, colour, interlace = head[24], head[25], head[28]
+    return (bit_depth == 8 and colour in (_GREY, _RGB) and interlace == 0
+            and 0 < width * height <= max_pixels)
+
+
+def decode_plain_png(path: str | os.PathLike[str], max_pixels: int) -> torch.Tensor | None:
+    """8-bit RGB ``(3, H, W)`` of a plain 8-bit PNG, or ``None`` where PIL must decode it.
+
+    Greyscale is replicated to three channels, as :func:`~dfmx.data.images.load_image`
+    does. ``None`` also for files that cannot be opened or that libpng rejects.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(29)
+            if not _plain_header(head, max_pixels):
+                return None
+            data = head + fh.read()
+    except OSError:
+        return None
+    if any(marker in data for marker in _FALLBACK_MARKERS):
+        return None
+    try:
+        pixels = imagecodecs.png_decode(data)
+    except Exception:  # damaged file (imagecodecs.PngError) or an unforeseen variant: PIL
+        return None
+    if pixels.dtype != np.uint8:
+        return None
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        return None
+    return torch.from_numpy(pixels).permute(2, 0, 1)  # a view: pixels stay interleaved

@@ -1,0 +1,103 @@
+"""The fast PNG path: same pixels as PIL where it applies, PIL everywhere else."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dfmx.data.batches import decode_image
+from dfmx.data.images import LARGE_IMAGE_PIXELS, ImageLoadError, load_image, resize_image
+from dfmx.data.png import decode_plain_png
+
+RNG = np.random.default_rng(7)
+# Smooth content, so that PNG's adaptive filters (Sub, Up, Average, Paeth) all occur.
+_RAMP = np.add.outer(np.arange(61), 2 * np.arange(83)).astype(np.uint8)
+RGB = np.stack([_RAMP, _RAMP[::-1], 255 - _RAMP], axis=2) + RNG.integers(0, 4, (61, 83, 3),
+                                                                           dtype=np.uint8)
+GREY = RGB[..., 1].copy()
+
+
+def _save(path: Path, array: np.ndarray, **options: object) -> Path:
+    Image.fromarray(array).save(path, format="PNG", **options)
+    return path
+
+
+def _pil_pixels(path: Path) -> torch.Tensor:
+    return torch.from_numpy(np.array(load_image(path))).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_rgb_and_grey_equal_pil(tmp_path, level) -> None:
+    for name, array in (("rgb", RGB), ("grey", GREY)):
+        path = _save(tmp_path / f"{name}.png", array, compress_level=level)
+        pixels = decode_plain_png(path, LARGE_IMAGE_PIXELS)
+        assert pixels is not None, name
+        assert pixels.dtype == torch.uint8 and pixels.shape == (3, 61, 83)
+        assert torch.equal(pixels, _pil_pixels(path)), name
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest", "area", "lanczos"])
+def test_decode_image_equals_the_pil_path(tmp_path, interpolation) -> None:
+    path = _save(tmp_path / "rgb.png", RGB)
+    fast = decode_image(path, (32, 40), interpolation)
+    assert torch.equal(fast, resize_image(load_image(path), (32, 40), interpolation))
+
+
+def _with_ihdr_byte(png: bytes, offset: int, value: int) -> bytes:
+    """``png`` with one IHDR byte changed and the chunk's CRC fixed."""
+    data = bytearray(png)
+    data[16 + offset] = value
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_files_pil_must_decode_are_left_to_it(tmp_path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: load_image turns it upright
+    interlaced = tmp_path / "interlaced.png"
+    interlaced.write_bytes(_with_ihdr_byte(_save(tmp_path / "i.png", RGB).read_bytes(), 12, 1))
+    others = {
+        "rgb_transparency": _save(tmp_path / "t.png", RGB, transparency=(1, 2, 3)),
+        "grey_transparency": _save(tmp_path / "gt.png", GREY, transparency=5),
+        "rgba": _save(tmp_path / "a.png", np.dstack([RGB, GREY])),
+        "palette": tmp_path / "p.png",
+        "16 bit": tmp_path / "16.png",
+        "exif": _save(tmp_path / "e.png", RGB, exif=exif),
+        "interlaced": interlaced,
+        "jpeg": tmp_path / "j.jpg",
+    }
+    Image.fromarray(RGB).convert("P").save(others["palette"])
+    Image.fromarray(GREY.astype(np.uint16) * 257).save(others["16 bit"])
+    Image.fromarray(RGB).save(others["jpeg"])
+    for name, path in others.items():
+        assert decode_plain_png(path, LARGE_IMAGE_PIXELS) is None, name
+    assert decode_plain_png(_save(tmp_path / "big.png", RGB), 61 * 83 - 1) is None
+    # ... and decode_image still gives load_image's pixels, EXIF rotation included.
+    rotated = decode_image(others["exif"], (83, 61), "nearest")
+    assert torch.equal(rotated, _pil_pixels(others["exif"]))
+    assert torch.equal(rotated, torch.from_numpy(RGB).permute(2, 0, 1).rot90(-1, (1, 2)))
+
+
+def test_damaged_png_raises_pil_error_naming_the_file(tmp_path) -> None:
+    whole = _save(tmp_path / "whole.png", RGB).read_bytes()
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    assert decode_plain_png(truncated, LARGE_IMAGE_PIXELS) is None
+    with pytest.raises(ImageLoadError, match=r"truncated\.png"):
+        decode_image(truncated, (32, 32), "bilinear")
+    assert decode_plain_png(tmp_path / "missing.png", LARGE_IMAGE_PIXELS) is None
+    with pytest.raises(FileNotFoundError, match=r"missing\.png"):
+        decode_image(tmp_path / "missing.png", (32, 32), "bilinear")
+
+
+def test_resize_image_checks_tensor_input() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        resize_image(torch.zeros(3, 8, 8), 4)
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        resize_image(torch.zeros(8, 8, 3, dtype=torch.uint8), 4)
