@@ -4,15 +4,20 @@
 
 The reference (``reference_pipeline.py``) decodes sequentially with PIL, runs an fp32 NCHW
 backbone and a full float64 SVD. dfmx runs ``run_experiment`` with its defaults
-(``precision=auto``, ``optimize=auto``: bf16 and a frozen graph on an AMX CPU), in the
-same run, after the reference; both times include building the model. Two dfmx runs:
+(``precision=auto``, ``optimize=auto``: bf16 and a frozen graph on an AMX CPU); both times
+include building the model.
+
+This machine's speed swings by 2x within a minute (other tenants share its cores), so the
+two are measured in :data:`ROUNDS` alternating rounds (reference, then dfmx) and compared
+best against best, as ``timeit`` does: the fastest run of each is the one least slowed by
+others. Each round's own ratio is printed too.
 
 * **cold**: no feature cache, no decoded-image cache: every image decoded.
-* **images cached**: the decoded images of the same files are in the cache, as for the
-  second job of a sweep over backbones (features still extracted, no decoding).
+* **images cached** (one run): the decoded images of the same files are in the cache, as
+  for the second job of a sweep over backbones (features still extracted, no decoding).
 
 Also printed: how long decoding alone takes (dfmx's threads, no backbone) against the
-reference's sequential decoding. The 4x target is asserted on the cold run.
+reference's sequential decoding. The 4x target is asserted on the cold runs.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ def _decode(samples, interpolation: str, store=None) -> float:
     return time.perf_counter() - start
 
 
+ROUNDS = 2
+
+
 @pytest.mark.mvtec
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", list(CASES))
@@ -59,24 +67,39 @@ def test_end_to_end_vs_reference(benchmark, bottle_root, tmp_path, backbone: str
     cfg = _config(bottle_root, backbone)
     layer, pretrained = CASES[backbone]
     train, test = load_samples(cfg["data"])
-    start = time.perf_counter()
-    ref_model = ReferenceDFM(backbone, layer, pretrained, kernel_size=2, level=0.97)
-    ref = run_reference(ref_model, train, test, size=256)
-    ref_seconds = time.perf_counter() - start
-    cold = benchmark.pedantic(_run_dfmx, args=(cfg, tmp_path / "cold", False),
-                              rounds=1, iterations=1)
-    decode = _decode(train + test, ref_model.interpolation)
+    refs, colds, interpolation = [], [], {}
+
+    def one_round(i: int) -> dict[str, float]:
+        start = time.perf_counter()
+        ref_model = ReferenceDFM(backbone, layer, pretrained, kernel_size=2, level=0.97)
+        refs.append((time.perf_counter() - start, run_reference(ref_model, train, test, 256)))
+        interpolation["ref"] = ref_model.interpolation
+        colds.append(_run_dfmx(cfg, tmp_path / f"cold{i}", False))
+        return colds[-1]
+
+    benchmark.pedantic(one_round, args=(0,), rounds=1, iterations=1)
+    for i in range(1, ROUNDS):
+        one_round(i)
+    decode = _decode(train + test, interpolation["ref"])
     cache = FeatureCache(tmp_path / "cache")
-    _decode(train, ref_model.interpolation, cache)  # what an earlier job of a sweep leaves
-    _decode(test, ref_model.interpolation, cache)
+    _decode(train, interpolation["ref"], cache)  # what an earlier job of a sweep leaves
+    _decode(test, interpolation["ref"], cache)
     warm = _run_dfmx(cfg, tmp_path / "warm", cache)
     assert (warm["cache_hit_train"], warm["cache_hit_test"]) == (0.0, 0.0)  # features: miss
-    speedup, warm_speedup = ref_seconds / cold["seconds_total"], ref_seconds / warm["seconds_total"]
+
+    ref_times = [build + r.seconds_total for build, r in refs]
+    cold_times = [c["seconds_total"] for c in colds]
+    ref_best, cold_best = min(ref_times), min(cold_times)
+    speedup, warm_speedup = ref_best / cold_best, ref_best / warm["seconds_total"]
+    ref, cold = refs[ref_times.index(ref_best)][1], colds[cold_times.index(cold_best)]
     n = len(train) + len(test)
+    rounds = ", ".join(f"{r:.1f}/{c:.1f} s = {r / c:.2f}x"
+                       for r, c in zip(ref_times, cold_times, strict=True))
     print(
-        f"\n{backbone} {layer} bottle ({n} images, 256px, FRE): reference fp32 "
-        f"{ref_seconds:.1f} s (decoding {ref.seconds_decode:.1f} s sequential)\n"
-        f"  dfmx cold {cold['seconds_total']:.1f} s (build {cold['time_build_model']:.1f} s, "
+        f"\n{backbone} {layer} bottle ({n} images, 256px, FRE), reference/dfmx cold per "
+        f"round: {rounds}\n"
+        f"  best: reference fp32 {ref_best:.1f} s (decoding {ref.seconds_decode:.1f} s "
+        f"sequential); dfmx cold {cold_best:.1f} s (build {cold['time_build_model']:.1f} s, "
         f"extract train {cold['time_extract_train']:.1f} s, fit {cold['time_fit']:.2f} s, "
         f"score test {cold['time_score_test']:.1f} s) -> {speedup:.2f}x; "
         f"its decoding alone {decode:.1f} s\n"
@@ -87,6 +110,5 @@ def test_end_to_end_vs_reference(benchmark, bottle_root, tmp_path, backbone: str
         f"pixel AUROC ref {ref.metrics['pixel_AUROC']:.4f} dfmx {cold['pixel_AUROC']:.4f}"
     )
     benchmark.extra_info.update(speedup=speedup, speedup_images_cached=warm_speedup,
-                                reference_s=ref_seconds, dfmx_s=cold["seconds_total"],
-                                decode_s=decode)
+                                reference_s=ref_times, dfmx_s=cold_times, decode_s=decode)
     assert speedup >= 4

@@ -96,6 +96,26 @@ def test_untraceable_net_falls_back_to_eager_with_a_warning() -> None:
     assert torch.equal(out[0], torch.full((2, 3), 2.0))
 
 
+class _BatchBaked(nn.Module):
+    """Reads the batch size as a Python number: the tracer bakes it in and warns."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * float(torch.tensor(x.shape[0]))
+
+
+def test_batch_baked_graphs_are_retraced_on_the_whole_batch_and_kept_per_size() -> None:
+    """Graphs are first traced on two images; where the tracer warns, the whole batch is
+    traced instead and the graph only serves that batch size."""
+    runner = GraphRunner(_BatchBaked().eval(), "freeze")
+    x = torch.ones(8, 3)
+    for n in (8, 3, 8, 2):
+        assert torch.equal(runner(x[:n]), torch.full((n, 3), float(n))), n
+    assert sorted(key[-1] for key in runner._graphs) == [2, 3, 8]
+    plain = GraphRunner(nn.Sequential(nn.Linear(3, 3)).eval(), "freeze")
+    plain(x)
+    assert len(plain._graphs) == 1  # no warning: one graph for every batch size
+
+
 def test_compiled_net_pads_partial_batches_and_chunks_large_ones() -> None:
     """torch.compile (Inductor, a real C++ build) compiles once for the first batch size."""
     torch.manual_seed(0)
@@ -134,3 +154,4 @@ def test_cpu_batches_run_in_micro_batches() -> None:
     for name in ("layer2", "layer3"):
         assert out[name].shape == whole[name].shape and out[name].is_contiguous()
         assert _rel(out[name], whole[name]) < 1e-5
+
