@@ -325,7 +325,7 @@ def test_run_experiment_twice_hits_and_gives_identical_metrics(
     assert (other.metrics["cache_hit_train"], other.metrics["cache_hit_test"]) == (1.0, 1.0)
     # Another precision misses the features but reads the decoded images: nothing decoded.
     decoded: list[Path] = []
-    monkeypatch.setattr(batches_module, "_decode_one", lambda s, *a: decoded.append(s.path))
+    monkeypatch.setattr(batches_module, "decode_image", lambda p, *a: decoded.append(p))
     bf16 = run_experiment({**cfg, "precision": "bf16"}, tmp_path / "run5")
     assert (bf16.metrics["cache_hit_train"], bf16.metrics["cache_hit_test"]) == (0.0, 0.0)
     assert decoded == [] and len(store.entries()) == 6
