@@ -7,7 +7,7 @@ from dfmx.features.backbones import (
     resolve_backbone_name,
 )
 from dfmx.features.pooling import pool_features
-from dfmx.features.precision import resolve_precision
+from dfmx.features.precision import resolve_device, resolve_precision
 from dfmx.features.weights import WeightsUnavailableError, load_pretrained
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
     "load_pretrained",
     "pool_features",
     "resolve_backbone_name",
+    "resolve_device",
     "resolve_precision",
 ]

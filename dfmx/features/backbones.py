@@ -15,7 +15,7 @@ from torch import nn
 
 from dfmx.data.images import to_float
 from dfmx.features.graph import GraphRunner, resolve_optimize
-from dfmx.features.precision import resolve_precision, uses_channels_last
+from dfmx.features.precision import resolve_device, resolve_precision, uses_channels_last
 from dfmx.features.weights import load_pretrained
 
 #: Friendly names -> timm model names. Any other timm model name is accepted as is.
@@ -129,7 +129,8 @@ class FeatureExtractor(nn.Module):
         weights: an explicit ``.safetensors`` or torch state dict file; it is loaded even
             when ``pre_trained`` is ``False``.
         precision: ``"fp32"``, ``"bf16"`` (autocast) or ``"auto"``.
-        device: where the backbone runs.
+        device: where the backbone runs: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``
+            (CUDA where present); one this machine lacks raises ``ValueError``.
         optimize: how the forward runs: ``"auto"``, ``"none"`` (eager), ``"freeze"``
             (frozen TorchScript graph) or ``"compile"`` (``torch.compile``); see
             :mod:`dfmx.features.graph`. Graphs are built on the first call for each input
@@ -191,6 +192,7 @@ class FeatureExtractor(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
+        device = resolve_device(device)
         self.precision: str = resolve_precision(precision, device)
         self.channels_last: bool = uses_channels_last(self.precision, device)
         self.net = net.requires_grad_(False)

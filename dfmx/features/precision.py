@@ -1,4 +1,5 @@
-"""Compute precision of the backbone: ``fp32`` or ``bf16`` autocast, chosen by hand or ``auto``.
+"""Where and in what precision the backbone runs: the device, and ``fp32`` or ``bf16``
+autocast, each chosen by hand or ``auto``.
 
 ``auto`` picks bf16 only where the hardware has fast bf16 matrix units: CUDA devices that
 support bf16, and x86 CPUs with AMX (``amx_bf16``) or ``avx512_bf16``. Everywhere else it is
@@ -50,6 +51,38 @@ def cpu_has_fast_bf16() -> bool:
         except RuntimeError:  # pragma: no cover - defensive: probe unsupported on this build
             continue
     return bool(_cpuinfo_flags() & _CPU_BF16_FLAGS)
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """The device ``device`` names, checked to exist; ``"auto"`` is CUDA where present.
+
+    Raises:
+        ValueError: an unknown device name, or a CUDA/MPS device this machine or this
+            torch build does not have (the message says which and what to use instead).
+    """
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device.strip() if isinstance(device, str) else device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"Unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto ({err})."
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ValueError(
+                f"device={device} was asked for, but torch sees no CUDA device (torch "
+                f"{torch.__version__}, {build}); use device=cpu, or device=auto to take a "
+                "GPU only where there is one."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s), numbered from 0.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device} was asked for, but MPS is not available here; "
+                         "use device=cpu or device=auto.")
+    return dev
 
 
 def resolve_precision(name: str, device: str | torch.device = "cpu") -> str:

@@ -3,9 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
+from dfmx.features import FeatureExtractor, resolve_device, resolve_precision
 from dfmx.features import precision as precision_mod
-from dfmx.features import resolve_precision
 
 
 @pytest.mark.parametrize(
@@ -39,3 +40,18 @@ def test_cpuinfo_flags(tmp_path: Path) -> None:
     flags = precision_mod._cpuinfo_flags(info)
     assert {"amx_bf16", "avx512f"} <= flags
     assert precision_mod._cpuinfo_flags(tmp_path / "missing") == set()
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(" auto ") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="Unknown device 'gpu'; use cpu, cuda"):
+        resolve_device("gpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error_before_anything_is_built() -> None:
+    with pytest.raises(ValueError, match="device=cuda was asked for, but torch sees no CUDA"):
+        FeatureExtractor("resnet18", "layer3", pre_trained=False, device="cuda")
+    with pytest.raises(ValueError, match="device=auto to take a GPU only where there is one"):
+        resolve_device("cuda:1")
