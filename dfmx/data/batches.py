@@ -11,7 +11,8 @@ how fast it is:
   extracted 5 images/s that way on 2 cores, against 30 without decoding). So images are
   decoded a chunk at a time by a pool of threads, one per core (libpng, PIL's inflate and
   torch's resize release the GIL: 2 threads decode 1.7-1.9x faster than one here), then
-  the backbone runs on the chunk with every core. No process start-up, no pickling, no contention.
+  the backbone runs on the chunk with every core. No process start-up, no pickling, no
+  contention.
 * **GPU** (``overlap=True``): the next chunk is decoded while the GPU works on this one.
 
 Images stay 8-bit (:func:`~dfmx.data.images.resize_image`) until the backbone converts

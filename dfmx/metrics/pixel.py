@@ -29,40 +29,79 @@ def _two_class_reason(masks: np.ndarray) -> str | None:
     return None
 
 
-def ranked_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative true and false positives at every distinct score, highest first.
+class _RankedPixels:
+    """All pixel scores sorted once, the anomalous ones sorted apart: every pixel metric is
+    then read with ``searchsorted`` at the distinct anomalous scores only.
 
-    One sort of all pixels; the same curve points as scikit-learn's ``roc_curve`` /
-    ``precision_recall_curve`` (ties form one point), but several times faster on the
-    millions of pixels of a test set, which matters in sweeps.
+    Only thresholds at anomalous scores matter: ROC and PR curves only rise in recall
+    there, and the PRO only changes there. Two value sorts (SIMD, ~50 ms for 5.4 M pixels)
+    and searches for the anomalous scores (a few % of the pixels) replace per-pixel curve
+    arrays: pixel AUROC + AUPR + PRO of an MVTec test set take ~0.2 s, not ~0.6 s.
 
     Args:
-        labels: flat bool ground truth. scores: flat scores of the same length.
-
-    Returns:
-        ``(tps, fps)``: float64 counts of positives / negatives with ``score >= t`` for each
-        distinct ``t`` in descending order.
+        masks: (N,H,W) bool with both pixel kinds. maps: float scores of the same shape.
+        regions: also sort the PRO region weights (:func:`region_weights`) with the
+            anomalous scores.
     """
-    # Two value sorts (no argsort, no gathers: 2x faster on 5.4 M pixels): all scores, and
-    # the positives' scores; negated so that ascending order is descending score.
-    descending = np.sort(-scores)
-    positives = np.sort(-scores[np.asarray(labels, dtype=bool)])
-    # Last index of each run of equal scores.
-    ends = np.flatnonzero(np.diff(descending)) if descending.size else np.array([], int)
-    ends = np.r_[ends, descending.size - 1]
-    # Positives with score >= threshold = positives with -score <= -threshold.
-    tps = np.searchsorted(positives, descending[ends], side="right").astype(np.float64)
-    fps = (ends + 1.0) - tps
-    return tps, fps
 
+    def __init__(self, masks: np.ndarray, maps: np.ndarray, regions: bool = False) -> None:
+        flat, anomalous_pixels = maps.ravel(), masks.ravel()
+        self.all = np.sort(flat)
+        anomalous = flat[anomalous_pixels]
+        if regions:
+            order = np.argsort(anomalous, kind="stable")
+            weights = _anomalous_region_weights(masks)[order]
+            # suffix[i]: weight of the i-th smallest anomalous score and all above it.
+            self.suffix = np.append(np.cumsum(weights[::-1])[::-1], 0.0)
+            self.anomalous = anomalous[order]
+        else:
+            self.anomalous = np.sort(anomalous)
+        self.n_all, self.n_pos = self.all.size, self.anomalous.size
+        self.n_neg = self.n_all - self.n_pos
+        # Runs of equal anomalous scores: their values (ascending) and [start, end) indices.
+        starts = np.flatnonzero(np.r_[True, self.anomalous[1:] != self.anomalous[:-1]])
+        self.values = self.anomalous[starts]
+        self.run_start, self.run_end = starts, np.r_[starts[1:], self.n_pos]
+        # All pixels below / at or below each distinct anomalous score.
+        self.all_below = np.searchsorted(self.all, self.values, side="left")
+        self.all_at_or_below = np.searchsorted(self.all, self.values, side="right")
 
-def _auroc_from_counts(tps: np.ndarray, fps: np.ndarray) -> float:
-    return float(np.trapezoid(np.r_[0.0, tps / tps[-1]], np.r_[0.0, fps / fps[-1]]))
+    def auroc(self) -> float:
+        """Trapezoidal ROC AUC = the Mann-Whitney statistic with ties counted half, exact
+        in integers: each anomalous pixel scores the normal pixels below it, plus half of
+        those equal to it."""
+        count = self.run_end - self.run_start
+        normal_below = self.all_below - self.run_start
+        normal_equal = (self.all_at_or_below - self.all_below) - count
+        twice_u = int(np.sum(count * (2 * normal_below + normal_equal)))
+        return twice_u / (2.0 * self.n_pos * self.n_neg)
 
+    def aupr(self) -> float:
+        """Average precision: at each distinct anomalous score (descending), the recall
+        gained times the precision of "score >= it"."""
+        count = (self.run_end - self.run_start).astype(np.float64)
+        true_pos = (self.n_pos - self.run_start).astype(np.float64)
+        flagged = self.n_all - self.all_below
+        return float(np.sum(count[::-1] * (true_pos / flagged)[::-1]) / self.n_pos)
 
-def _aupr_from_counts(tps: np.ndarray, fps: np.ndarray) -> float:
-    recall_steps = np.diff(np.r_[0.0, tps]) / tps[-1]
-    return float(np.sum(recall_steps * tps / (tps + fps)))
+    def corners(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(FPR, PRO) for map > u and for map >= u at each distinct anomalous score u,
+        descending: ``(fpr_above, pro_above, fpr_at, pro_at)``. Needs ``regions=True``."""
+        def fpr_pro(all_below: np.ndarray, positive_below: np.ndarray):
+            normal_flagged = (self.n_all - all_below) - (self.n_pos - positive_below)
+            return (normal_flagged / self.n_neg)[::-1], self.suffix[positive_below][::-1]
+
+        return (*fpr_pro(self.all_at_or_below, self.run_end),
+                *fpr_pro(self.all_below, self.run_start))
+
+    def at(self, thresholds: np.ndarray, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(FPR, PRO) for map >= t (or map > t with ``strict``); thresholds (K,) -> two (K,).
+        Needs ``regions=True``."""
+        side = "right" if strict else "left"
+        positive_below = np.searchsorted(self.anomalous, thresholds, side=side)
+        all_below = np.searchsorted(self.all, thresholds, side=side)
+        normal_flagged = (self.n_all - all_below) - (self.n_pos - positive_below)
+        return normal_flagged / self.n_neg, self.suffix[positive_below]
 
 
 def pixel_auroc_aupr(masks: Any, maps: Any) -> tuple[float, float]:
@@ -72,8 +111,8 @@ def pixel_auroc_aupr(masks: Any, maps: Any) -> tuple[float, float]:
     if reason:
         return (warn_undefined(f"pixel AUROC is undefined: {reason}"),
                 warn_undefined(f"pixel AUPR is undefined: {reason}"))
-    tps, fps = ranked_counts(m.ravel(), a.ravel())
-    return _auroc_from_counts(tps, fps), _aupr_from_counts(tps, fps)
+    ranked = _RankedPixels(m, a)
+    return ranked.auroc(), ranked.aupr()
 
 
 def pixel_auroc(masks: Any, maps: Any) -> float:
@@ -90,7 +129,7 @@ def pixel_auroc(masks: Any, maps: Any) -> float:
     reason = _two_class_reason(m)
     if reason:
         return warn_undefined(f"pixel AUROC is undefined: {reason}")
-    return _auroc_from_counts(*ranked_counts(m.ravel(), a.ravel()))
+    return _RankedPixels(m, a).auroc()
 
 
 def pixel_aupr(masks: Any, maps: Any) -> float:
@@ -107,7 +146,17 @@ def pixel_aupr(masks: Any, maps: Any) -> float:
     reason = _two_class_reason(m)
     if reason:
         return warn_undefined(f"pixel AUPR is undefined: {reason}")
-    return _aupr_from_counts(*ranked_counts(m.ravel(), a.ravel()))
+    return _RankedPixels(m, a).aupr()
+
+
+def _anomalous_region_weights(masks: np.ndarray) -> np.ndarray:
+    """:func:`region_weights` of the anomalous pixels only, in ``masks[masks]`` order."""
+    labelled, num_regions = ndimage.label(masks, structure=_IN_PLANE_8)
+    regions = labelled[masks]
+    sizes = np.bincount(regions, minlength=num_regions + 1)
+    per_region = np.zeros(sizes.shape, dtype=np.float64)
+    per_region[1:] = 1.0 / (num_regions * np.maximum(sizes[1:], 1))
+    return per_region[regions]
 
 
 def region_weights(masks: np.ndarray) -> np.ndarray:
@@ -122,67 +171,30 @@ def region_weights(masks: np.ndarray) -> np.ndarray:
     Returns:
         (N,H,W) float64 weights summing to 1 (when any region exists).
     """
-    labelled, num_regions = ndimage.label(masks, structure=_IN_PLANE_8)
     weights = np.zeros(masks.shape, dtype=np.float64)
-    if num_regions == 0:
-        return weights
-    sizes = np.bincount(labelled.ravel())
-    per_region = np.zeros(sizes.shape, dtype=np.float64)
-    per_region[1:] = 1.0 / (num_regions * sizes[1:])
-    weights[masks] = per_region[labelled[masks]]
+    weights[masks] = _anomalous_region_weights(masks)
     return weights
 
 
-class _SortedPixels:
-    """Pixel scores prepared for counting "map >= t" for many thresholds t at once.
-
-    Normal scores are sorted (ascending); anomalous scores are sorted with their region
-    weights (see :func:`region_weights`) turned into suffix sums, so both the normal count and the
-    PRO at any threshold are one ``searchsorted`` away.
-    """
-
-    def __init__(self, masks: np.ndarray, maps: np.ndarray) -> None:
-        weights = region_weights(masks)[masks]
-        anomalous = maps[masks]
-        order = np.argsort(anomalous, kind="stable")
-        self.anomalous = anomalous[order]
-        # suffix[i] = sum of the weights of the i-th smallest anomalous score and all above it.
-        suffix = np.cumsum(weights[order][::-1])[::-1]
-        self.suffix = np.append(suffix, 0.0)
-        self.normal = np.sort(maps[~masks])
-
-    def at(self, thresholds: np.ndarray, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(FPR, PRO) for map >= t (or map > t with ``strict``); thresholds (K,) -> two (K,)."""
-        side = "right" if strict else "left"
-        num_normal = self.normal.size
-        fpr = (num_normal - np.searchsorted(self.normal, thresholds, side=side)) / num_normal
-        pro = self.suffix[np.searchsorted(self.anomalous, thresholds, side=side)]
-        return fpr, pro
-
-
 def _pro_curve(
-    masks: np.ndarray, maps: np.ndarray, num_thresholds: int | None
+    pixels: _RankedPixels, num_thresholds: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`pro_curve` on validated (N,H,W) bool masks with both pixel kinds and float maps."""
+    """:func:`pro_curve` of pixels ranked with their region weights."""
     if num_thresholds is not None and num_thresholds < 2:
         raise ValueError(f"num_thresholds must be None or >= 2, got {num_thresholds}")
-    pixels = _SortedPixels(masks, maps)
     if num_thresholds is None:
         # PRO only changes at anomalous scores, so between two consecutive distinct anomalous
         # scores the curve is a horizontal segment: its corner points at each such score u are
         # (FPR(map > u), PRO(map > u)) and (FPR(map >= u), PRO(map >= u)). Points in between
         # are collinear and do not change the trapezoid area or the value at the FPR limit.
-        values = np.unique(pixels.anomalous)[::-1]
-        fpr_above, pro_above = pixels.at(values, strict=True)
-        fpr_at, pro_at = pixels.at(values)
+        fpr_above, pro_above, fpr_at, pro_at = pixels.corners()
         fpr = np.stack([fpr_above, fpr_at], axis=1).ravel()
         pro = np.stack([pro_above, pro_at], axis=1).ravel()
         # Lowest threshold: every pixel is above it.
         fpr, pro = np.append(fpr, 1.0), np.append(pro, 1.0)
     else:
-        all_sorted = np.sort(maps, axis=None)
-        positions = np.linspace(all_sorted.size - 1, 0, num_thresholds).round().astype(np.int64)
-        fpr, pro = pixels.at(np.unique(all_sorted[positions])[::-1])
+        positions = np.linspace(pixels.n_all - 1, 0, num_thresholds).round().astype(np.int64)
+        fpr, pro = pixels.at(np.unique(pixels.all[positions])[::-1])
     return np.concatenate(([0.0], fpr)), np.concatenate(([0.0], pro))
 
 
@@ -197,8 +209,9 @@ def pro_curve(
 
     With ``num_thresholds=None`` the curve is exact: it holds the corner points of the curve
     over every distinct map value (points on horizontal stretches, where only normal pixels
-    cross the threshold, are omitted because they are collinear). Normal scores are sorted once
-    and both curves are read from counts / suffix sums via ``searchsorted``. With an integer,
+    cross the threshold, are omitted because they are collinear). All scores and the anomalous
+    ones are sorted once and both curves are read from counts / suffix sums via
+    ``searchsorted``. With an integer,
     the thresholds are ``num_thresholds`` evenly spaced order statistics (quantiles) of all map
     values, and the curve is exact at those thresholds.
 
@@ -214,7 +227,7 @@ def pro_curve(
     reason = _two_class_reason(m)
     if reason:
         raise ValueError(f"the PRO curve is undefined: {reason}")
-    return _pro_curve(m, a, num_thresholds)
+    return _pro_curve(_RankedPixels(m, a, regions=True), num_thresholds)
 
 
 def truncated_area(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
@@ -264,5 +277,19 @@ def pro_auc(
     reason = _two_class_reason(m)
     if reason:
         return warn_undefined(f"pixel PRO is undefined: {reason}")
-    fpr, pro = _pro_curve(m, a, num_thresholds)
+    fpr, pro = _pro_curve(_RankedPixels(m, a, regions=True), num_thresholds)
     return truncated_area(fpr, pro, fpr_limit)
+
+
+def pixel_metrics(masks: Any, maps: Any, fpr_limit: float = 0.3) -> dict[str, float]:
+    """``pixel_AUROC``, ``pixel_AUPR`` and ``pixel_PRO`` (exact, to ``fpr_limit``) from one
+    ranking of the pixels: what :func:`pixel_auroc_aupr` and :func:`pro_auc` give, for
+    the price of one of them. NaN (with a warning each) without both pixel kinds."""
+    m, a = pixel_inputs(masks, maps)
+    reason = _two_class_reason(m)
+    if reason:
+        return {f"pixel_{name}": warn_undefined(f"pixel {name} is undefined: {reason}")
+                for name in ("AUROC", "AUPR", "PRO")}
+    ranked = _RankedPixels(m, a, regions=True)
+    return {"pixel_AUROC": ranked.auroc(), "pixel_AUPR": ranked.aupr(),
+            "pixel_PRO": truncated_area(*_pro_curve(ranked, None), fpr_limit)}

@@ -6,7 +6,7 @@ from typing import Any
 
 from dfmx.metrics.image import f1_optimal, image_aupr, image_auroc
 from dfmx.metrics.inputs import image_inputs, pixel_inputs
-from dfmx.metrics.pixel import pixel_auroc_aupr, pro_auc
+from dfmx.metrics.pixel import pixel_metrics
 
 
 def compute_metrics(
@@ -51,6 +51,5 @@ def compute_metrics(
         "image_F1_threshold": threshold,
     }
     if m is not None:
-        results["pixel_AUROC"], results["pixel_AUPR"] = pixel_auroc_aupr(m, a)
-        results["pixel_PRO"] = pro_auc(m, a)
+        results.update(pixel_metrics(m, a))
     return results
