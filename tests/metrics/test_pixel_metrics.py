@@ -51,3 +51,20 @@ def test_fast_pixel_metrics_equal_scikit_learn_with_ties() -> None:
     assert pixel_aupr(masks, maps) == pytest.approx(
         average_precision_score(masks.ravel(), maps.ravel()), abs=1e-12)
     assert pixel_auroc_aupr(masks, maps) == (pixel_auroc(masks, maps), pixel_aupr(masks, maps))
+
+
+def test_pixel_metrics_from_one_ranking_equal_the_separate_functions() -> None:
+    from dfmx.metrics.pixel import pixel_auroc_aupr, pixel_metrics, pro_auc
+
+    rng = np.random.default_rng(3)
+    masks = rng.random((4, 16, 16)) < 0.08
+    maps = np.round(rng.random((4, 16, 16)) + masks * 0.4, 2)  # ties
+    auroc, aupr = pixel_auroc_aupr(masks, maps)
+    assert pixel_metrics(masks, maps) == {
+        "pixel_AUROC": auroc, "pixel_AUPR": aupr, "pixel_PRO": pro_auc(masks, maps)}
+    with pytest.warns(UndefinedMetricWarning) as caught:
+        undefined = pixel_metrics(np.zeros_like(masks), maps)
+    assert [str(w.message) for w in caught] == [
+        f"pixel {name} is undefined: the masks contain no anomalous pixels"
+        for name in ("AUROC", "AUPR", "PRO")]
+    assert all(np.isnan(v) for v in undefined.values()) and len(undefined) == 3
