@@ -57,7 +57,7 @@ def _decode(samples, interpolation: str, store=None) -> float:
     return time.perf_counter() - start
 
 
-ROUNDS = 2
+ROUNDS = 3
 
 
 @pytest.mark.mvtec
