@@ -5,7 +5,7 @@
     python benchmarks/_pca_probe.py stream N D
 
 Prints one JSON line: ``seconds`` of the fit and ``peak_extra_mib``, the growth of the
-process's maximum resident set size (``resource.getrusage``) during the fit, i.e. the peak
+process's peak resident set size (``VmHWM``) during the fit, i.e. the peak
 extra memory the method needed beyond the input. torch allocations are invisible to
 ``tracemalloc``, hence a fresh process per measurement.
 """
@@ -24,6 +24,16 @@ from dfmx.engine.pca import PCA
 
 
 def _max_rss() -> int:
+    """Peak resident bytes of this process image: ``VmHWM`` where Linux has it. Not
+    ``ru_maxrss``: Linux carries that over ``fork`` + ``exec``, so a child of a large
+    pytest process starts at its parent's peak and shows no growth (it did: 0 MiB)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
