@@ -29,8 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output folder (default: ./predictions)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="decision threshold (default: the one saved with the model)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="resize images to this size (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--overlays", type=int, default=8,
                         help="overlays of the N highest-scored images (0: none)")
@@ -46,8 +44,9 @@ def run(args: argparse.Namespace) -> Path:
 
     model = load_model(args.model)
     paths = expand_inputs(args.inputs)
-    result = predict_images(model, paths, image_size=args.image_size,
-                            batch_size=args.batch_size, keep_maps=args.overlays > 0)
+    # Images are resized to the model's size: its PCA is fitted on that feature grid.
+    result = predict_images(model, paths, batch_size=args.batch_size,
+                            keep_maps=args.overlays > 0)
     if args.threshold is not None:
         result.threshold = args.threshold
     out = Path(args.output)
@@ -60,7 +59,7 @@ def run(args: argparse.Namespace) -> Path:
                                      strict=True):
             verdict = "" if np.isnan(result.threshold) else ("anomalous" if pred else "normal")
             writer.writerow([path, repr(float(score)), verdict])
-    size = args.image_size or model.metadata.get("image_size")
+    size = model.metadata.get("image_size")
     write_prediction_overlays(out / "overlays", result.paths, result.scores, result.maps,
                               result.threshold, size, k=args.overlays)
     n_anomalous = int(result.predictions.sum()) if not np.isnan(result.threshold) else None
