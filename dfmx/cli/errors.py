@@ -124,6 +124,9 @@ def _check_overrides(argv: list[str], config_module: str) -> str | None:
                 options = loader.get_group_options(ov.key_or_group)
                 for value in _values(ov):
                     if value not in options:
+                        broken = _unusable_plugin(ov.key_or_group, value)
+                        if broken:
+                            return broken
                         return (
                             f"unknown {ov.key_or_group} {value!r}."
                             f"{_did_you_mean(value, options)} "
@@ -157,6 +160,21 @@ def _check_overrides(argv: list[str], config_module: str) -> str | None:
             f"unknown config key {key!r}.{hint} "
             f"(python -m dfmx --cfg job shows every key; +{key}=VALUE adds a new one)"
         )
+    return None
+
+
+def _unusable_plugin(group: str, name: str) -> str | None:
+    """Why an installed plugin ``name`` of ``group`` is not an option (its import failed,
+    two packages register it, or its config breaks the contract), else ``None``."""
+    from dfmx import registry
+    from dfmx.cli.config_store import PluginConfigError, config_class
+
+    if group not in registry.GROUPS or name not in registry.names(group):
+        return None
+    try:
+        config_class(group, name, registry.load(group, name))
+    except (PluginError, PluginConfigError) as exc:
+        return f"{exc}. Fix or uninstall that package to use {group}={name}."
     return None
 
 

@@ -54,6 +54,10 @@ def test_asking_for_a_broken_plugin_names_it(cli_runs: dict[str, CliResult]) -> 
     result = cli_runs["broken_scorer"]
     assert_clean_failure(result, "brokenscorer", "failed to load")
     assert BROKEN_WARNING.search(result.stderr), result
+    # The error itself gives the reason, not only the warning before it.
+    error = next(line for line in result.stderr.splitlines() if line.startswith("dfmx: error:"))
+    assert re.search(r"'brokenscorer' .* failed to load: ImportError: .*no_such_dependency\. "
+                     r"Fix or uninstall that package to use scorer=brokenscorer\.", error), result
     assert not (result.run_dir / "metrics.json").exists()
 
 
