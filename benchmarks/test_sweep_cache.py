@@ -2,15 +2,17 @@
 
     .venv/bin/pytest benchmarks/test_sweep_cache.py --benchmark-enable -s
 
-Times one ``run_experiment`` with a cold feature cache, then the 8 configurations of
-``scorer=fre,nll pooling.kernel_size=2,4 pca_level=0.9,0.97`` in sequence, in process,
-sharing one cache (the first job cold, the other seven read the cached raw features).
-MVTec AD bottle (when present) and the demo data, EfficientNet-Lite0 (offline weights) at
-256 px, no model files, no overlays. Prints both times and their ratio, and checks the
-ratio is at most 1.5 on bottle. Also prints the
-ratio of the part the cache acts on (the jobs' ``time_total``: build, extract, fit, score),
-without metrics, plots and files, which every job pays in full (pixel metrics of FRE maps
-are most of a warm job).
+Runs the 8 configurations of ``scorer=fre,nll pooling.kernel_size=2,4
+pca_level=0.9,0.97`` in sequence, in process, sharing one new cache: the first job is a
+single configuration with a cold cache, the other seven read its raw features. MVTec AD
+bottle (when present) and the demo data, EfficientNet-Lite0 (offline weights) at 256 px,
+no model files, no overlays. The ratio is the whole sweep's time over its first job's: both
+in the same minutes, because this machine's speed swings too much between minutes for a
+separate single run to compare with (it once gave 1.72x and, minutes later, 1.20x).
+Checks the ratio is at most 1.5 on bottle. A separate single run before the sweep (same
+config as one sweep job: same AUROC) is printed for information. Also prints the ratio of
+the part the cache acts on (the jobs' ``time_total``: build, extract, fit, score), without
+metrics, plots and files, which every job pays in full.
 """
 
 from __future__ import annotations
@@ -80,15 +82,17 @@ def test_sweep_of_8_costs_at_most_1_5x_one_job(benchmark, tmp_path: Path, data) 
     benchmark.pedantic(sweep, rounds=1, iterations=1)
     sweep_s = time.perf_counter() - start
 
-    ratio = sweep_s / single_s
+    first_s = walls[0]  # a single configuration, cold cache, in the sweep's minutes
+    ratio = sweep_s / first_s
     # The part the cache acts on: build, extract, fit, score (no metrics, plots, files).
-    pipeline_single = single.metrics["time_total"]
+    pipeline_first = results[0].metrics["time_total"]
     pipeline_sweep = sum(r.metrics["time_total"] for r in results)
-    pipeline_ratio = pipeline_sweep / pipeline_single
+    pipeline_ratio = pipeline_sweep / pipeline_first
     hits = [(r.metrics["cache_hit_train"], r.metrics["cache_hit_test"]) for r in results]
-    print(f"\none job, cold cache: {single_s:.2f} s; sweep of {len(SWEEP)} jobs with the "
-          f"cache: {sweep_s:.2f} s; ratio {ratio:.2f} (limit {MAX_RATIO})")
-    print(f"build+extract+fit+score only: one job {pipeline_single:.2f} s, sweep "
+    print(f"\nsweep of {len(SWEEP)} jobs with the cache: {sweep_s:.2f} s; its first job "
+          f"(cold cache) {first_s:.2f} s; ratio {ratio:.2f} (limit {MAX_RATIO}); a separate "
+          f"single job before it: {single_s:.2f} s ({sweep_s / single_s:.2f}x)")
+    print(f"build+extract+fit+score only: first job {pipeline_first:.2f} s, sweep "
           f"{pipeline_sweep:.2f} s; ratio {pipeline_ratio:.2f}")
     for params, r, wall in zip(SWEEP, results, walls, strict=True):
         m = r.metrics
@@ -98,8 +102,8 @@ def test_sweep_of_8_costs_at_most_1_5x_one_job(benchmark, tmp_path: Path, data) 
               f"fit {m['time_fit']:.2f} s, score {m['time_score_test']:.2f} s, "
               f"metrics+files {wall - m['time_total']:.2f} s, "
               f"image AUROC {m['image_AUROC']:.4f}")
-    benchmark.extra_info.update({"single_s": single_s, "sweep_s": sweep_s, "ratio": ratio,
-                                 "pipeline_ratio": pipeline_ratio})
+    benchmark.extra_info.update({"single_s": single_s, "first_s": first_s, "sweep_s": sweep_s,
+                                 "ratio": ratio, "pipeline_ratio": pipeline_ratio})
     assert hits == [(0.0, 0.0)] + [(1.0, 1.0)] * (len(SWEEP) - 1)
     same = results[SWEEP.index(("fre", 2, 0.97))].metrics
     assert same["image_AUROC"] == single.metrics["image_AUROC"]
