@@ -155,7 +155,7 @@ def _anomalous_region_weights(masks: np.ndarray) -> np.ndarray:
     regions = labelled[masks]
     sizes = np.bincount(regions, minlength=num_regions + 1)
     per_region = np.zeros(sizes.shape, dtype=np.float64)
-    per_region[1:] = 1.0 / (num_regions * np.maximum(sizes[1:], 1))
+    per_region[1:] = 1.0 / (num_regions * sizes[1:])  # every label has a pixel
     return per_region[regions]
 
 
