@@ -1,4 +1,5 @@
-"""The result of a dfmx command run in a subprocess, shared by the CLI test folders."""
+"""The result of a dfmx command run in a subprocess, shared by every test folder that runs
+the CLI (cli, reliability, tracking, launchers)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dfmx_test_cli import BIN, FAST, child_runs, explain, free_port, parent_runs, run_dfmx
+from dfmx_test_cli import BIN, FAST, child_runs, free_port, parent_runs, run_dfmx
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -68,7 +68,7 @@ def test_ray_sweep_logs_to_mlflow(ray_head: tuple[str, dict[str, str]],
                      f"hydra.sweep.dir={tmp_path / 'mr'}", f"tracking.tracking_uri=sqlite:///{db}",
                      "tracking.log_model=false"],
                     cwd=tmp_path, env=env, timeout=400)
-    assert proc.returncode == 0, explain(proc)
+    assert proc.returncode == 0, proc
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{db}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dfmx_test_cli import FAST, child_runs, explain, parent_runs, run_dfmx
+from dfmx_test_cli import FAST, child_runs, parent_runs, run_dfmx
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
@@ -18,7 +18,7 @@ def test_submitit_local_sweep(cli_env: dict[str, str], tiny_data: list[str],
                      "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={tmp_path / 'mr'}",
                      f"tracking.tracking_uri=sqlite:///{db}", "tracking.log_model=false"],
                     cwd=tmp_path, env=cli_env, timeout=400)
-    assert proc.returncode == 0, explain(proc)
+    assert proc.returncode == 0, proc
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{db}")
@@ -33,7 +33,7 @@ def test_submitit_local_sweep(cli_env: dict[str, str], tiny_data: list[str],
 def test_slurm_config_composes(cli_env: dict[str, str], tmp_path: Path) -> None:
     proc = run_dfmx(["hydra/launcher=slurm", "hydra.launcher.partition=cpu", "--cfg", "hydra",
                      "-p", "hydra.launcher"], cwd=tmp_path, env=cli_env, timeout=120)
-    assert proc.returncode == 0, explain(proc)
+    assert proc.returncode == 0, proc
     for field in ("partition: cpu", "timeout_min: 60", "cpus_per_task: 4", "mem_gb: 16",
                   "SlurmLauncher"):
         assert field in proc.stdout

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from cli_result import CliResult
+
 #: Small, fast settings for CLI jobs (2 CPU cores).
 FAST = ["image_size=128", "batch_size=32", "precision=bf16", "overlays=0", "num_workers=0"]
 BIN = Path(sys.executable).parent
@@ -41,16 +43,15 @@ def base_env(cache_dir: Path) -> dict[str, str]:
 
 
 def run_dfmx(args: Sequence[str], cwd: Path, env: Mapping[str, str],
-             timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``python -m dfmx ARGS`` in ``cwd``; stdout and stderr captured."""
-    return subprocess.run([sys.executable, "-m", "dfmx", *args], cwd=cwd, env=dict(env),
-                          capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def explain(proc: subprocess.CompletedProcess[str]) -> str:
-    """The tail of a finished process's output, for assertion messages."""
-    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n" \
-           f"{proc.stderr[-6000:]}"
+             timeout: float = 300) -> CliResult:
+    """``python -m dfmx ARGS`` in ``cwd``; stdout and stderr captured (``str()`` of the
+    result shows their tails, for assertion messages)."""
+    argv = [sys.executable, "-m", "dfmx", *args]
+    start = time.monotonic()
+    proc = subprocess.run(argv, cwd=cwd, env=dict(env), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    return CliResult(argv, proc.returncode, proc.stdout, proc.stderr,
+                     time.monotonic() - start)
 
 
 def tiny_folder_data(demo_dir: Path, dest: Path) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dfmx_test_cli import FAST, child_runs, explain, parent_runs, run_dfmx
+from dfmx_test_cli import FAST, child_runs, parent_runs, run_dfmx
 from mlflow.tracking import MlflowClient
 
 
@@ -16,10 +16,10 @@ def test_resume_skips_finished_jobs(cli_env: dict[str, str], tiny_data: list[str
     # The "interrupted" sweep: only kernel 2 got done.
     first = run_dfmx(["-m", "pooling.kernel_size=2", *common,
                       f"hydra.sweep.dir={tmp_path / 'first'}"], cwd=tmp_path, env=cli_env)
-    assert first.returncode == 0, explain(first)
+    assert first.returncode == 0, first
     again = run_dfmx(["-m", "pooling.kernel_size=2,4", "resume=true", *common,
                       f"hydra.sweep.dir={tmp_path / 'again'}"], cwd=tmp_path, env=cli_env)
-    assert again.returncode == 0, explain(again)
+    assert again.returncode == 0, again
     assert "already finished as MLflow run" in again.stdout + again.stderr
 
     client = MlflowClient(uri)

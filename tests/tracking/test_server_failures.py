@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dfmx_test_cli import FAST, child_runs, explain, parent_runs, run_dfmx
+from dfmx_test_cli import FAST, child_runs, parent_runs, run_dfmx
 from mlflow.tracking import MlflowClient
 
 
@@ -18,9 +18,9 @@ def test_failing_job_is_recorded_and_the_sweep_exits_nonzero(
     proc = run_dfmx(["-m", "pooling.kernel_size=2,64", *FAST, *tiny_data,
                      "tracking.experiment_name=failures", f"hydra.sweep.dir={tmp_path / 'mr'}"],
                     cwd=tmp_path, env=env)
-    assert proc.returncode != 0, explain(proc)
+    assert proc.returncode != 0, proc
     summary = [line for line in proc.stderr.splitlines() if line.startswith("dfmx sweep:")]
-    assert len(summary) == 1, explain(proc)
+    assert len(summary) == 1, proc
     assert "1 of 2 jobs failed" in summary[0] and "pooling.kernel_size=64" in summary[0]
     assert not (tmp_path / "mlflow.db").exists(), "MLFLOW_TRACKING_URI must be used"
 
@@ -52,7 +52,7 @@ def test_single_run_explicit_uri_wins(
     proc = run_dfmx([*FAST, *tiny_data, f"tracking.tracking_uri={tracking_server}",
                      "tracking.experiment_name=single", "tracking.log_model=false",
                      f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env)
-    assert proc.returncode == 0, explain(proc)
+    assert proc.returncode == 0, proc
     assert not (tmp_path / "env.db").exists()
     client = MlflowClient(tracking_server)
     exp = client.get_experiment_by_name("single")
@@ -74,7 +74,7 @@ def test_unreachable_server_stops_before_any_work(
     proc = run_dfmx([*FAST, *tiny_data, f"tracking.tracking_uri={dead}",
                      f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=cli_env)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, explain(proc)
+    assert proc.returncode == 1, proc
     assert "not reachable" in out and "tracking=none" in out
     assert "Traceback" not in out
     # Stopped before extracting features: no results were written.

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from dfmx_test_cli import FAST, child_runs, explain, parent_runs, run_dfmx
+from dfmx_test_cli import FAST, child_runs, parent_runs, run_dfmx
 from mlflow.tracking import MlflowClient
 
 SWEEP = ["scorer=fre,nll", "pooling.kernel_size=2,4", "pca_level=0.9,0.97"]
@@ -23,7 +23,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> 
     proc = run_dfmx(["-m", *SWEEP, *FAST, "data=demo", "hydra/launcher=joblib",
                      "hydra.launcher.n_jobs=4", f"hydra.sweep.dir={cwd / 'multirun'}"],
                     cwd=cwd, env=cli_env, timeout=600)
-    assert proc.returncode == 0, explain(proc)
+    assert proc.returncode == 0, proc
     assert (cwd / "mlflow.db").is_file(), "the default store is sqlite:///mlflow.db in the cwd"
     client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
     return {"cwd": cwd, "client": client, "proc": proc}
