@@ -67,23 +67,25 @@ def test_end_to_end_vs_reference(benchmark, bottle_root, tmp_path, backbone: str
     cfg = _config(bottle_root, backbone)
     layer, pretrained = CASES[backbone]
     train, test = load_samples(cfg["data"])
-    refs, colds, interpolation = [], [], {}
+    refs, colds = [], []
+    interpolation = ""
 
     def one_round(i: int) -> dict[str, float]:
+        nonlocal interpolation
         start = time.perf_counter()
         ref_model = ReferenceDFM(backbone, layer, pretrained, kernel_size=2, level=0.97)
         refs.append((time.perf_counter() - start, run_reference(ref_model, train, test, 256)))
-        interpolation["ref"] = ref_model.interpolation
+        interpolation = ref_model.interpolation
         colds.append(_run_dfmx(cfg, tmp_path / f"cold{i}", False))
         return colds[-1]
 
     benchmark.pedantic(one_round, args=(0,), rounds=1, iterations=1)
     for i in range(1, ROUNDS):
         one_round(i)
-    decode = _decode(train + test, interpolation["ref"])
+    decode = _decode(train + test, interpolation)
     cache = FeatureCache(tmp_path / "cache")
-    _decode(train, interpolation["ref"], cache)  # what an earlier job of a sweep leaves
-    _decode(test, interpolation["ref"], cache)
+    _decode(train, interpolation, cache)  # what an earlier job of a sweep leaves
+    _decode(test, interpolation, cache)
     warm = _run_dfmx(cfg, tmp_path / "warm", cache)
     assert (warm["cache_hit_train"], warm["cache_hit_test"]) == (0.0, 0.0)  # features: miss
 

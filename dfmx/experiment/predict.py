@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dfmx.data import IMAGE_EXTENSIONS, Sample
-from dfmx.data.batches import image_batches
+from dfmx.data.batches import ImageStore, image_batches
 from dfmx.engine.torch_model import DFMModel
 
 
@@ -48,6 +48,21 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def model_batches(
+    model: DFMModel, samples: Sequence[Sample], image_size: int, batch_size: int,
+    workers: int | None, desc: str, image_store: ImageStore | None = None,
+) -> Iterator[torch.Tensor]:
+    """uint8 image batches for ``model``, with a progress bar: resized with its backbone's
+    interpolation, decoded by :func:`~dfmx.data.batches.image_batches`' threads (ahead of
+    the backbone only on a GPU); ``image_store`` keeps the decoded chunks for other jobs."""
+    extractor = model.feature_extractor
+    batches = image_batches(samples, image_size, extractor.interpolation, batch_size,
+                            workers=workers, overlap=extractor.device.type != "cpu",
+                            store=image_store)
+    return tqdm(batches, desc=desc, unit="batch", leave=False,
+                total=math.ceil(len(samples) / batch_size))
+
+
 def predict_images(
     model: DFMModel,
     paths: Sequence[str | Path],
@@ -64,13 +79,9 @@ def predict_images(
     size = int(image_size or meta.get("image_size") or 256)
     samples = [Sample(path=Path(p), label=0, defect_type="unknown", mask_path=None)
                for p in paths]
-    extractor = model.feature_extractor
-    batches = image_batches(samples, size, extractor.interpolation, batch_size,
-                            workers=num_workers, overlap=extractor.device.type != "cpu")
     scores, maps = [], []
     with torch.inference_mode():
-        for batch in tqdm(batches, desc="predict", unit="batch", leave=False,
-                          total=math.ceil(len(samples) / batch_size)):
+        for batch in model_batches(model, samples, size, batch_size, num_workers, "predict"):
             out = model(batch)
             scores.append(out.pred_score.double().cpu())
             if keep_maps and out.anomaly_map is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,14 +16,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from dfmx import registry
 from dfmx.data import Sample, load_mask
-from dfmx.data.batches import files_fingerprint, image_batches
+from dfmx.data.batches import files_fingerprint
 from dfmx.data.validation import SKIPPED_CSV, validate_split, write_skipped_csv
 from dfmx.engine.torch_model import DFMModel, upsample_maps
 from dfmx.experiment import reports
+from dfmx.experiment.predict import model_batches
 from dfmx.experiment.saved_model import save_model
 from dfmx.features.cache import FeatureCache, feature_key
 from dfmx.metrics import compute_metrics
@@ -99,21 +98,11 @@ def _compute_raw(
     model: DFMModel, samples: list[Sample], cfg: Mapping[str, Any], desc: str,
     image_store: FeatureCache | None = None,
 ) -> RawFeatures:
-    """Raw backbone maps ``{layer: (N, C, h, w)}`` of ``samples``, on the CPU, float32.
-
-    Images come from :func:`~dfmx.data.batches.image_batches`: decoded chunk by chunk by
-    threads, overlapping the backbone only on a GPU; ``image_store`` keeps the decoded
-    chunks for other jobs on the same images.
-    """
-    extractor = model.feature_extractor
-    batch_size = int(cfg["batch_size"])
-    batches = image_batches(
-        samples, int(cfg["image_size"]), extractor.interpolation, batch_size,
-        workers=cfg.get("num_workers"), overlap=extractor.device.type != "cpu", store=image_store,
-    )
+    """Raw backbone maps ``{layer: (N, C, h, w)}`` of ``samples``, on the CPU, float32."""
+    batches = model_batches(model, samples, int(cfg["image_size"]), int(cfg["batch_size"]),
+                            cfg.get("num_workers"), desc, image_store)
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in model.layers}
-    for batch in tqdm(batches, desc=desc, unit="batch", leave=False,
-                      total=math.ceil(len(samples) / batch_size)):
+    for batch in batches:
         raw = model.raw_features(batch)
         for name in chunks:
             chunks[name].append(raw[name].cpu())

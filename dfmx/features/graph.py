@@ -4,15 +4,15 @@
 
 * ``none``: eager PyTorch.
 * ``freeze``: ``torch.jit.trace`` then ``torch.jit.freeze``. Freezing inlines the weights
-  as constants, folds BatchNorm into the convolutions where it can, fuses
-  convolution + add + ReLU into oneDNN post-ops and prepacks the weights once instead of
-  reordering them on every call. It costs about a second per input shape. Measured on
+  as constants, folds BatchNorm into the convolutions where it can, fuses convolution +
+  add + ReLU into oneDNN post-ops and prepacks the weights once instead of reordering them
+  on every call. It costs 0.3-0.6 s per input shape (traced on two images). Measured on
   this project's 2-core AMX CPU (bf16 autocast, channels_last, 16 images of 256², best of
   5 interleaved rounds, ``benchmarks/test_extraction_speed.py``): Wide-ResNet-50 to
   ``layer3`` 39 images/s against 35 eager, EfficientNet-Lite0 to ``blocks.4`` 134 against
-  91. Features change only by rounding: ResNets in bf16 not at all, EfficientNets by
-  ~7e-3 relative in bf16 because the folded BatchNorm rounds differently (AUROC within
-  0.001, ``benchmarks/test_bf16_accuracy.py``), and fp32 by ~1e-7.
+  91. Features change only by rounding: ResNets in bf16 not at all, EfficientNets by ~7e-3
+  relative in bf16 because the folded BatchNorm rounds differently (AUROC within 0.001,
+  ``benchmarks/test_bf16_accuracy.py``), and fp32 by ~1e-7.
 * ``compile``: ``torch.compile`` (Inductor, with weight freezing). It needs a C++ compiler
   and 24-41 s to compile on 2 cores (about 8 s when Inductor's on-disk cache already
   holds the graph). In the same benchmark it was no faster than ``freeze`` (Wide-ResNet-50
