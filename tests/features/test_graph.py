@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import pickle
 
@@ -94,6 +95,46 @@ def test_untraceable_net_falls_back_to_eager_with_a_warning() -> None:
         out = runner(torch.ones(2, 3))
     assert runner.mode == "none"
     assert torch.equal(out[0], torch.full((2, 3), 2.0))
+
+
+def _fusion_groups() -> int:
+    """oneDNN Graph partitions in the graph this thread ran last (nested blocks included)."""
+    return len(torch.jit.last_executed_optimized_graph().findAllNodes("prim::oneDNNFusionGroup"))
+
+
+def test_cpu_graphs_run_with_onednn_fusion_and_restore_the_switch() -> None:
+    """oneDNN Graph fusion takes over the convolutions from the second call of a shape on
+    (the first one profiles), with the same features; torch's process-wide switch is
+    back off afterwards."""
+    fx, eager = _pair("resnet18", "layer3", "fp32", "freeze")
+    x = torch.rand(4, 3, 64, 64)
+    for _ in range(3):
+        assert _rel(fx(x)["layer3"], eager(x)["layer3"]) < 1e-5
+    assert _fusion_groups() > 0
+    assert not torch.jit.onednn_fusion_enabled()
+    unfused = GraphRunner(fx._runner.net, "freeze", onednn_fusion=False)
+    for _ in range(3):
+        unfused(x)
+    assert _fusion_groups() == 0
+
+
+def test_failed_fusion_reruns_the_graph_without_it(monkeypatch) -> None:
+    import dfmx.features.graph as graph_module
+
+    @contextlib.contextmanager
+    def broken(enabled: bool):
+        raise RuntimeError("no partition for this op")
+        yield
+
+    fx, eager = _pair("resnet18", "layer3", "fp32", "freeze")
+    monkeypatch.setattr(graph_module, "_onednn_fusion", broken)
+    x = torch.rand(2, 3, 64, 64)
+    with pytest.warns(RuntimeWarning, match="oneDNN Graph fusion .* failed .*no partition"):
+        out = fx(x)["layer3"]
+    assert _rel(out, eager(x)["layer3"]) < 1e-5
+    assert fx._runner.onednn_fusion is False and fx._runner.mode == "freeze"
+    assert fx._runner._graphs  # rebuilt, and used from now on without the broken switch
+    assert _rel(fx(x)["layer3"], eager(x)["layer3"]) < 1e-5
 
 
 class _BatchBaked(nn.Module):
