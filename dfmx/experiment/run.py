@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,7 +291,14 @@ def run_experiment(
         res = score_raw(model, raw, test, cfg)
         del raw
 
-    metrics = _metrics(res, test)
+    # Pixel metrics (numpy sorts, which release the GIL) run beside the plots, which need
+    # the image metrics only: 0.1-0.3 s less per job with maps.
+    with ThreadPoolExecutor(1, thread_name_prefix="dfmx-pixel-metrics") as pool:
+        pixel = pool.submit(_pixel_metrics, res, test)
+        metrics = compute_metrics(res["labels"], res["scores"])
+        threshold = _threshold(metrics, res["scores"])
+        files = _plot(out, res, metrics, threshold)
+        metrics.update(pixel.result())
     n_images = len(train) + len(test)
     timings["time_total"] = sum(timings.values())
     metrics.update(timings)
@@ -305,23 +313,38 @@ def run_experiment(
     metrics["cache_hit_test"] = float(hit_test)
     metrics["n_skipped"] = float(len(skipped))
 
-    files = _write_outputs(out, cfg, model, test, res, metrics)
+    files.update(_write_outputs(out, cfg, model, test, res, metrics, threshold))
     return RunResult(metrics=metrics, output_dir=out, model=model, n_train=len(train),
                      n_test=len(test), files=files)
 
 
-def _metrics(res: dict[str, Any], test: list[Sample]) -> dict[str, float]:
-    """Image metrics on every test image; pixel metrics (when the scorer gives maps and
-    masks exist) on the normal images and the anomalous images that have a mask: an
-    anomalous image without a mask has unknown pixel labels, not all-normal ones."""
-    metrics = compute_metrics(res["labels"], res["scores"])
+def _pixel_metrics(res: dict[str, Any], test: list[Sample]) -> dict[str, float]:
+    """Pixel metrics (when the scorer gives maps and masks exist) on the normal images and
+    the anomalous images that have a mask: an anomalous image without a mask has unknown
+    pixel labels, not all-normal ones. ``{}`` when there are none."""
     has_mask = np.asarray([s.mask_path is not None for s in test])
     keep = (res["labels"] == 0) | has_mask
-    if res["maps"] is not None and bool(res["masks"][keep].any()):
-        pixel = compute_metrics(res["labels"][keep], res["scores"][keep],
-                                masks=res["masks"][keep], maps=res["maps"][keep])
-        metrics.update({k: v for k, v in pixel.items() if k.startswith("pixel_")})
-    return metrics
+    if res["maps"] is None or not bool(res["masks"][keep].any()):
+        return {}
+    pixel = compute_metrics(res["labels"][keep], res["scores"][keep],
+                            masks=res["masks"][keep], maps=res["maps"][keep])
+    return {k: v for k, v in pixel.items() if k.startswith("pixel_")}
+
+
+def _threshold(metrics: Mapping[str, float], scores: np.ndarray) -> float:
+    """The image threshold reported with the predictions: the F1-optimal one, or the
+    median score where that is undefined."""
+    threshold = metrics.get("image_F1_threshold", float("nan"))
+    return float(threshold) if np.isfinite(threshold) else float(np.median(scores))
+
+
+def _plot(out: Path, res: dict[str, Any], metrics: Mapping[str, float],
+          threshold: float) -> dict[str, Path]:
+    """The ROC curve and the score histogram of the test set."""
+    files = {"roc": out / "roc.png", "histogram": out / "score_histogram.png"}
+    reports.plot_roc(files["roc"], res["labels"], res["scores"], metrics.get("image_AUROC"))
+    reports.plot_score_histogram(files["histogram"], res["labels"], res["scores"], threshold)
+    return files
 
 
 def _write_outputs(
@@ -331,24 +354,15 @@ def _write_outputs(
     test: list[Sample],
     res: dict[str, Any],
     metrics: dict[str, float],
+    threshold: float,
 ) -> dict[str, Path]:
     paths = [str(s.path) for s in test]
     defect_types = [s.defect_type for s in test]
-    threshold = metrics.get("image_F1_threshold", float("nan"))
-    if not np.isfinite(threshold):
-        threshold = float(np.median(res["scores"]))
-    files = {
-        "metrics": out / "metrics.json",
-        "predictions": out / "predictions.csv",
-        "roc": out / "roc.png",
-        "histogram": out / "score_histogram.png",
-    }
+    files = {"metrics": out / "metrics.json", "predictions": out / "predictions.csv"}
     reports.write_metrics_json(files["metrics"], metrics)
     reports.write_predictions_csv(
         files["predictions"], paths, res["labels"], res["scores"], threshold, defect_types
     )
-    reports.plot_roc(files["roc"], res["labels"], res["scores"], metrics.get("image_AUROC"))
-    reports.plot_score_histogram(files["histogram"], res["labels"], res["scores"], threshold)
     if res["maps"] is not None and int(cfg.get("overlays", 0)) > 0:
         reports.write_overlays(
             out / "overlays", paths, res["labels"], res["scores"], res["maps"],
