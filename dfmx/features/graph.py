@@ -22,9 +22,9 @@
   ``benchmarks/test_bf16_accuracy.py``), and fp32 by ~1e-7.
 * ``compile``: ``torch.compile`` (Inductor, with weight freezing). It needs a C++ compiler
   and 24-41 s to compile on 2 cores (about 8 s when Inductor's on-disk cache already
-  holds the graph). In the same benchmark it was no faster than ``freeze`` (Wide-ResNet-50
-  40 against 39 images/s, EfficientNet-Lite0 121 against 134; one earlier quick trial gave
-  86 against 51), so it is an option for long extractions on machines where it measures
+  holds the graph). In ``benchmarks/test_extraction_speed.py`` it is slower than
+  ``freeze`` with fusion (Wide-ResNet-50 26.2 against 31.1 images/s, EfficientNet-Lite0
+  121 against 194), so it is an option for long extractions on machines where it measures
   faster. Partial batches are padded to the batch size it was compiled for, so that the
   last batch of a split does not compile a second graph.
 * ``auto``: ``freeze`` on the CPU, ``none`` elsewhere (cuDNN's eager kernels are already
