@@ -71,22 +71,19 @@ def _traceable(net: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _onednn_fusion(enabled: bool) -> Iterator[None]:
-    """oneDNN Graph fusion of TorchScript graphs switched to ``enabled`` for the block.
-
-    The switch is process-wide in torch; it is restored afterwards, so other TorchScript
-    code in the process keeps its own setting.
-    """
+def _onednn_fusion() -> Iterator[None]:
+    """oneDNN Graph fusion of TorchScript graphs on for the block. torch's switch is
+    process-wide: it is put back afterwards, so other TorchScript code keeps its setting."""
     get = getattr(torch.jit, "onednn_fusion_enabled", None)
     set_ = getattr(torch.jit, "enable_onednn_fusion", None)
-    if get is None or set_ is None or get() == enabled:
+    if get is None or set_ is None or get():
         yield
         return
-    set_(enabled)
+    set_(True)
     try:
         yield
     finally:
-        set_(not enabled)
+        set_(False)
 
 
 def resolve_optimize(name: str, device: str | torch.device = "cpu") -> str:
@@ -246,7 +243,7 @@ class GraphRunner:
         if not (self.onednn_fusion and x.device.type == "cpu"):
             return graph(x)
         try:
-            with _onednn_fusion(True):
+            with _onednn_fusion():
                 return graph(x)
         except Exception as err:
             self._graphs.clear()

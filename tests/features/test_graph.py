@@ -135,7 +135,7 @@ def test_failed_fusion_reruns_the_graph_without_it(monkeypatch) -> None:
     import dfmx.features.graph as graph_module
 
     @contextlib.contextmanager
-    def broken(enabled: bool):
+    def broken():
         raise RuntimeError("no partition for this op")
         yield
 
