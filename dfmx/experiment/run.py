@@ -28,6 +28,7 @@ from dfmx.experiment.predict import model_batches
 from dfmx.experiment.saved_model import save_model
 from dfmx.features.cache import FeatureCache, feature_key
 from dfmx.metrics import compute_metrics
+from dfmx.metrics.pixel import pixel_metrics
 
 log = logging.getLogger(__name__)
 
@@ -326,9 +327,7 @@ def _pixel_metrics(res: dict[str, Any], test: list[Sample]) -> dict[str, float]:
     keep = (res["labels"] == 0) | has_mask
     if res["maps"] is None or not bool(res["masks"][keep].any()):
         return {}
-    pixel = compute_metrics(res["labels"][keep], res["scores"][keep],
-                            masks=res["masks"][keep], maps=res["maps"][keep])
-    return {k: v for k, v in pixel.items() if k.startswith("pixel_")}
+    return pixel_metrics(res["masks"][keep], res["maps"][keep])
 
 
 def _threshold(metrics: Mapping[str, float], scores: np.ndarray) -> float:
