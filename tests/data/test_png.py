@@ -57,6 +57,35 @@ def _with_ihdr_byte(png: bytes, offset: int, value: int) -> bytes:
     return bytes(data)
 
 
+def _with_chunk(png: bytes, kind: bytes, body: bytes, before: bytes) -> bytes:
+    """``png`` with a chunk inserted before the first chunk of type ``before``."""
+    at = png.index(before) - 4  # the length field of that chunk
+    crc = struct.pack(">I", zlib.crc32(kind + body))
+    return png[:at] + struct.pack(">I", len(body)) + kind + body + crc + png[at:]
+
+
+def test_chunks_decide_the_path_wherever_they_are(tmp_path) -> None:
+    """Text and private chunks keep the fast path; EXIF as a text chunk, or an eXIf or
+    tRNS chunk after the pixels, send the file to PIL."""
+    plain = _save(tmp_path / "plain.png", RGB).read_bytes()
+    cases = {
+        "comment": (b"tEXt", b"Comment\x00inspected on line 3", b"IDAT", True),
+        "private": (b"prVt", b"Raw profile type exif", b"IDAT", True),
+        "exif text": (b"tEXt", b"Raw profile type exif\x00\nexif\n4\n00000000", b"IEND", False),
+        "exif compressed text": (b"zTXt", b"Raw profile type exif\x00\x00" + zlib.compress(b"x"),
+                                 b"IDAT", False),
+        "exif after the pixels": (b"eXIf", b"MM\x00*\x00\x00\x00\x08\x00\x00", b"IEND", False),
+        "transparency after the pixels": (b"tRNS", b"\x00\x01\x00\x02\x00\x03", b"IEND", False),
+    }
+    for name, (kind, body, before, fast) in cases.items():
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(_with_chunk(plain, kind, body, before))
+        pixels = decode_plain_png(path, LARGE_IMAGE_PIXELS)
+        assert (pixels is not None) == fast, name
+        if fast:
+            assert torch.equal(pixels, _pil_pixels(path)), name
+
+
 def test_files_pil_must_decode_are_left_to_it(tmp_path) -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated: load_image turns it upright
