@@ -1,6 +1,6 @@
 """Decoded image batches for feature extraction: parallel decoding, 8-bit, chunk by chunk.
 
-Decoding is the other half of a DFM job's time (a 900x900 MVTec PNG costs ~14 ms to
+Decoding is the other half of a DFM job's time (a 900x900 MVTec PNG costs 10-19 ms to
 inflate on one core with :mod:`dfmx.data.png`, ~25 ms with PIL: about what
 EfficientNet-Lite0 needs for two to four images). How it is scheduled matters as much as
 how fast it is:
@@ -23,7 +23,7 @@ them: a quarter of float32's memory and copies. A chunk holds :data:`CHUNK_IMAGE
 :class:`~dfmx.features.cache.FeatureCache`), each chunk's decoded images are kept under
 a key of the files' identity, size and filter (:func:`image_key`), so a job with another
 backbone, precision or weights on the same images reads 8-bit pixels (~0.2 ms an image)
-instead of decoding (~14 ms). Jobs with the same backbone skip images altogether: their
+instead of decoding (10-19 ms). Jobs with the same backbone skip images altogether: their
 features are cached.
 """
 
@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import torch
 
 from dfmx.data.images import INTERPOLATIONS, LARGE_IMAGE_PIXELS, load_image, resize_image
-from dfmx.data.png import decode_plain_png
+from dfmx.data.png import decode_plain_png, decoder
 from dfmx.data.samples import Sample
 
 __all__ = [
@@ -96,11 +96,9 @@ def files_fingerprint(paths: Sequence[str | os.PathLike[str]]) -> str:
 @functools.cache
 def decoder_versions() -> dict[str, str]:
     """Versions of the libraries that turn a file into :func:`decode_samples`'s pixels."""
-    import imagecodecs
     import PIL
 
-    return {"torch": torch.__version__, "pillow": PIL.__version__,
-            "imagecodecs": imagecodecs.__version__}
+    return {"torch": torch.__version__, "pillow": PIL.__version__, "png": decoder()}
 
 
 def image_key(paths: Sequence[str | os.PathLike[str]], image_size: tuple[int, int],

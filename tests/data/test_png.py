@@ -1,4 +1,7 @@
-"""The fast PNG path: same pixels as PIL where it applies, PIL everywhere else."""
+"""The fast PNG path: same pixels as PIL where it applies, PIL everywhere else.
+
+Every test runs with each decoder: imgread (where it has wheels, as here) and libpng.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dfmx.data import png
 from dfmx.data.batches import decode_image
 from dfmx.data.images import LARGE_IMAGE_PIXELS, ImageLoadError, load_image, resize_image
 from dfmx.data.png import decode_plain_png
@@ -21,6 +25,16 @@ _RAMP = np.add.outer(np.arange(61), 2 * np.arange(83)).astype(np.uint8)
 RGB = np.stack([_RAMP, _RAMP[::-1], 255 - _RAMP], axis=2) + RNG.integers(0, 4, (61, 83, 3),
                                                                            dtype=np.uint8)
 GREY = RGB[..., 1].copy()
+
+
+@pytest.fixture(autouse=True, params=["imgread", "libpng"])
+def png_decoder(request, monkeypatch) -> str:
+    if request.param == "libpng":
+        monkeypatch.setattr(png, "imgread", None)
+    elif png.imgread is None:
+        pytest.skip("imgread has no wheel for this platform")
+    assert png.decoder().startswith("imgread" if request.param == "imgread" else "imagecodecs")
+    return request.param
 
 
 def _save(path: Path, array: np.ndarray, **options: object) -> Path:
@@ -65,12 +79,16 @@ def _with_chunk(png: bytes, kind: bytes, body: bytes, before: bytes) -> bytes:
 
 
 def test_chunks_decide_the_path_wherever_they_are(tmp_path) -> None:
-    """Text and private chunks keep the fast path; EXIF as a text chunk, or an eXIf or
-    tRNS chunk after the pixels, send the file to PIL."""
+    """Text, private and colour chunks keep the fast path; EXIF as a text chunk, or an
+    eXIf or tRNS chunk after the pixels, send the file to PIL."""
     plain = _save(tmp_path / "plain.png", RGB).read_bytes()
     cases = {
         "comment": (b"tEXt", b"Comment\x00inspected on line 3", b"IDAT", True),
         "private": (b"prVt", b"Raw profile type exif", b"IDAT", True),
+        # Colour chunks that PIL ignores: no decoder may apply them either.
+        "gamma": (b"gAMA", struct.pack(">I", 100000), b"IDAT", True),
+        "sRGB": (b"sRGB", b"\x00", b"IDAT", True),
+        "significant bits": (b"sBIT", b"\x05\x05\x05", b"IDAT", True),
         "exif text": (b"tEXt", b"Raw profile type exif\x00\nexif\n4\n00000000", b"IEND", False),
         "exif compressed text": (b"zTXt", b"Raw profile type exif\x00\x00" + zlib.compress(b"x"),
                                  b"IDAT", False),
