@@ -75,11 +75,23 @@ def _atomic_text(path: str | Path, newline: str | None = None) -> Iterator[IO[st
 
 
 def _save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Write ``fig`` as a PNG at ``path`` atomically."""
+    """Write ``fig`` as a PNG at ``path`` atomically.
+
+    zlib level 1: an overlay's photo panels took 0.1-0.2 s to compress at Pillow's
+    default level 6, as long as drawing the figure; level 1 is 3-5x faster for files
+    about a fifth larger.
+    """
     path = Path(path)
     with _atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        fig.savefig(tmp, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})
     return path
+
+
+def _title(ax: Any, text: str, **kwargs: Any) -> None:
+    """An axes title at its usual place. With ``y`` given, matplotlib skips measuring the
+    tick labels to see whether the title must move up (none of these plots has any on
+    top): ~45 ms a figure."""
+    ax.set_title(text, y=1.0, **kwargs)
 
 
 # --------------------------------------------------------------------------- validation
@@ -310,7 +322,7 @@ def plot_roc(
     ax.set_aspect("equal")
     ax.set_xlabel("False positive rate (normals flagged)")
     ax.set_ylabel("True positive rate (anomalies found)")
-    ax.set_title(f"Image-level ROC — {_counts(lab)}{note}", fontsize=10)
+    _title(ax, f"Image-level ROC — {_counts(lab)}{note}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return _save_figure(fig, path)
@@ -365,7 +377,7 @@ def plot_score_histogram(
     ax.set_xlabel("Anomaly score (higher = more anomalous)")
     ax.set_ylabel("Number of images")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(f"Score distribution — {_counts(lab)}{note}", fontsize=10)
+    _title(ax, f"Score distribution — {_counts(lab)}{note}", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
     return _save_figure(fig, path)
@@ -434,6 +446,14 @@ def _map_range(maps: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
+# Overlay layout in inches: three panels of the image's shape (longer side _PANEL_IN), a
+# colorbar right of the map, room for the titles above. Fixed positions: constrained
+# layout measured every text of the figure once more and took a quarter of the time of
+# drawing it.
+_PANEL_IN, _MIN_SLOT_IN, _GAP_IN, _MARGIN_IN, _TOP_IN = 3.9, 2.9, 0.25, 0.1, 0.7
+_CBAR_PAD_IN, _CBAR_IN, _CBAR_LABELS_IN = 0.08, 0.15, 0.55
+
+
 def _overlay_figure(
     image: np.ndarray | None,
     amap: np.ndarray,
@@ -444,26 +464,37 @@ def _overlay_figure(
 ) -> Figure:
     """Three panels: image | heatmap + colorbar | blend + mask contour."""
     h, w = amap.shape
-    fig = Figure(figsize=(13, 4.8), layout="constrained")
-    axes = fig.subplots(1, 3)
+    panel_w, panel_h = _PANEL_IN * min(1.0, w / h), _PANEL_IN * min(1.0, h / w)
+    slot = max(panel_w, _MIN_SLOT_IN)  # a narrow panel is centred in room for its title
+    lefts = [_MARGIN_IN, _MARGIN_IN + slot + _GAP_IN]
+    cbar_left = lefts[1] + (slot + panel_w) / 2 + _CBAR_PAD_IN
+    lefts.append(cbar_left + _CBAR_IN + _CBAR_LABELS_IN)
+    width, height = lefts[2] + slot + _MARGIN_IN, panel_h + _MARGIN_IN + _TOP_IN
+    fig = Figure(figsize=(width, height))
+
+    def box(left: float, size: float) -> list[float]:
+        return [left / width, _MARGIN_IN / height, size / width, panel_h / height]
+
+    axes = [fig.add_axes(box(left + (slot - panel_w) / 2, panel_w)) for left in lefts]
     shown = image if image is not None else np.full((h, w, 3), 128, np.uint8)
     axes[0].imshow(shown)
-    axes[0].set_title("image" if image is not None else "image (could not be read)")
+    titles = ["image" if image is not None else "image (could not be read)",
+              "anomaly map (run-wide scale)"]
     heat = axes[1].imshow(amap, cmap=HEATMAP_CMAP, vmin=vmin, vmax=vmax)
-    axes[1].set_title("anomaly map (run-wide scale)")
-    fig.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.02)
+    fig.colorbar(heat, cax=fig.add_axes(box(cbar_left, _CBAR_IN)))
     axes[2].imshow(shown)
     axes[2].imshow(amap, cmap=HEATMAP_CMAP, vmin=vmin, vmax=vmax, alpha=0.45)
     if mask is not None and mask.any() and not mask.all():
         axes[2].contour(mask.astype(np.float32), levels=[0.5], colors=MASK_COLOUR,
                         linewidths=1.8)
-        axes[2].set_title(f"overlay + ground truth ({MASK_COLOUR} contour)")
+        titles.append(f"overlay + ground truth ({MASK_COLOUR} contour)")
     else:
-        axes[2].set_title("overlay" + (" (no defect in mask)" if mask is not None else ""))
-    for ax in axes:
+        titles.append("overlay" + (" (no defect in mask)" if mask is not None else ""))
+    for ax, text in zip(axes, titles, strict=True):
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title, fontsize=12)
+        _title(ax, text)
+    fig.suptitle(title, fontsize=12, y=1 - 0.12 / height)
     return fig
 
 
