@@ -144,3 +144,42 @@ def test_wide_resnet50_random() -> None:
     assert fx.channels == {"layer2": 512, "layer3": 1024}
     out = fx(torch.rand(1, 3, 32, 32))
     assert out["layer3"].shape == (1, 1024, 2, 2)
+
+
+def test_nets_built_for_weights_are_independent_copies(tmp_path) -> None:
+    """A sweep's jobs copy one cached skeleton: each copy gets the weights, owns its
+    tensors, and the global RNG is left as it was (cache hit or not)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    source = FeatureExtractor("resnet18", "layer2", pre_trained=False)
+    weights = tmp_path / "r18.safetensors"
+    save_file({k: v.contiguous() for k, v in source.net.state_dict().items()}, str(weights))
+
+    built = []
+    for _ in range(2):
+        torch.manual_seed(11)
+        state = torch.get_rng_state()
+        built.append(FeatureExtractor("resnet18", "layer2", weights=weights))
+        assert torch.equal(torch.get_rng_state(), state)
+    first, second = built
+    for fx in built:
+        for key, value in source.net.state_dict().items():
+            assert torch.equal(fx.net.state_dict()[key], value), key
+    with torch.no_grad():
+        first.net.conv1.weight.add_(1.0)
+    assert torch.equal(second.net.conv1.weight, source.net.conv1.weight)
+    again = FeatureExtractor("resnet18", "layer2", weights=weights)
+    assert torch.equal(again.net.conv1.weight, source.net.conv1.weight)
+    images = torch.rand(2, 3, 64, 64)
+    assert torch.equal(second(images)["layer2"], again(images)["layer2"])
+
+
+def test_random_init_still_follows_the_seed() -> None:
+    torch.manual_seed(5)
+    a = FeatureExtractor("resnet18", "layer1", pre_trained=False)
+    torch.manual_seed(5)
+    b = FeatureExtractor("resnet18", "layer1", pre_trained=False)
+    c = FeatureExtractor("resnet18", "layer1", pre_trained=False)
+    assert torch.equal(a.net.conv1.weight, b.net.conv1.weight)
+    assert not torch.equal(b.net.conv1.weight, c.net.conv1.weight)
