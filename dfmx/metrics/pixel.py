@@ -7,6 +7,8 @@ anomalous pixels return NaN and emit an ``UndefinedMetricWarning`` when one kind
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from typing import Any
 
 import numpy as np
@@ -149,8 +151,32 @@ def pixel_aupr(masks: Any, maps: Any) -> float:
     return _RankedPixels(m, a).aupr()
 
 
+#: Region weights of the last few mask stacks, by content: every job of a sweep has the
+#: same test masks, and labelling their regions (~40 ms for MVTec bottle's 83 masks of
+#: 256x256) costs ten times hashing them.
+_REGION_WEIGHTS: dict[tuple[tuple[int, ...], bytes], np.ndarray] = {}
+_REGION_WEIGHTS_MAX = 4
+_REGION_WEIGHTS_LOCK = threading.Lock()
+
+
 def _anomalous_region_weights(masks: np.ndarray) -> np.ndarray:
-    """:func:`region_weights` of the anomalous pixels only, in ``masks[masks]`` order."""
+    """:func:`region_weights` of the anomalous pixels only, in ``masks[masks]`` order
+    (read-only; remembered for the last few mask stacks)."""
+    masks = np.ascontiguousarray(masks, dtype=bool)
+    key = (masks.shape, hashlib.sha256(masks.view(np.uint8)).digest())
+    with _REGION_WEIGHTS_LOCK:
+        weights = _REGION_WEIGHTS.get(key)
+    if weights is None:
+        weights = _label_region_weights(masks)
+        weights.flags.writeable = False
+        with _REGION_WEIGHTS_LOCK:
+            _REGION_WEIGHTS[key] = weights
+            while len(_REGION_WEIGHTS) > _REGION_WEIGHTS_MAX:
+                del _REGION_WEIGHTS[next(iter(_REGION_WEIGHTS))]
+    return weights
+
+
+def _label_region_weights(masks: np.ndarray) -> np.ndarray:
     labelled, num_regions = ndimage.label(masks, structure=_IN_PLANE_8)
     regions = labelled[masks]
     sizes = np.bincount(regions, minlength=num_regions + 1)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dfmx.metrics import UndefinedMetricWarning, pixel_aupr, pixel_auroc
+from dfmx.metrics.pixel import _anomalous_region_weights, region_weights
 
 # Anomalous pixels score 0.9 and 0.35; normal pixels 0.2, 0.3, 0.1, 0.4, 0.5, 0.6.
 MASKS = np.array([[[1, 0], [0, 0]], [[0, 0], [0, 1]]])
@@ -68,3 +69,20 @@ def test_pixel_metrics_from_one_ranking_equal_the_separate_functions() -> None:
         f"pixel {name} is undefined: the masks contain no anomalous pixels"
         for name in ("AUROC", "AUPR", "PRO")]
     assert all(np.isnan(v) for v in undefined.values()) and len(undefined) == 3
+
+
+def test_region_weights_follow_the_masks_content_not_the_object() -> None:
+    """The weights are remembered by the masks' content: the same array edited in place
+    gets new weights, and the remembered ones cannot be edited by a caller."""
+    masks = np.zeros((2, 8, 8), dtype=bool)
+    masks[0, 1:3, 1:3] = True
+    first = region_weights(masks)
+    assert first[0, 1, 1] == pytest.approx(1 / 4)  # one region of 4 pixels
+    masks[1, 5:7, 5:8] = True  # a second region of 6 pixels, same array
+    second = region_weights(masks)
+    assert second[0, 1, 1] == pytest.approx(1 / 8) and second[1, 5, 5] == pytest.approx(1 / 12)
+    assert second.sum() == pytest.approx(1.0)
+    masks[1] = False
+    assert np.array_equal(region_weights(masks), first)
+    with pytest.raises(ValueError, match="read-only"):
+        _anomalous_region_weights(masks)[0] = 0.0
