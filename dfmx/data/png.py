@@ -3,7 +3,7 @@
 A 900x900 MVTec PNG, ms an image (one thread / two threads on 2 cores):
 
 * PIL: ~25 ms on one core, and it holds the GIL for part of it.
-* imgread (the Rust ``png`` crate: SIMD unfiltering, fast inflate; GIL released):
+* imgread (the Rust ``png`` crate, which unfilters and inflates faster; GIL released):
   10-12 / 5.3-6.9 ms. Used where it has wheels (Linux x86-64, macOS arm64): a
   platform-conditional dependency, see ``pyproject.toml``.
 * imagecodecs' libpng (zlib-ng; GIL released): 15-19 / 8.3-9.0 ms. Everywhere else.
@@ -13,8 +13,8 @@ decoding is more than half of it on 2 cores. Both decoders give the same pixels 
 lossless; the tests compare each with PIL); :func:`decoder` names the one in use.
 
 Only files whose pixels are certain to equal :func:`~dfmx.data.images.load_image`'s take
-this path: non-interlaced 8-bit greyscale or RGB, no transparency chunk (a decoder would
-add or drop alpha where PIL does the other), no EXIF block (its orientation is applied by
+this path: non-interlaced 8-bit greyscale or RGB, no transparency chunk (libpng would
+add an alpha channel that PIL leaves out), no EXIF block (its orientation is applied by
 ``load_image``), at most :data:`~dfmx.data.images.LARGE_IMAGE_PIXELS` pixels. Anything
 else, and any file the decoder rejects, returns ``None``: the caller falls back to PIL,
 whose behaviour (including its errors for damaged files) is then unchanged.
@@ -38,9 +38,10 @@ __all__ = ["decode_plain_png", "decoder"]
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _GREY, _RGB = 0, 2  # PNG colour types
-# Chunks that make PIL's result differ from libpng's plain decode: transparency (libpng
-# expands it to alpha), EXIF (load_image rotates by its orientation; PIL also reads it
-# from a text chunk with this keyword). A false match only costs the fast path.
+# Chunks that make PIL's result differ from a plain decode: transparency (libpng expands
+# it to an alpha channel that PIL leaves out), EXIF (load_image rotates by its
+# orientation; PIL also reads it from a text chunk with this keyword). A false match only
+# costs the fast path.
 _FALLBACK_CHUNKS = (b"tRNS", b"eXIf")
 _TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 _EXIF_TEXT = b"Raw profile type exif"
