@@ -27,6 +27,7 @@ from dfmx.experiment import reports
 from dfmx.experiment.predict import model_batches
 from dfmx.experiment.saved_model import save_model
 from dfmx.features.cache import FeatureCache, feature_key
+from dfmx.memo import Memo
 from dfmx.metrics import compute_metrics
 from dfmx.metrics.pixel import pixel_metrics
 
@@ -175,8 +176,8 @@ def extract_features(
     return features_from_raw(model, raw, cfg)
 
 
-_MASK_MEMO: dict[tuple[str, int], torch.Tensor] = {}
-_MASK_MEMO_MAX = 4
+#: Test masks by the mask files' identity and size: the jobs of a sweep decode them once.
+_MASKS: Memo[torch.Tensor] = Memo(4)
 
 
 def _masks(samples: list[Sample], image_size: int) -> torch.Tensor:
@@ -188,17 +189,15 @@ def _masks(samples: list[Sample], image_size: int) -> torch.Tensor:
     paths = [s.mask_path for s in samples if s.mask_path is not None]
     memo_key = (files_fingerprint(paths) + "|" + ",".join(
         str(int(s.mask_path is not None)) for s in samples), image_size)
-    if memo_key in _MASK_MEMO:
-        return _MASK_MEMO[memo_key].clone()
-    empty = torch.zeros((image_size, image_size), dtype=torch.bool)
-    masks = torch.stack([
-        load_mask(s.mask_path, (image_size, image_size))[0] if s.mask_path is not None
-        else empty for s in samples
-    ])
-    if len(_MASK_MEMO) >= _MASK_MEMO_MAX:
-        _MASK_MEMO.pop(next(iter(_MASK_MEMO)))
-    _MASK_MEMO[memo_key] = masks
-    return masks.clone()
+
+    def load() -> torch.Tensor:
+        empty = torch.zeros((image_size, image_size), dtype=torch.bool)
+        return torch.stack([
+            load_mask(s.mask_path, (image_size, image_size))[0] if s.mask_path is not None
+            else empty for s in samples
+        ])
+
+    return _MASKS.get(memo_key, load).clone()
 
 
 def score_raw(

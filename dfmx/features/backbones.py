@@ -6,7 +6,6 @@ import copy
 import difflib
 import functools
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from dfmx.data.images import to_float
 from dfmx.features.graph import GraphRunner, resolve_optimize
 from dfmx.features.precision import resolve_device, resolve_precision, uses_channels_last
 from dfmx.features.weights import load_pretrained
+from dfmx.memo import Memo
 
 #: Friendly names -> timm model names. Any other timm model name is accepted as is.
 BACKBONE_ALIASES: dict[str, str] = {
@@ -108,11 +108,9 @@ def _truncate_after(model: nn.Module, deepest: str) -> None:
 #: weights: the jobs of a sweep build the same backbone again and again, and timm's
 #: construction (60-90 ms for EfficientNet-Lite0, ~0.3 s for Wide-ResNet-50) costs 3x a
 #: deep copy. Safe because loading is strict: every parameter and persistent buffer is
-#: overwritten, so the skeleton's initial values never show. Kept for the last
-#: :data:`_SKELETONS_MAX` nets built (at most ~100 MB for Wide-ResNet-50).
-_SKELETONS: dict[tuple[str, tuple[int, ...]], nn.Module] = {}
-_SKELETONS_MAX = 2
-_SKELETONS_LOCK = threading.Lock()
+#: overwritten, so the skeleton's initial values never show. Two kept (at most ~100 MB
+#: for Wide-ResNet-50).
+_SKELETONS: Memo[nn.Module] = Memo(2)
 
 
 def _new_net(timm_name: str, out_indices: tuple[int, ...], deepest: str) -> nn.Module:
@@ -124,17 +122,13 @@ def _new_net(timm_name: str, out_indices: tuple[int, ...], deepest: str) -> nn.M
 
 def _net_for_weights(timm_name: str, out_indices: tuple[int, ...], deepest: str) -> nn.Module:
     """A fresh copy of the net whose weights are about to be loaded (see _SKELETONS)."""
-    key = (timm_name, out_indices)
-    with _SKELETONS_LOCK:
-        skeleton = _SKELETONS.pop(key, None)
-        if skeleton is None:
-            # Its random init is overwritten: leave the global RNG as a cached copy does.
-            with torch.random.fork_rng(devices=[]):
-                skeleton = _new_net(timm_name, out_indices, deepest)
-        _SKELETONS[key] = skeleton  # most recent last
-        while len(_SKELETONS) > _SKELETONS_MAX:
-            del _SKELETONS[next(iter(_SKELETONS))]
-        return copy.deepcopy(skeleton)
+
+    def skeleton() -> nn.Module:
+        # Its random init is overwritten: leave the global RNG as a cached copy does.
+        with torch.random.fork_rng(devices=[]):
+            return _new_net(timm_name, out_indices, deepest)
+
+    return copy.deepcopy(_SKELETONS.get((timm_name, out_indices), skeleton))
 
 
 #: On a CPU the backbone runs on at most this many images at a time, whatever the batch:
