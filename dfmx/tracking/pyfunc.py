@@ -14,7 +14,10 @@ MLflow artifact, loaded by :func:`dfmx.experiment.saved_model.load_model` in
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import logging
+import os
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -103,13 +106,43 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
+class _NoSignatureWarning(logging.Filter):
+    """Drops MLflow's "Failed to infer model signature" warning. :meth:`predict` takes a
+    path, a list of paths or a DataFrame, which no MLflow signature describes (a column
+    signature refuses a plain list), so the model has none on purpose and the warning
+    would be printed on every job."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to infer model signature")
+
+
+_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+@contextlib.contextmanager
+def _quiet_logging() -> Iterator[None]:
+    """No signature warning, and no "Downloading artifacts" bar for MLflow's copy of the
+    local model folder (unless the user set ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``)."""
+    logger, no_warning = logging.getLogger("mlflow.pyfunc"), _NoSignatureWarning()
+    logger.addFilter(no_warning)
+    user_set = _PROGRESS_BAR_ENV in os.environ
+    if not user_set:
+        os.environ[_PROGRESS_BAR_ENV] = "false"
+    try:
+        yield
+    finally:
+        logger.removeFilter(no_warning)
+        if not user_set:
+            os.environ.pop(_PROGRESS_BAR_ENV, None)
+
+
 def log_pyfunc_model(model_dir: str | Path, run_id: str, tracking_uri: str) -> str:
     """Log ``model_dir`` as a pyfunc model of run ``run_id``; returns its model URI.
 
     The run is resumed for the logging and ends ``FINISHED`` afterwards.
     """
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
+    with _quiet_logging(), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name=PYFUNC_NAME,
             python_model=str(ENTRY_FILE),  # models from code: nothing is pickled

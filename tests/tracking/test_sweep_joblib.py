@@ -99,3 +99,13 @@ def test_pyfunc_predicts_the_run_scores(sweep: dict) -> None:
     assert out["score"].to_numpy() == pytest.approx(picked["score"].to_numpy(), rel=1e-5)
     framed = model.predict(pd.DataFrame({"path": paths}))
     assert framed["score"].to_numpy() == pytest.approx(out["score"].to_numpy(), rel=1e-6)
+
+
+def test_jobs_print_no_mlflow_model_logging_noise(sweep: dict) -> None:
+    """The pyfunc has no signature on purpose (it takes a path, a list or a DataFrame):
+    MLflow's warning about it, and its progress bar for copying the local model folder,
+    are kept out of every job's output."""
+    proc = sweep["proc"]
+    output = proc.stdout + proc.stderr
+    assert "Failed to infer model signature" not in output
+    assert "Downloading artifacts" not in output
