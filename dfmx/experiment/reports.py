@@ -32,6 +32,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from dfmx.metrics.ranking import Ranking
+
 __all__ = [
     "plot_roc",
     "plot_score_histogram",
@@ -285,7 +287,7 @@ def plot_roc(
         path: output ``.png``.
         labels: ``(N,)`` in ``{0, 1}``.
         scores: ``(N,)``; non-finite scores are left out (and the count noted).
-        auroc: value for the legend; computed with scikit-learn when ``None`` or NaN.
+        auroc: value for the legend; computed when ``None`` or NaN.
 
     A test set with a single class (or no finite scores) gets a PNG saying the ROC is
     undefined instead of an exception.
@@ -293,8 +295,6 @@ def plot_roc(
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     lab, sco = _as_labels_scores(labels, scores)
     finite = np.isfinite(sco)
     dropped = int((~finite).sum())
@@ -308,9 +308,10 @@ def plot_roc(
         )
         return _save_figure(fig, path)
 
-    fpr, tpr, _ = roc_curve(lab, sco)
+    ranking = Ranking(lab == 1, sco)
+    fpr, tpr = ranking.roc_curve()
     if auroc is None or not math.isfinite(float(auroc)):
-        auroc = float(roc_auc_score(lab, sco))
+        auroc = ranking.auroc()
     fig = Figure(figsize=(5.5, 5.2))
     # Fixed margins: constrained layout measured every text once more (35% of the time).
     fig.subplots_adjust(left=0.13, right=0.97, bottom=0.1, top=0.9 if note else 0.93)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from dfmx.metrics.inputs import as_numpy, image_inputs
+from dfmx.metrics.ranking import Ranking
 from dfmx.metrics.undefined import warn_undefined
 
 
@@ -38,7 +38,7 @@ def image_auroc(labels: Any, scores: Any) -> float:
     reason = _single_class_reason(y)
     if reason:
         return warn_undefined(f"image AUROC is undefined: {reason}")
-    return float(roc_auc_score(y, s))
+    return Ranking(y, s).auroc()
 
 
 def image_aupr(labels: Any, scores: Any) -> float:
@@ -55,7 +55,7 @@ def image_aupr(labels: Any, scores: Any) -> float:
     reason = _single_class_reason(y)
     if reason:
         return warn_undefined(f"image AUPR is undefined: {reason}")
-    return float(average_precision_score(y, s))
+    return Ranking(y, s).average_precision()
 
 
 def f1_optimal(labels: Any, scores: Any) -> tuple[float, float]:
@@ -76,13 +76,7 @@ def f1_optimal(labels: Any, scores: Any) -> tuple[float, float]:
     if reason:
         nan = warn_undefined(f"image F1 is undefined: {reason}")
         return nan, nan
-    precision, recall, thresholds = precision_recall_curve(y, s)
-    # The last (precision=1, recall=0) point has no threshold.
-    precision, recall = precision[:-1], recall[:-1]
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
-    best = int(np.argmax(f1))
-    return float(f1[best]), float(thresholds[best])
+    return Ranking(y, s).f1_optimal()
 
 
 def predictions(scores: Any, threshold: float) -> np.ndarray:

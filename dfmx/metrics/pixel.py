@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from dfmx.memo import Memo
 from dfmx.metrics.inputs import pixel_inputs
+from dfmx.metrics.ranking import Ranking
 from dfmx.metrics.undefined import warn_undefined
 
 # 8-connectivity within each image, no connection between images of the (N,H,W) stack.
@@ -31,81 +32,6 @@ def _two_class_reason(masks: np.ndarray) -> str | None:
     return None
 
 
-class _RankedPixels:
-    """All pixel scores sorted once, the anomalous ones sorted apart: every pixel metric is
-    then read with ``searchsorted`` at the distinct anomalous scores only.
-
-    Only thresholds at anomalous scores matter: ROC and PR curves only rise in recall
-    there, and the PRO only changes there. Two value sorts (SIMD, ~50 ms for 5.4 M pixels)
-    and searches for the anomalous scores (a few % of the pixels) replace per-pixel curve
-    arrays: pixel AUROC + AUPR + PRO of an MVTec test set take ~0.2 s, not ~0.6 s.
-
-    Args:
-        masks: (N,H,W) bool with both pixel kinds. maps: float scores of the same shape.
-        regions: also sort the PRO region weights (:func:`region_weights`) with the
-            anomalous scores.
-    """
-
-    def __init__(self, masks: np.ndarray, maps: np.ndarray, regions: bool = False) -> None:
-        flat, anomalous_pixels = maps.ravel(), masks.ravel()
-        self.all = np.sort(flat)
-        anomalous = flat[anomalous_pixels]
-        if regions:
-            order = np.argsort(anomalous, kind="stable")
-            weights = _anomalous_region_weights(masks)[order]
-            # suffix[i]: weight of the i-th smallest anomalous score and all above it.
-            self.suffix = np.append(np.cumsum(weights[::-1])[::-1], 0.0)
-            self.anomalous = anomalous[order]
-        else:
-            self.anomalous = np.sort(anomalous)
-        self.n_all, self.n_pos = self.all.size, self.anomalous.size
-        self.n_neg = self.n_all - self.n_pos
-        # Runs of equal anomalous scores: their values (ascending) and [start, end) indices.
-        starts = np.flatnonzero(np.r_[True, self.anomalous[1:] != self.anomalous[:-1]])
-        self.values = self.anomalous[starts]
-        self.run_start, self.run_end = starts, np.r_[starts[1:], self.n_pos]
-        # All pixels below / at or below each distinct anomalous score.
-        self.all_below = np.searchsorted(self.all, self.values, side="left")
-        self.all_at_or_below = np.searchsorted(self.all, self.values, side="right")
-
-    def auroc(self) -> float:
-        """Trapezoidal ROC AUC = the Mann-Whitney statistic with ties counted half, exact
-        in integers: each anomalous pixel scores the normal pixels below it, plus half of
-        those equal to it."""
-        count = self.run_end - self.run_start
-        normal_below = self.all_below - self.run_start
-        normal_equal = (self.all_at_or_below - self.all_below) - count
-        twice_u = int(np.sum(count * (2 * normal_below + normal_equal)))
-        return twice_u / (2.0 * self.n_pos * self.n_neg)
-
-    def aupr(self) -> float:
-        """Average precision: at each distinct anomalous score (descending), the recall
-        gained times the precision of "score >= it"."""
-        count = (self.run_end - self.run_start).astype(np.float64)
-        true_pos = (self.n_pos - self.run_start).astype(np.float64)
-        flagged = self.n_all - self.all_below
-        return float(np.sum(count[::-1] * (true_pos / flagged)[::-1]) / self.n_pos)
-
-    def corners(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(FPR, PRO) for map > u and for map >= u at each distinct anomalous score u,
-        descending: ``(fpr_above, pro_above, fpr_at, pro_at)``. Needs ``regions=True``."""
-        def fpr_pro(all_below: np.ndarray, positive_below: np.ndarray):
-            normal_flagged = (self.n_all - all_below) - (self.n_pos - positive_below)
-            return (normal_flagged / self.n_neg)[::-1], self.suffix[positive_below][::-1]
-
-        return (*fpr_pro(self.all_at_or_below, self.run_end),
-                *fpr_pro(self.all_below, self.run_start))
-
-    def at(self, thresholds: np.ndarray, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(FPR, PRO) for map >= t (or map > t with ``strict``); thresholds (K,) -> two (K,).
-        Needs ``regions=True``."""
-        side = "right" if strict else "left"
-        positive_below = np.searchsorted(self.anomalous, thresholds, side=side)
-        all_below = np.searchsorted(self.all, thresholds, side=side)
-        normal_flagged = (self.n_all - all_below) - (self.n_pos - positive_below)
-        return normal_flagged / self.n_neg, self.suffix[positive_below]
-
-
 def pixel_auroc_aupr(masks: Any, maps: Any) -> tuple[float, float]:
     """Pixel AUROC and AUPR from one sort of all pixels (see :func:`pixel_auroc`)."""
     m, a = pixel_inputs(masks, maps)
@@ -113,8 +39,8 @@ def pixel_auroc_aupr(masks: Any, maps: Any) -> tuple[float, float]:
     if reason:
         return (warn_undefined(f"pixel AUROC is undefined: {reason}"),
                 warn_undefined(f"pixel AUPR is undefined: {reason}"))
-    ranked = _RankedPixels(m, a)
-    return ranked.auroc(), ranked.aupr()
+    ranked = Ranking(m, a)
+    return ranked.auroc(), ranked.average_precision()
 
 
 def pixel_auroc(masks: Any, maps: Any) -> float:
@@ -131,7 +57,7 @@ def pixel_auroc(masks: Any, maps: Any) -> float:
     reason = _two_class_reason(m)
     if reason:
         return warn_undefined(f"pixel AUROC is undefined: {reason}")
-    return _RankedPixels(m, a).auroc()
+    return Ranking(m, a).auroc()
 
 
 def pixel_aupr(masks: Any, maps: Any) -> float:
@@ -148,7 +74,7 @@ def pixel_aupr(masks: Any, maps: Any) -> float:
     reason = _two_class_reason(m)
     if reason:
         return warn_undefined(f"pixel AUPR is undefined: {reason}")
-    return _RankedPixels(m, a).aupr()
+    return Ranking(m, a).average_precision()
 
 
 #: Region weights of the last few mask stacks, by content: every job of a sweep has the
@@ -197,8 +123,13 @@ def region_weights(masks: np.ndarray) -> np.ndarray:
     return weights
 
 
+def _ranked_with_regions(masks: np.ndarray, maps: np.ndarray) -> Ranking:
+    """The pixels ranked with their PRO region weights (:func:`region_weights`)."""
+    return Ranking(masks, maps, _anomalous_region_weights(masks))
+
+
 def _pro_curve(
-    pixels: _RankedPixels, num_thresholds: int | None
+    pixels: Ranking, num_thresholds: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`pro_curve` of pixels ranked with their region weights."""
     if num_thresholds is not None and num_thresholds < 2:
@@ -248,7 +179,7 @@ def pro_curve(
     reason = _two_class_reason(m)
     if reason:
         raise ValueError(f"the PRO curve is undefined: {reason}")
-    return _pro_curve(_RankedPixels(m, a, regions=True), num_thresholds)
+    return _pro_curve(_ranked_with_regions(m, a), num_thresholds)
 
 
 def truncated_area(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
@@ -298,7 +229,7 @@ def pro_auc(
     reason = _two_class_reason(m)
     if reason:
         return warn_undefined(f"pixel PRO is undefined: {reason}")
-    fpr, pro = _pro_curve(_RankedPixels(m, a, regions=True), num_thresholds)
+    fpr, pro = _pro_curve(_ranked_with_regions(m, a), num_thresholds)
     return truncated_area(fpr, pro, fpr_limit)
 
 
@@ -311,6 +242,6 @@ def pixel_metrics(masks: Any, maps: Any, fpr_limit: float = 0.3) -> dict[str, fl
     if reason:
         return {f"pixel_{name}": warn_undefined(f"pixel {name} is undefined: {reason}")
                 for name in ("AUROC", "AUPR", "PRO")}
-    ranked = _RankedPixels(m, a, regions=True)
-    return {"pixel_AUROC": ranked.auroc(), "pixel_AUPR": ranked.aupr(),
+    ranked = _ranked_with_regions(m, a)
+    return {"pixel_AUROC": ranked.auroc(), "pixel_AUPR": ranked.average_precision(),
             "pixel_PRO": truncated_area(*_pro_curve(ranked, None), fpr_limit)}
