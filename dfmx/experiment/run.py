@@ -24,6 +24,7 @@ from dfmx.data.batches import files_fingerprint
 from dfmx.data.validation import SKIPPED_CSV, validate_split, write_skipped_csv
 from dfmx.engine.torch_model import DFMModel, upsample_maps
 from dfmx.experiment import reports
+from dfmx.experiment.job_config import check_job_config
 from dfmx.experiment.predict import model_batches
 from dfmx.experiment.saved_model import save_model
 from dfmx.features.cache import FeatureCache, feature_key
@@ -265,7 +266,12 @@ def run_experiment(
     ``cache`` overrides it: a :class:`FeatureCache`, or ``False`` for none. The metrics
     record ``cache_hit_train``/``cache_hit_test`` (1.0 or 0.0); ``time_extract_train``
     and ``time_score_test`` include reading the cache or extracting.
+
+    Raises:
+        ValueError: for a bad option (:func:`~dfmx.experiment.job_config.check_job_config`
+            for the job-level ones), before any data is read.
     """
+    check_job_config(cfg)
     feature_cache = _cache_from(cfg, cache)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

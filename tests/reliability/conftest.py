@@ -108,6 +108,7 @@ CASES: dict[str, Callable[[dict[str, Path]], tuple[str, list[str]]]] = {
     "unknown_layer": lambda p: ("dfmx", ["layer=blocks4"]),
     "unknown_scorer": lambda p: ("dfmx", ["scorer=fer"]),
     "unknown_key": lambda p: ("dfmx", ["pca_levle=0.9"]),
+    "bad_job_values": lambda p: ("dfmx", [*_mvtec(p["ok"]), "image_size=0", "batch_size=abc"]),
     "bad_layer_name": lambda p: ("dfmx", [*_mvtec(p["ok"]), "layer.names=[blocks.9]"]),
     "bad_weights": lambda p: ("dfmx", [*_mvtec(p["ok"]), f"backbone.weights={p['notes']}"]),
     "predict_tampered": lambda p: (

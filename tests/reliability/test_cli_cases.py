@@ -132,6 +132,16 @@ def test_unknown_config_key_suggests(cli: CliResult) -> None:
     assert_one_error(cli)
 
 
+@pytest.mark.cli_case("bad_job_values")
+def test_bad_job_values_stop_naming_each(cli: CliResult) -> None:
+    """Both bad values in one message, before any data is read (image_size=0 used to end
+    in a torch traceback from the resize, batch_size=0 in a division by zero)."""
+    assert_stops(cli, "image_size must be a whole number >= 1", "got 0",
+                 "batch_size must be a whole number >= 1", "got 'abc'")
+    assert_one_error(cli)
+    assert not (cli.run_dir / "metrics.json").exists()
+
+
 @pytest.mark.cli_case("bad_layer_name")
 def test_layer_missing_from_backbone_lists_layers(cli: CliResult) -> None:
     assert_stops(cli, "Unknown layer(s) 'blocks.9'", "its layers are: blocks.0, blocks.1")
