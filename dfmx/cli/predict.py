@@ -18,6 +18,30 @@ import numpy as np
 from dfmx.cli.errors import USER_ERRORS, describe
 
 
+def _whole_number(minimum: int):
+    """An argparse type: an int >= ``minimum``, else argparse's usage error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}; got {text!r}")
+        return value
+
+    return parse
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number; got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dfmx-predict",
@@ -27,10 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", help="image files and/or folders (recursive)")
     parser.add_argument("--output", "-o", default="predictions",
                         help="output folder (default: ./predictions)")
-    parser.add_argument("--threshold", type=float, default=None,
+    parser.add_argument("--threshold", type=_finite, default=None,
                         help="decision threshold (default: the one saved with the model)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--overlays", type=int, default=8,
+    parser.add_argument("--batch-size", type=_whole_number(1), default=16,
+                        help="images per backbone call (default: 16)")
+    parser.add_argument("--overlays", type=_whole_number(0), default=8,
                         help="overlays of the N highest-scored images (0: none)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser

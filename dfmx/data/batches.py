@@ -164,6 +164,10 @@ def image_batches(
         overlap: decode the next chunk while the caller works on this one (for a GPU
             backbone; on a CPU it only makes decoding and the backbone fight for cores).
         store: keeps decoded chunks for later jobs (the feature cache); ``None``: none.
+
+    Raises:
+        ValueError: for a bad ``batch_size`` or ``interpolation``, at the call, not at the
+            first batch.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -172,6 +176,14 @@ def image_batches(
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     size = (int(size[0]), int(size[1]))
     threads = available_cpus() if workers is None else int(workers)
+    return _decoded_batches(samples, size, interpolation, batch_size, threads, overlap, store)
+
+
+def _decoded_batches(
+    samples: Sequence[Sample], size: tuple[int, int], interpolation: str, batch_size: int,
+    threads: int, overlap: bool, store: ImageStore | None,
+) -> Iterator[torch.Tensor]:
+    """:func:`image_batches`' generator, its arguments checked."""
     chunk = math.ceil(CHUNK_IMAGES / batch_size) * batch_size
     starts = list(range(0, len(samples), chunk))
     pool = ThreadPoolExecutor(threads, thread_name_prefix="dfmx-decode") if threads > 1 else None

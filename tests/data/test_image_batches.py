@@ -84,3 +84,10 @@ def test_decoded_chunks_are_reused_from_the_store(samples, tmp_path, monkeypatch
     assert torch.equal(first, third)
     assert image_key([c.path for c in copies[:4]], (32, 32), "bicubic") != image_key(
         [c.path for c in copies[:4]], (32, 32), "bilinear")
+
+
+def test_bad_arguments_are_refused_at_the_call_not_the_first_batch(samples) -> None:
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        image_batches(samples, 32, "bilinear", 0)
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        image_batches(samples, 32, "sinc", 4)

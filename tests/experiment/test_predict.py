@@ -98,3 +98,25 @@ def test_predict_main_reports_user_errors_in_one_line(saved, tmp_path: Path, cap
     assert ("model.json is missing" if what == "model" else "gone.png") in err
     assert "--debug" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "predictions.csv").exists()
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--batch-size", "0", "argument --batch-size: must be a whole number >= 1; got '0'"),
+    ("--batch-size", "x", "argument --batch-size: must be a whole number >= 1; got 'x'"),
+    ("--overlays", "-2", "argument --overlays: must be a whole number >= 0; got '-2'"),
+    ("--threshold", "nan", "argument --threshold: must be a finite number; got 'nan'"),
+])
+def test_predict_main_refuses_bad_options_before_loading(tmp_path: Path, capsys, option: str,
+                                                          value: str, message: str) -> None:
+    """argparse's usage error (exit status 2), before the model is even looked for;
+    --batch-size 0 used to end in a ZeroDivisionError."""
+    with pytest.raises(SystemExit) as stop:
+        predict_cli.main([str(tmp_path / "no-model"), str(tmp_path), f"{option}={value}"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_predict_images_refuses_batch_size_zero_at_the_call(saved) -> None:
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        predict_images(load_model(saved["model_dir"]), saved["images"], batch_size=0)
