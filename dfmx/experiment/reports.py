@@ -23,15 +23,18 @@ import math
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from dfmx.memo import Memo
 from dfmx.metrics.ranking import Ranking
 
 __all__ = [
@@ -312,21 +315,69 @@ def plot_roc(
     fpr, tpr = ranking.roc_curve()
     if auroc is None or not math.isfinite(float(auroc)):
         auroc = ranking.auroc()
-    fig = Figure(figsize=(5.5, 5.2))
-    # Fixed margins: constrained layout measured every text once more (35% of the time).
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.1, top=0.9 if note else 0.93)
-    ax = fig.add_subplot()
-    ax.plot(fpr, tpr, color="tab:orange", lw=2, label=f"ROC (AUROC = {float(auroc):.4f})")
-    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.01)
-    ax.set_aspect("equal")
-    ax.set_xlabel("False positive rate (normals flagged)")
-    ax.set_ylabel("True positive rate (anomalies found)")
-    _title(ax, f"Image-level ROC — {_counts(lab)}{note}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    return _save_figure(fig, path)
+    top = 0.9 if note else 0.93
+    canvas = _ROC_CANVASES.get(top, lambda: _RocCanvas(top))
+    return canvas.save(path, fpr, tpr, float(auroc), f"Image-level ROC — {_counts(lab)}{note}")
+
+
+class _RocCanvas:
+    """The ROC figure's unchanging parts (axes, ticks, labels, grid) drawn once per
+    process; each plot restores that picture and draws only its curve, the chance line,
+    the legend and the title on it (Agg blitting). The PNG is pixel for pixel the one a
+    full draw gives (tested), in a third of the time: drawing the ticks and their labels
+    was 44 of ~60 ms, paid by every job of a sweep.
+
+    Args:
+        top: the axes' top edge as a fraction of the figure (lower for a two-line title).
+    """
+
+    def __init__(self, top: float) -> None:
+        # dpi given: the picture must not follow a changed rcParams["figure.dpi"].
+        fig = Figure(figsize=(5.5, 5.2), dpi=100)
+        # Fixed margins: constrained layout measured every text once more (35% of the time).
+        fig.subplots_adjust(left=0.13, right=0.97, bottom=0.1, top=top)
+        ax = fig.add_subplot()
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_aspect("equal")
+        ax.set_xlabel("False positive rate (normals flagged)")
+        ax.set_ylabel("True positive rate (anomalies found)")
+        ax.grid(alpha=0.3)
+        self.canvas = FigureCanvasAgg(fig)
+        self.canvas.draw()
+        self.ax = ax
+        self.background = self.canvas.copy_from_bbox(fig.bbox)
+        self.lock = threading.Lock()
+
+    def save(self, path: str | Path, fpr: np.ndarray, tpr: np.ndarray, auroc: float,
+             title: str) -> Path:
+        """Write the ROC curve ``(fpr, tpr)`` as a PNG at ``path`` (atomically)."""
+        ax = self.ax
+        with self.lock:
+            self.canvas.restore_region(self.background)
+            curve, = ax.plot(fpr, tpr, color="tab:orange", lw=2,
+                             label=f"ROC (AUROC = {auroc:.4f})")
+            chance, = ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
+            legend = ax.legend(loc="lower right")
+            _title(ax, title, fontsize=10)
+            try:
+                for artist in (curve, chance, legend, ax.title):
+                    ax.draw_artist(artist)
+                rgba = self.canvas.buffer_rgba()
+                picture = Image.frombuffer("RGBA", self.canvas.get_width_height(), rgba,
+                                           "raw", "RGBA", 0, 1)
+                with _atomic_path(path) as tmp:
+                    picture.save(tmp, format="png", compress_level=1)
+            finally:
+                curve.remove()
+                chance.remove()
+                legend.remove()
+                ax.set_title("")
+        return Path(path)
+
+
+#: One ROC canvas per title height, for the life of the process.
+_ROC_CANVASES: Memo[_RocCanvas] = Memo(2)
 
 
 def plot_score_histogram(
