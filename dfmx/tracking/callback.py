@@ -3,9 +3,10 @@
 Registered in ``conf/config.yaml`` under ``hydra.callbacks``. ``on_multirun_start`` (in the
 launching process, before any job) initialises the store, creates the parent run and writes
 it to ``<sweep dir>/.dfmx/parent.json``, where every job, in whatever process or machine,
-finds it. ``on_multirun_end`` collects the job records into ``sweep_table.csv`` (in the
-sweep folder and as a parent artifact), logs the best job's metrics as ``best_*`` parent
-metrics, and exits non-zero with a one-line summary when any job failed.
+finds it. ``on_multirun_end`` collects the job records into ``sweep_table.csv`` and its
+picture ``sweep_summary.png`` (in the sweep folder and as parent artifacts), logs the best
+job's metrics as ``best_*`` parent metrics, and exits non-zero with a one-line summary
+when any job failed.
 """
 
 from __future__ import annotations
@@ -23,11 +24,18 @@ from dfmx.tracking.job_context import absolute_dir
 from dfmx.tracking.params import version_tags
 from dfmx.tracking.settings import TrackingSettings
 from dfmx.tracking.store import open_store, retry_locked
-from dfmx.tracking.sweep_table import BEST_METRIC, best_record, failure_summary, write_sweep_table
+from dfmx.tracking.sweep_table import (
+    BEST_METRIC,
+    best_record,
+    failure_summary,
+    write_sweep_plot,
+    write_sweep_table,
+)
 
 log = logging.getLogger(__name__)
 
 SWEEP_TABLE = "sweep_table.csv"
+SWEEP_PLOT = "sweep_summary.png"
 
 
 def _sweep_dir(config: DictConfig) -> Path:
@@ -76,16 +84,21 @@ class SweepCallback(Callback):
         sweep_dir = _sweep_dir(config)
         records = sweep_state.read_job_records(sweep_dir)
         table = write_sweep_table(sweep_dir / SWEEP_TABLE, records)
+        files = [table]
+        try:
+            files.append(write_sweep_plot(sweep_dir / SWEEP_PLOT, records))
+        except Exception as exc:  # a picture is not worth failing a finished sweep over
+            log.warning("could not draw %s: %s: %s", SWEEP_PLOT, type(exc).__name__, exc)
         summary = failure_summary(records)
         info = sweep_state.read_parent(sweep_dir)
         if info is not None and info.run_id and info.tracking_uri:
-            self._finish_parent(info, table, records, failed=summary is not None)
+            self._finish_parent(info, files, records, failed=summary is not None)
         if summary and self.exit_on_failure:
             print(summary, file=sys.stderr, flush=True)
             sys.exit(1)
 
     @staticmethod
-    def _finish_parent(info: sweep_state.ParentInfo, table: Path,
+    def _finish_parent(info: sweep_state.ParentInfo, files: list[Path],
                        records: list[sweep_state.JobRecord], failed: bool) -> None:
         import time
 
@@ -94,7 +107,8 @@ class SweepCallback(Callback):
 
         client = MlflowClient(tracking_uri=info.tracking_uri)
         run_id = info.run_id
-        retry_locked(client.log_artifact, run_id, str(table))
+        for path in files:
+            retry_locked(client.log_artifact, run_id, str(path))
         n_failed = sum(r.status != "FINISHED" for r in records)
         retry_locked(client.set_tag, run_id, "dfmx.n_jobs", str(len(records)))
         retry_locked(client.set_tag, run_id, "dfmx.n_failed", str(n_failed))

@@ -1,4 +1,4 @@
-"""The sweep table (one row per job: overrides, status, metrics) and the best job."""
+"""The sweep table (one row per job: overrides, status, metrics), its picture, the best job."""
 
 from __future__ import annotations
 
@@ -38,6 +38,34 @@ def write_sweep_table(path: str | Path, records: Sequence[JobRecord]) -> Path:
             row.update({k: repr(float(v)) if v is not None else "" for k, v in r.metrics.items()})
             writer.writerow(row)
     return path
+
+
+def sweep_plot_inputs(
+    records: Sequence[JobRecord],
+) -> tuple[list[str], list[dict[str, float]], list[str | None]]:
+    """Row labels, metrics and one-line errors (``None``: finished) of a sweep's jobs.
+
+    A label is the job number and its swept options, those whose values differ between
+    jobs (options set alike for every job would crowd them out; with one job, all),
+    cut to 70 characters.
+    """
+    keys = list(dict.fromkeys(k for r in records for k in r.overrides))
+    swept = [k for k in keys if len({r.overrides.get(k) for r in records}) > 1] or keys
+    labels = []
+    for r in records:
+        label = " ".join([f"#{r.num}", *(f"{k}={r.overrides[k]}" for k in swept
+                                          if k in r.overrides)])
+        labels.append(label if len(label) <= 70 else label[:69] + "…")
+    errors = [None if r.status == "FINISHED" else (r.error or "unknown error").splitlines()[0]
+              for r in records]
+    return labels, [dict(r.metrics) for r in records], errors
+
+
+def write_sweep_plot(path: str | Path, records: Sequence[JobRecord]) -> Path:
+    """The sweep at a glance (:func:`~dfmx.experiment.reports.plot_sweep`) as a PNG."""
+    from dfmx.experiment.reports import plot_sweep  # matplotlib: only when a sweep ends
+
+    return plot_sweep(path, *sweep_plot_inputs(records))
 
 
 def best_record(records: Sequence[JobRecord], metric: str = BEST_METRIC) -> JobRecord | None:

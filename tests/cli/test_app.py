@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import yaml
+from PIL import Image
 
 from .conftest import CliResult, assert_clean_failure, load_metrics
 
@@ -150,6 +151,10 @@ def test_multirun_sweep_writes_one_folder_per_job(cli_runs: dict[str, CliResult]
         _check_job(job, pixel=scorer == "fre")
         assert (job / "model" / "model.safetensors").is_file()
     assert seen == {("fre", 2), ("fre", 4), ("nll", 2), ("nll", 4)}
+    sweep_dir = cli_runs["sweep"].run_dir
+    assert (sweep_dir / "sweep_table.csv").is_file()  # also with tracking=none
+    with Image.open(sweep_dir / "sweep_summary.png") as picture:
+        assert picture.format == "PNG" and picture.size[0] >= 1000
 
 
 def test_mvtec_layout_data(cli_runs: dict[str, CliResult]) -> None:

@@ -209,3 +209,32 @@ def test_summary_table() -> None:
     assert len(lines) == len(metrics) + len(extra) + 1 + 4  # rows, header, 4 rules
     ascii_table = reports.summary_table(metrics, ascii_only=True)
     assert ascii_table.isascii() and "n/a (undefined)" in ascii_table
+
+
+def test_sweep_rows_best_first_failed_last() -> None:
+    nan = float("nan")
+    metrics = [{"image_AUROC": 0.9}, {"image_AUROC": nan}, {"image_AUROC": 0.99}, {}, {},
+               {"image_AUROC": 0.99}]
+    errors = [None, None, None, None, "ValueError: boom", None]
+    order, best = reports.sweep_rows(metrics, errors)
+    assert order == [2, 5, 0, 1, 3, 4]  # ties by job, no AUROC after the rest, failed last
+    assert best == 2
+    assert reports.sweep_rows([{}, {}], ["a", "b"]) == ([0, 1], None)
+    assert reports.sweep_rows([{"image_AUROC": nan}], [None]) == ([0], None)
+    many = [{"image_AUROC": i / 100} for i in range(reports.SWEEP_ROWS + 5)]
+    order, best = reports.sweep_rows(many, [None] * len(many))
+    assert len(order) == reports.SWEEP_ROWS and order[0] == best == len(many) - 1
+
+
+def test_sweep_picture(tmp_path: Path) -> None:
+    labels = [f"#{j} scorer={s} pooling.kernel_size={k}" for j, (s, k) in
+              enumerate([("fre", 2), ("fre", 4), ("nll", 2), ("nll", 64)])]
+    metrics = [{"image_AUROC": 0.97, "pixel_AUROC": 0.96, "pixel_PRO": 0.88},
+               {"image_AUROC": 1.0, "pixel_AUROC": 0.97, "pixel_PRO": 0.9},
+               {"image_AUROC": 0.95}, {}]
+    errors = [None, None, None, "ValueError: images of size (64, 64) are too small"]
+    _assert_png(reports.plot_sweep(tmp_path / "sweep.png", labels, metrics, errors))
+    _assert_png(reports.plot_sweep(tmp_path / "failed.png", labels[:2], [{}, {}],
+                                   ["ValueError: a", "ValueError: b"]))
+    with pytest.raises(ValueError, match="lengths differ"):
+        reports.plot_sweep(tmp_path / "bad.png", labels, metrics[:2], errors)

@@ -78,6 +78,9 @@ def test_parent_sweep_table_and_best(sweep: dict, tmp_path: Path) -> None:
     for row in rows:
         child = children[row["run_id"]]
         assert float(row["image_AUROC"]) == pytest.approx(child.data.metrics["image_AUROC"])
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"sweep_table.csv", "sweep_summary.png"} <= names
+    assert (sweep["cwd"] / "multirun" / "sweep_summary.png").is_file()
     best_id = parent.data.tags["dfmx.best_run_id"]
     best_auroc = max(r.data.metrics["image_AUROC"] for r in children.values())
     assert children[best_id].data.metrics["image_AUROC"] == best_auroc

@@ -152,3 +152,24 @@ def test_model_logging_drops_only_the_signature_warning(
     with _quiet_logging():
         assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"
+
+
+def test_sweep_plot_labels_show_the_swept_options(tmp_path: Path) -> None:
+    from dfmx.tracking.sweep_table import sweep_plot_inputs, write_sweep_plot
+
+    common = {"image_size": "128", "overlays": "0"}
+    records = [
+        JobRecord(0, {**common, "scorer": "fre", "pooling.kernel_size": "2"}, "FINISHED",
+                  None, {"image_AUROC": 0.9}),
+        JobRecord(1, {**common, "scorer": "nll", "pooling.kernel_size": "2"}, "FAILED",
+                  None, {}, error="ValueError: boom\nmore"),
+    ]
+    labels, metrics, errors = sweep_plot_inputs(records)
+    assert labels == ["#0 scorer=fre", "#1 scorer=nll"]
+    assert errors == [None, "ValueError: boom"]
+    assert metrics == [{"image_AUROC": 0.9}, {}]
+    assert write_sweep_plot(tmp_path / "sweep.png", records).stat().st_size > 2000
+    # One job: nothing differs, so every option is shown (cut to 70 characters).
+    one = JobRecord(2, {f"option_{i}": "value" for i in range(9)}, "FINISHED", None, {})
+    (label,), _, _ = sweep_plot_inputs([one])
+    assert len(label) == 70 and label.startswith("#2 option_0=value") and label.endswith("…")
