@@ -495,11 +495,6 @@ def plot_sweep(
 
     order, best = sweep_rows(metrics, errors)
     n_failed = sum(e is not None for e in errors)
-
-    def auroc(j: int) -> float:
-        value = metrics[j].get("image_AUROC")
-        return float(value) if value is not None and math.isfinite(value) else -math.inf
-
     shown = [(key, name, colour, marker) for key, name, colour, marker in SWEEP_METRICS
              if any(metrics[j].get(key) is not None for j in order)]
     values = [float(metrics[j][key]) for j in order for key, *_ in shown
@@ -544,9 +539,10 @@ def plot_sweep(
             ax.text(0.01, row, f"failed: {errors[j]}"[:100], transform=ax.get_yaxis_transform(),
                     va="center", fontsize=8, color="tab:red")
         else:
-            ax.text(1.01, row, f"{auroc(j):.4f}" if auroc(j) > -math.inf else "n/a",
-                    transform=ax.get_yaxis_transform(), va="center", fontsize=8,
-                    clip_on=False)
+            value = metrics[j].get("image_AUROC")
+            ax.text(1.01, row, "n/a" if value is None or not math.isfinite(value)
+                    else f"{value:.4f}", transform=ax.get_yaxis_transform(), va="center",
+                    fontsize=8, clip_on=False)
     ax.grid(alpha=0.3, axis="x")
     ax.set_xlabel("metric value (higher is better)")
     more = f"; the best {rows} shown" if rows < len(labels) else ""
