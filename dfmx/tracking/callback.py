@@ -28,6 +28,7 @@ from dfmx.tracking.sweep_table import (
     BEST_METRIC,
     best_record,
     failure_summary,
+    result_line,
     write_sweep_plot,
     write_sweep_table,
 )
@@ -80,7 +81,8 @@ class SweepCallback(Callback):
         sweep_state.write_parent(sweep_dir, info)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Sweep table, best job, parent status; exit 1 when a job failed."""
+        """Sweep table and picture, a line naming the best job, parent status; exit 1
+        when a job failed."""
         sweep_dir = _sweep_dir(config)
         records = sweep_state.read_job_records(sweep_dir)
         table = write_sweep_table(sweep_dir / SWEEP_TABLE, records)
@@ -89,6 +91,7 @@ class SweepCallback(Callback):
             files.append(write_sweep_plot(sweep_dir / SWEEP_PLOT, records))
         except Exception as exc:  # a picture is not worth failing a finished sweep over
             log.warning("could not draw %s: %s: %s", SWEEP_PLOT, type(exc).__name__, exc)
+        print(result_line(records, sweep_dir), flush=True)
         summary = failure_summary(records)
         info = sweep_state.read_parent(sweep_dir)
         if info is not None and info.run_id and info.tracking_uri:

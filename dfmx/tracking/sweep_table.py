@@ -40,15 +40,10 @@ def write_sweep_table(path: str | Path, records: Sequence[JobRecord]) -> Path:
     return path
 
 
-def sweep_plot_inputs(
-    records: Sequence[JobRecord],
-) -> tuple[list[str], list[dict[str, float]], list[str | None]]:
-    """Row labels, metrics and one-line errors (``None``: finished) of a sweep's jobs.
-
-    A label is the job number and its swept options, those whose values differ between
-    jobs (options set alike for every job would crowd them out; with one job, all),
-    cut to 70 characters.
-    """
+def job_labels(records: Sequence[JobRecord]) -> list[str]:
+    """A label per job: its number and its swept options, those whose values differ between
+    jobs (options set alike for every job would crowd them out; with one job, all), cut to
+    70 characters."""
     keys = list(dict.fromkeys(k for r in records for k in r.overrides))
     swept = [k for k in keys if len({r.overrides.get(k) for r in records}) > 1] or keys
     labels = []
@@ -56,9 +51,17 @@ def sweep_plot_inputs(
         label = " ".join([f"#{r.num}", *(f"{k}={r.overrides[k]}" for k in swept
                                           if k in r.overrides)])
         labels.append(label if len(label) <= 70 else label[:69] + "…")
+    return labels
+
+
+def sweep_plot_inputs(
+    records: Sequence[JobRecord],
+) -> tuple[list[str], list[dict[str, float]], list[str | None]]:
+    """Row labels (:func:`job_labels`), metrics and one-line errors (``None``: finished)
+    of a sweep's jobs."""
     errors = [None if r.status == "FINISHED" else (r.error or "unknown error").splitlines()[0]
               for r in records]
-    return labels, [dict(r.metrics) for r in records], errors
+    return job_labels(records), [dict(r.metrics) for r in records], errors
 
 
 def write_sweep_plot(path: str | Path, records: Sequence[JobRecord]) -> Path:
@@ -78,6 +81,19 @@ def best_record(records: Sequence[JobRecord], metric: str = BEST_METRIC) -> JobR
         if best is None or value > best.metrics[metric]:
             best = r
     return best
+
+
+def result_line(records: Sequence[JobRecord], directory: str | Path) -> str:
+    """One line for the end of a sweep: how many jobs finished, the best one (by
+    :data:`BEST_METRIC`) and where the table and its picture are."""
+    finished = sum(r.status == "FINISHED" for r in records)
+    count = (f"{len(records)} jobs finished" if finished == len(records)
+             else f"{finished} of {len(records)} jobs finished")
+    best = best_record(records)
+    if best is not None:
+        label = job_labels(records)[records.index(best)]
+        count += f"; best {label}: {BEST_METRIC} {best.metrics[BEST_METRIC]:.4f}"
+    return f"dfmx sweep: {count}; table and picture in {directory}"
 
 
 def failure_summary(records: Sequence[JobRecord]) -> str | None:

@@ -81,6 +81,9 @@ def test_parent_sweep_table_and_best(sweep: dict, tmp_path: Path) -> None:
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"sweep_table.csv", "sweep_summary.png"} <= names
     assert (sweep["cwd"] / "multirun" / "sweep_summary.png").is_file()
+    # The sweep ends with one line naming the best job, as the parent's tags do.
+    best_num = parent.data.tags["dfmx.best_job"]
+    assert f"dfmx sweep: 8 jobs finished; best #{best_num} " in sweep["proc"].stdout
     best_id = parent.data.tags["dfmx.best_run_id"]
     best_auroc = max(r.data.metrics["image_AUROC"] for r in children.values())
     assert children[best_id].data.metrics["image_AUROC"] == best_auroc

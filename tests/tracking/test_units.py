@@ -20,7 +20,12 @@ from dfmx.tracking.sweep_state import (
     write_job_record,
     write_parent,
 )
-from dfmx.tracking.sweep_table import best_record, failure_summary, write_sweep_table
+from dfmx.tracking.sweep_table import (
+    best_record,
+    failure_summary,
+    result_line,
+    write_sweep_table,
+)
 
 
 def test_uri_precedence(tmp_path: Path) -> None:
@@ -79,6 +84,12 @@ def test_sweep_state_table_best_and_failures(tmp_path: Path) -> None:
     summary = failure_summary(records)
     assert summary == "dfmx sweep: 1 of 3 jobs failed: #2 (k=64): Boom: x"
     assert failure_summary(records[:2]) is None
+    assert result_line(records, "/sweeps/1") == (
+        "dfmx sweep: 2 of 3 jobs finished; best #0 k=2: image_AUROC 0.9500; "
+        "table and picture in /sweeps/1")
+    assert result_line(records[:2], "d").startswith("dfmx sweep: 2 jobs finished; best #0 k=2")
+    assert result_line(records[2:], "d") == (
+        "dfmx sweep: 0 of 1 jobs finished; table and picture in d")
     lines = write_sweep_table(tmp_path / "t.csv", records).read_text().splitlines()
     assert lines[0] == "job,run_id,status,k,image_AUROC,error"
     assert len(lines) == 4
