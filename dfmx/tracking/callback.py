@@ -19,6 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from dfmx.cli.errors import USER_ERRORS, describe
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import absolute_dir
 from dfmx.tracking.params import version_tags
@@ -70,7 +71,15 @@ class SweepCallback(Callback):
         if settings.enabled:
             cwd = OmegaConf.select(config, "hydra.runtime.cwd", default=None)
             uri = settings.resolved_uri(cwd)
-            client, experiment_id = open_store(uri, settings.experiment_name)
+            try:
+                client, experiment_id = open_store(uri, settings.experiment_name)
+            except USER_ERRORS as exc:
+                # Hydra turns a callback's exception into a warning and launches every job,
+                # each to fail the same way: stop the sweep here instead.
+                if OmegaConf.select(config, "debug", default=False):
+                    log.exception("the sweep's MLflow store cannot be used")
+                print(f"dfmx sweep: {describe(exc)}", file=sys.stderr, flush=True)
+                sys.exit(1)
             overrides = " ".join(OmegaConf.select(config, "hydra.overrides.task", default=[]))
             tags = {"dfmx.sweep": "parent", "dfmx.sweep_overrides": overrides[:5000],
                     "dfmx.sweep_dir": str(sweep_dir), **version_tags()}

@@ -121,10 +121,19 @@ def open_store(uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
+    from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 
     check_reachable(uri)
     with store_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+        except UnsupportedModelRegistryStoreURIException as exc:  # no store for the scheme
+            scheme = urllib.parse.urlsplit(uri).scheme
+            raise ValueError(
+                f"MLflow has no tracking store for the URI scheme {scheme!r} (from "
+                "tracking.tracking_uri or MLFLOW_TRACKING_URI); use sqlite:///PATH.db, a "
+                "folder, http(s)://HOST:PORT for a server, or tracking=none"
+            ) from exc
         experiment = retry_locked(client.get_experiment_by_name, experiment_name)
         if experiment is None:
             try:

@@ -81,6 +81,24 @@ def test_unreachable_server_stops_before_any_work(
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_unreachable_server_stops_a_sweep_before_any_job(
+    cli_env: dict[str, str], tiny_data: list[str], tmp_path: Path
+) -> None:
+    """The parent run cannot be made: one message and exit 1, not every job launched to
+    fail the same way (Hydra only warns about a callback's exception)."""
+    from dfmx_test_cli import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    proc = run_dfmx(["-m", "scorer=fre,nll", *FAST, *tiny_data,
+                     f"tracking.tracking_uri={dead}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                    cwd=tmp_path, env=cli_env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, proc
+    assert out.count("not reachable") == 1 and "dfmx sweep: TrackingUnavailableError" in out
+    assert "Traceback" not in out and "Launching" not in out
+    assert not list((tmp_path / "sweep").glob("*/metrics.json"))
+
+
 def test_server_lost_mid_run_keeps_the_results(cli_env: dict[str, str], tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -184,3 +184,12 @@ def test_sweep_plot_labels_show_the_swept_options(tmp_path: Path) -> None:
     one = JobRecord(2, {f"option_{i}": "value" for i in range(9)}, "FINISHED", None, {})
     (label,), _, _ = sweep_plot_inputs([one])
     assert len(label) == 70 and label.startswith("#2 option_0=value") and label.endswith("…")
+
+
+def test_unknown_tracking_uri_scheme_is_one_clear_error() -> None:
+    """MLflow's own error was a traceback through its registry, naming the whole URI."""
+    from dfmx.tracking.store import open_store
+
+    with pytest.raises(ValueError, match="no tracking store for the URI scheme 'foo'") as err:
+        open_store("foo://user:secret@host/x", "dfmx")
+    assert "secret" not in str(err.value) and "tracking=none" in str(err.value)
