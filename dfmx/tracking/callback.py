@@ -77,8 +77,9 @@ class SweepCallback(Callback):
                 # Hydra turns a callback's exception into a warning and launches every job,
                 # each to fail the same way: stop the sweep here instead.
                 if OmegaConf.select(config, "debug", default=False):
-                    log.exception("the sweep's MLflow store cannot be used")
-                print(f"dfmx sweep: {describe(exc)}", file=sys.stderr, flush=True)
+                    log.exception("dfmx sweep: the MLflow store cannot be used")
+                else:
+                    print(f"dfmx sweep: {describe(exc)}", file=sys.stderr, flush=True)
                 sys.exit(1)
             overrides = " ".join(OmegaConf.select(config, "hydra.overrides.task", default=[]))
             tags = {"dfmx.sweep": "parent", "dfmx.sweep_overrides": overrides[:5000],
