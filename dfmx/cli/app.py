@@ -30,7 +30,7 @@ log = logging.getLogger("dfmx")
 
 
 def _summary(result: Any, cfg: dict[str, Any]) -> str:
-    from dfmx.experiment.reports import summary_table
+    from dfmx.cli.summary_table import summary_table
 
     extra = {
         "backbone": f"{cfg['backbone']['arch']} ({result.model.feature_extractor.weights_source})",

@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> Path:
     """Score the inputs and write the outputs; returns the CSV path."""
+    from dfmx.experiment.overlays import write_prediction_overlays
     from dfmx.experiment.predict import expand_inputs, predict_images
-    from dfmx.experiment.reports import write_prediction_overlays
     from dfmx.experiment.saved_model import load_model
 
     model = load_model(args.model)

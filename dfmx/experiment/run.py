@@ -23,7 +23,7 @@ from dfmx.data import Sample, load_mask
 from dfmx.data.batches import files_fingerprint
 from dfmx.data.validation import SKIPPED_CSV, validate_split, write_skipped_csv
 from dfmx.engine.torch_model import DFMModel, upsample_maps
-from dfmx.experiment import reports
+from dfmx.experiment import overlays, plots, result_files
 from dfmx.experiment.job_config import check_job_config
 from dfmx.experiment.predict import model_batches
 from dfmx.experiment.saved_model import save_model
@@ -346,8 +346,8 @@ def _plot(out: Path, res: dict[str, Any], metrics: Mapping[str, float],
           threshold: float) -> dict[str, Path]:
     """The ROC curve and the score histogram of the test set."""
     files = {"roc": out / "roc.png", "histogram": out / "score_histogram.png"}
-    reports.plot_roc(files["roc"], res["labels"], res["scores"], metrics.get("image_AUROC"))
-    reports.plot_score_histogram(files["histogram"], res["labels"], res["scores"], threshold)
+    plots.plot_roc(files["roc"], res["labels"], res["scores"], metrics.get("image_AUROC"))
+    plots.plot_score_histogram(files["histogram"], res["labels"], res["scores"], threshold)
     return files
 
 
@@ -363,12 +363,12 @@ def _write_outputs(
     paths = [str(s.path) for s in test]
     defect_types = [s.defect_type for s in test]
     files = {"metrics": out / "metrics.json", "predictions": out / "predictions.csv"}
-    reports.write_metrics_json(files["metrics"], metrics)
-    reports.write_predictions_csv(
+    result_files.write_metrics_json(files["metrics"], metrics)
+    result_files.write_predictions_csv(
         files["predictions"], paths, res["labels"], res["scores"], threshold, defect_types
     )
     if res["maps"] is not None and int(cfg.get("overlays", 0)) > 0:
-        reports.write_overlays(
+        overlays.write_overlays(
             out / "overlays", paths, res["labels"], res["scores"], res["maps"],
             res["masks"], int(cfg["image_size"]), k=int(cfg["overlays"]),
         )

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from dfmx.atomic import atomic_path, atomic_write_text
 from dfmx.engine.torch_model import DFMModel
 from dfmx.features.cache import weights_fingerprint
 
@@ -48,17 +47,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(model: DFMModel, directory: str | Path, **metadata: Any) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into ``directory``; returns it.
 
@@ -75,7 +63,8 @@ def save_model(model: DFMModel, directory: str | Path, **metadata: Any) -> Path:
     tensors = state if include_backbone else {
         k: v for k, v in state.items() if not k.startswith(_BACKBONE_PREFIX)
     }
-    _atomic_write(directory / TENSORS, lambda p: save_file(tensors, str(p)))
+    with atomic_path(directory / TENSORS) as tmp:
+        save_file(tensors, str(tmp))
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -95,9 +84,7 @@ def save_model(model: DFMModel, directory: str | Path, **metadata: Any) -> Path:
         "tensors_sha256": _sha256(directory / TENSORS),
         "metadata": metadata,
     }
-    _atomic_write(
-        directory / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2, sort_keys=True))
-    )
+    atomic_write_text(directory / CONFIG, json.dumps(config, indent=2, sort_keys=True))
     return directory
 
 

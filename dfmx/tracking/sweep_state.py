@@ -11,12 +11,12 @@ folder (``hydra.sweep.dir``), which every job knows, carries the state:
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dfmx.atomic import atomic_open
 
 STATE_DIR = ".dfmx"
 PARENT_FILE = "parent.json"
@@ -56,11 +56,8 @@ class JobRecord:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_open(path) as fh:
         json.dump(data, fh, indent=2, sort_keys=True, allow_nan=True)
-    os.replace(tmp, path)
 
 
 def state_dir(sweep_dir: str | Path) -> Path:

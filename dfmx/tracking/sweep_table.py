@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from dfmx.atomic import atomic_open
 from dfmx.tracking.sweep_state import JobRecord
 
 #: The metric that picks a sweep's best job (higher is better).
@@ -27,8 +28,7 @@ def write_sweep_table(path: str | Path, records: Sequence[JobRecord]) -> Path:
     """Write the sweep table as CSV; returns ``path``."""
     columns = table_columns(records)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
+    with atomic_open(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for r in records:
@@ -64,35 +64,70 @@ def sweep_plot_inputs(
     return job_labels(records), [dict(r.metrics) for r in records], errors
 
 
-def write_sweep_plot(path: str | Path, records: Sequence[JobRecord]) -> Path:
-    """The sweep at a glance (:func:`~dfmx.experiment.reports.plot_sweep`) as a PNG."""
-    from dfmx.experiment.reports import plot_sweep  # matplotlib: only when a sweep ends
+def write_sweep_plot(path: str | Path, records: Sequence[JobRecord],
+                     metric: str = BEST_METRIC) -> Path:
+    """The sweep at a glance (:func:`~dfmx.tracking.sweep_plot.plot_sweep`) as a PNG."""
+    from dfmx.tracking.sweep_plot import plot_sweep  # matplotlib: only when a sweep ends
 
-    return plot_sweep(path, *sweep_plot_inputs(records))
+    return plot_sweep(path, *sweep_plot_inputs(records), metric=metric)
+
+
+def _finite(metrics: Mapping[str, float], metric: str) -> float | None:
+    value = metrics.get(metric)
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def rank_jobs(
+    metrics: Sequence[Mapping[str, float]],
+    finished: Sequence[bool],
+    metric: str = BEST_METRIC,
+) -> tuple[list[int], int | None]:
+    """The jobs of a sweep best first, and the best one: the sweep's one ranking rule.
+
+    Finished jobs by ``metric``, highest first (ties by job index; jobs without a finite
+    value after the rest, by index), then the jobs that did not finish, by index. The best
+    job is the first of them when its ``metric`` is finite, else ``None``.
+
+    Args:
+        metrics: ``J`` mappings of metric name to value, one per job.
+        finished: ``J`` flags, true for a job that finished.
+        metric: the metric that ranks (higher is better).
+
+    Returns:
+        ``(order, best)``: the ``J`` job indices best first, and the best job's index.
+    """
+    if len(metrics) != len(finished):
+        raise ValueError(f"lengths differ: metrics {len(metrics)}, finished {len(finished)}")
+
+    def key(j: int) -> tuple[float, int]:
+        value = _finite(metrics[j], metric)
+        return (-value if value is not None else math.inf, j)
+
+    done = sorted((j for j, f in enumerate(finished) if f), key=key)
+    failed = [j for j, f in enumerate(finished) if not f]
+    best = done[0] if done and _finite(metrics[done[0]], metric) is not None else None
+    return done + failed, best
 
 
 def best_record(records: Sequence[JobRecord], metric: str = BEST_METRIC) -> JobRecord | None:
-    """The finished job with the highest finite ``metric`` (the first on ties), or ``None``."""
-    best: JobRecord | None = None
-    for r in records:
-        value = r.metrics.get(metric)
-        if r.status != "FINISHED" or value is None or not math.isfinite(value):
-            continue
-        if best is None or value > best.metrics[metric]:
-            best = r
-    return best
+    """The finished job with the highest finite ``metric`` (the first on ties), or ``None``
+    (:func:`rank_jobs`)."""
+    _, best = rank_jobs([r.metrics for r in records],
+                        [r.status == "FINISHED" for r in records], metric)
+    return records[best] if best is not None else None
 
 
-def result_line(records: Sequence[JobRecord], directory: str | Path) -> str:
+def result_line(records: Sequence[JobRecord], directory: str | Path,
+                metric: str = BEST_METRIC) -> str:
     """One line for the end of a sweep: how many jobs finished, the best one (by
-    :data:`BEST_METRIC`) and where the table and its picture are."""
+    ``metric``) and where the table and its picture are."""
     finished = sum(r.status == "FINISHED" for r in records)
     count = (f"{len(records)} jobs finished" if finished == len(records)
              else f"{finished} of {len(records)} jobs finished")
-    best = best_record(records)
+    best = best_record(records, metric)
     if best is not None:
         label = job_labels(records)[records.index(best)]
-        count += f"; best {label}: {BEST_METRIC} {best.metrics[BEST_METRIC]:.4f}"
+        count += f"; best {label}: {metric} {best.metrics[metric]:.4f}"
     return f"dfmx sweep: {count}; table and picture in {directory}"
 
 

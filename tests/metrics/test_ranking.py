@@ -77,7 +77,7 @@ def test_ranking_reads_any_shape_and_float32() -> None:
 def test_a_job_does_not_import_scikit_learn() -> None:
     """scikit-learn took 1.3 s to import in every dfmx process (CLI job, sweep worker)
     for the image metrics and the ROC plot alone."""
-    code = ("import sys, dfmx.cli.app, dfmx.experiment.run, dfmx.experiment.reports; "
+    code = ("import sys, dfmx.cli.app, dfmx.experiment.run, dfmx.experiment.plots; "
             "print('sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=300)

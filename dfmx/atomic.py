@@ -1,0 +1,101 @@
+"""Atomic file writes: a file appears at its path complete or not at all.
+
+Every writer makes a temporary file in the target's folder (``.<name>.<random>.tmp``),
+writes it, then renames it onto the target with :func:`os.replace` (atomic on one file
+system). On any exception the temporary file is deleted and the target is left as it was,
+so a killed or failing job never leaves a half-written file where a result is expected.
+
+The temporary file is created with mode ``0o666`` filtered by the process umask, the mode a
+plain ``open(path, "w")`` gives (``0o644`` under the usual umask ``022``), so teammates who
+may read the folder may read the files; :func:`tempfile.mkstemp` would make them ``0o600``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
+
+
+def _create_temporary(path: Path) -> Path:
+    """Create an empty ``.<name>.<random>.tmp`` beside ``path`` with the umask's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
+        os.close(fd)
+        return tmp
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` when the block succeeds.
+
+    For writers that take a file name (``Figure.savefig``, ``safetensors.save_file``). The
+    temporary file exists (empty) when the block starts; the writer may overwrite it. The
+    parent folder is created when missing.
+    """
+    target = Path(path)
+    tmp = _create_temporary(target)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(
+    path: str | os.PathLike[str],
+    mode: str = "w",
+    *,
+    encoding: str | None = "utf-8",
+    newline: str | None = None,
+    fsync: bool = False,
+) -> Iterator[IO[Any]]:
+    """Open a file for writing that appears at ``path`` only once the block succeeds.
+
+    Args:
+        path: the target file.
+        mode: ``"w"`` (text) or ``"wb"`` (bytes).
+        encoding: text encoding (ignored for ``"wb"``).
+        newline: as for :func:`open` (``""`` for the :mod:`csv` module).
+        fsync: flush the data to the disk before the rename (for files that must survive a
+            power cut, such as cache entries).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
+    with atomic_path(path) as tmp:
+        if mode == "wb":
+            handle: IO[Any] = open(tmp, "wb")  # noqa: SIM115 - closed below
+        else:
+            handle = open(tmp, "w", encoding=encoding, newline=newline)  # noqa: SIM115
+        with handle:
+            yield handle
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``path`` as a :class:`~pathlib.Path`."""
+    with atomic_open(path, "wb", fsync=fsync) as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path`` as a Path."""
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+    return Path(path)

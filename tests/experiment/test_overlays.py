@@ -1,0 +1,60 @@
+"""Tests of the overlays: which images, which files, unreadable images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dfmx.experiment import overlays
+
+N, SIZE = 6, 32
+LABELS = np.array([0, 0, 0, 1, 1, 1])
+SCORES = np.array([0.1, 0.7, 0.3, 0.9, 0.2, 0.5])
+THRESHOLD = 0.5
+
+
+
+def test_overlays_pick_top_k_by_score(run: dict, assert_png) -> None:
+    written = overlays.write_overlays(
+        run["out"] / "overlays", run["paths"], LABELS, SCORES, run["maps"], run["masks"],
+        SIZE, k=2,
+    )
+    names = [p.name for p in written]
+    # normals by score: img1 (0.7), img2 (0.3), img0 (0.1); anomalies: img3, img5, img4
+    assert names == [
+        "normal_01_img1.png", "normal_02_img2.png",
+        "anomalous_01_img3.png", "anomalous_02_img5.png",
+    ]
+    assert sorted(p.name for p in (run["out"] / "overlays").iterdir()) == sorted(names)
+    for p in written:
+        assert_png(p)
+
+
+def test_overlays_k_larger_than_class_and_no_masks(run: dict) -> None:
+    written = overlays.write_overlays(
+        run["out"] / "ov", run["paths"], LABELS, SCORES, run["maps"], None, SIZE, k=10
+    )
+    assert len(written) == N
+    assert [p.name.split("_")[0] for p in written] == ["normal"] * 3 + ["anomalous"] * 3
+
+
+def test_overlays_unreadable_image_does_not_raise(run: dict) -> None:
+    paths = list(run["paths"])
+    Path(paths[1]).write_bytes(b"not an image")
+    written = overlays.write_overlays(
+        run["out"] / "ov", paths, LABELS, SCORES, run["maps"], run["masks"], SIZE, k=1
+    )
+    assert [p.name for p in written] == ["normal_01_img1.png", "anomalous_01_img3.png"]
+
+
+def test_overlays_without_maps_write_nothing(run: dict) -> None:
+    out = run["out"] / "overlays"
+    assert overlays.write_overlays(out, run["paths"], LABELS, SCORES, None, None, SIZE) == []
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_top_indices_ties_and_nan() -> None:
+    labels = np.array([0, 0, 0, 0])
+    scores = np.array([np.nan, 0.5, 0.5, 0.9])
+    assert overlays.top_indices(labels, scores, 0, 4) == [3, 1, 2, 0]
