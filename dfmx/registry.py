@@ -15,6 +15,8 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from dfmx.errors import UserError
+
 GROUPS = {
     "backbone": "dfmx.backbones",
     "layer": "dfmx.layers",
@@ -24,11 +26,11 @@ GROUPS = {
 }
 
 
-class PluginError(RuntimeError):
+class PluginError(UserError, RuntimeError):
     """A plugin could not be loaded, or two plugins claim the same name."""
 
 
-class UnknownPluginError(ValueError):
+class UnknownPluginError(UserError, ValueError):
     """No plugin of that name is installed."""
 
 

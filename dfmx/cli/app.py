@@ -20,7 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dfmx.cli.config_store import register_plugins
-from dfmx.cli.errors import USER_ERRORS, describe, exit_on_bad_overrides
+from dfmx.cli.overrides import exit_on_bad_overrides
+from dfmx.errors import USER_ERRORS, describe
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import JobContext
 from dfmx.tracking.redact import redact_config

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dfmx.cli.errors import USER_ERRORS, describe
+from dfmx.errors import USER_ERRORS, describe
 
 
 def _whole_number(minimum: int):

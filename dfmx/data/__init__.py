@@ -4,7 +4,6 @@ from dfmx.data.dataset import ImageDataset, default_num_workers, make_loader
 from dfmx.data.demo import (
     DEMO_CATEGORY,
     DEMO_DEFECTS,
-    default_cache_dir,
     demo_root,
     generate_demo,
 )
@@ -36,7 +35,6 @@ __all__ = [
     "Sample",
     "Skipped",
     "check_image",
-    "default_cache_dir",
     "default_num_workers",
     "demo_root",
     "folder_samples",

@@ -33,13 +33,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dfmx.cache_dir import default_cache_dir
+
 __all__ = [
     "DEMO_CATEGORY",
     "DEMO_COUNTS",
     "DEMO_DEFECTS",
     "DEMO_IMAGE_SIZE",
     "DEMO_VERSION",
-    "default_cache_dir",
     "demo_root",
     "generate_demo",
     "render_demo_image",
@@ -58,7 +59,6 @@ DEMO_COUNTS: dict[tuple[str, str], int] = {
     ("test", "hole"): 10,
     ("test", "stain"): 10,
 }
-CACHE_ENV_VAR = "DFMX_CACHE_DIR"
 MARKER_NAME = ".complete"
 
 _SEED = 20240917
@@ -356,14 +356,6 @@ def generate_demo(root: str | Path) -> Path:
     return category_dir
 
 
-def default_cache_dir() -> Path:
-    """``$DFMX_CACHE_DIR`` if set and non-empty, else ``~/.cache/dfmx``."""
-    env = os.environ.get(CACHE_ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "dfmx"
-
-
 def _marker_text() -> str:
     return f"dfmx demo data set, generator version {DEMO_VERSION}\n"
 
@@ -402,8 +394,8 @@ def demo_root(cache_dir: str | Path | None = None) -> Path:
     """Return the demo data root (the folder that holds ``demo/``), generating it if missing.
 
     The root is ``<cache_dir>/demo-v<DEMO_VERSION>``, where ``cache_dir`` defaults to
-    :func:`default_cache_dir`. Safe under concurrency: each caller that finds no complete
-    copy renders into its own temporary sibling folder, writes the marker file
+    :func:`dfmx.cache_dir.default_cache_dir`. Safe under concurrency: each caller that
+    finds no complete copy renders into its own temporary sibling folder, writes the marker file
     ``.complete`` last, and renames the folder into place atomically; a folder without the
     marker is never taken for a complete data set.
 

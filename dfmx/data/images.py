@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dfmx.errors import UserError
+
 __all__ = [
     "INTERPOLATIONS",
     "ImageLoadError",
@@ -62,7 +64,7 @@ _TIFF_BITS_PER_SAMPLE = 258
 LARGE_IMAGE_PIXELS = 4096 * 4096
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserError, ValueError):
     """A file could not be read as an image; the message names the file."""
 
 

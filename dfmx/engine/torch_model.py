@@ -13,7 +13,7 @@ from torch import Tensor
 from dfmx import registry
 from dfmx.engine.fitted import FittedModule
 from dfmx.engine.pca import PCA
-from dfmx.scorers.base import Scorer
+from dfmx.engine.scorer import Scorer
 
 
 class InferenceBatch(NamedTuple):

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from dfmx.atomic import atomic_path, atomic_write_text
 from dfmx.engine.torch_model import DFMModel
+from dfmx.errors import UserError
 from dfmx.features.cache import weights_fingerprint
 
 FORMAT = "dfmx-model"
@@ -35,7 +36,7 @@ _REQUIRED_KEYS = (
 )
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError, ValueError):
     """A saved model is missing, malformed, tampered with or incompatible."""
 
 

@@ -26,6 +26,8 @@ import timm
 import torch
 from torch import nn
 
+from dfmx.errors import UserError
+
 DOWNLOAD_ENV = "DFMX_ALLOW_DOWNLOAD"
 
 #: timm model name -> (importable module, class with ``get_model_file_path()``).
@@ -36,7 +38,7 @@ OFFLINE_WEIGHT_PACKAGES: dict[str, tuple[str, str]] = {
 }
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """No pretrained weights can be found offline for a backbone."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from dfmx.engine.pca import PCA
-from dfmx.scorers.base import ScoreOutput, Scorer
+from dfmx.engine.scorer import ScoreOutput, Scorer
 
 
 class FREScorer(Scorer):

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from dfmx.engine.gaussian import SingleClassGaussian
 from dfmx.engine.pca import PCA
-from dfmx.scorers.base import ScoreOutput, Scorer
+from dfmx.engine.scorer import ScoreOutput, Scorer
 
 
 class NLLScorer(Scorer):

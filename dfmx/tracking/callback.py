@@ -19,7 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from dfmx.cli.errors import USER_ERRORS, describe
+from dfmx.errors import USER_ERRORS, describe
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import absolute_dir
 from dfmx.tracking.params import version_tags

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from filelock import FileLock
 
+from dfmx.errors import UserError
 from dfmx.tracking.settings import sqlite_path
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def store_lock(uri: str, timeout: float = 300.0) -> Iterator[None]:
         yield
 
 
-class TrackingUnavailableError(ConnectionError):
+class TrackingUnavailableError(UserError, ConnectionError):
     """The tracking server cannot be reached."""
 
 

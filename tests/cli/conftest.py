@@ -162,7 +162,7 @@ _MAXERR = '''
 
 from dataclasses import dataclass
 
-from dfmx.scorers.base import ScoreOutput, Scorer
+from dfmx.engine.scorer import ScoreOutput, Scorer
 
 
 class MaxErrScorer(Scorer):

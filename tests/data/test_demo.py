@@ -18,7 +18,6 @@ from dfmx.data.demo import (
     DEMO_DEFECTS,
     DEMO_VERSION,
     MARKER_NAME,
-    default_cache_dir,
     demo_root,
     generate_demo,
     render_demo_image,
@@ -100,15 +99,6 @@ def test_mask_marks_changed_pixels() -> None:
             assert (change > 0.05)[mask].mean() > 0.95  # the masked region really changed
             # Outside, only the anti-aliased fringe changes noticeably.
             assert ((change > 0.12) & ~mask).sum() <= 0.25 * mask.sum()
-
-
-def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("DFMX_CACHE_DIR", str(tmp_path / "c"))
-    assert default_cache_dir() == tmp_path / "c"
-    monkeypatch.setenv("DFMX_CACHE_DIR", "")
-    assert default_cache_dir() == Path.home() / ".cache" / "dfmx"
-    monkeypatch.delenv("DFMX_CACHE_DIR")
-    assert default_cache_dir() == Path.home() / ".cache" / "dfmx"
 
 
 def _fake_generate(calls: list[Path]):

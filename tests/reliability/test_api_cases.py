@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dfmx.cli.errors import check_overrides, describe
+from dfmx.cli.overrides import check_overrides
 from dfmx.engine.pca import PCA
+from dfmx.errors import describe
 from dfmx.metrics import compute_metrics
 
 

@@ -118,10 +118,11 @@ def test_parallel_processes_open_a_fresh_sqlite_store(tmp_path: Path) -> None:
     assert len(client.search_runs([exp.experiment_id], max_results=100)) == 12
 
 
-def test_scorer_base_imports_first() -> None:
-    # Process launchers unpickle job configs whose classes live in dfmx.scorers.base: it
-    # must import on its own in a fresh interpreter (it once hit an import cycle).
-    proc = subprocess.run([sys.executable, "-c", "import dfmx.scorers.base"],
+@pytest.mark.parametrize("module", ["dfmx.engine.scorer", "dfmx.scorers.base"])
+def test_scorer_contract_imports_first(module: str) -> None:
+    # Process launchers unpickle job configs whose classes live in the scorer contract's
+    # module: it must import on its own in a fresh interpreter.
+    proc = subprocess.run([sys.executable, "-c", f"import {module}"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
 

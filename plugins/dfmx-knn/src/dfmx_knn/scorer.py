@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from dfmx.engine.pca import PCA
-from dfmx.scorers.base import ScoreOutput, Scorer
+from dfmx.engine.scorer import ScoreOutput, Scorer
 
 
 class KNNScorer(Scorer):

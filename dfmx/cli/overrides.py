@@ -1,8 +1,7 @@
-"""Which exceptions are the user's to fix (shown as one line), and how to word them.
+"""A look at the command line *before* Hydra composes the config (:func:`check_overrides`).
 
-Also :func:`check_overrides`: a look at the command line *before* Hydra composes the
-config, so that a misspelt option (``pca_levle=0.9``, ``backbone=resnt18``) gets one
-message with a "did you mean" instead of Hydra's struct-mode error.
+A misspelt option (``pca_levle=0.9``, ``backbone=resnt18``) gets one message with a "did
+you mean" instead of Hydra's struct-mode error.
 """
 
 from __future__ import annotations
@@ -13,43 +12,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from dfmx.registry import PluginError
-
-# Bad input, bad options, missing files or weights: shown without a traceback unless
-# debug=true. Anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
-    FileNotFoundError,
-    NotADirectoryError,
-    PermissionError,
-    ConnectionError,  # e.g. dfmx.tracking.store.TrackingUnavailableError
-    PluginError,
-)
-
-try:  # the feature layer's own error for missing pretrained weights
-    from dfmx.features import WeightsUnavailableError
-
-    USER_ERRORS = (*USER_ERRORS, WeightsUnavailableError)
-except ImportError:  # pragma: no cover
-    pass
-
-# torch's DataLoader (used with the ImageDataset API) re-raises an error of a worker process
-# with the worker's formatted traceback inside the message; the user needs only its last line.
-_TRACEBACK_MARK = "Traceback (most recent call last)"
-
-
-def _message(exc: BaseException) -> str:
-    text = str(exc)
-    if _TRACEBACK_MARK in text:
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        last = lines[-1] if lines else text
-        name = f"{type(exc).__name__}: "
-        return last[len(name):] if last.startswith(name) else last
-    return text
-
-
-def describe(exc: BaseException, debug_flag: str = "debug=true") -> str:
-    """One line (or a short paragraph) saying what is wrong and how to fix it."""
-    return f"{type(exc).__name__}: {_message(exc)}\n(run with {debug_flag} for the full traceback)"
 
 
 # --------------------------------------------------------------------------- overrides
