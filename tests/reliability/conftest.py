@@ -88,7 +88,28 @@ def build_corpus(root: Path) -> dict[str, Path]:
     paths["tiny"] = c.mvtec_tree(root / "tiny", size=8)
     paths["ok"] = c.mvtec_tree(root / "ok")
     paths["notes"] = c.write_text(root / "notes.txt", "backbone weights? no.\n")
+    paths["user_weights"] = _user_weights(root / "user_weights")
     return paths
+
+
+def _user_weights(folder: Path) -> Path:
+    """A folder of the user's own files that a cache pointed at it must leave alone: a
+    weights file larger than the cache bound, a safetensors file named like a cache entry
+    (but not one), a stale-looking ``.tmp`` file and a ``locks`` folder of its own."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    save_file({"w": torch.arange(750_000, dtype=torch.float32)},
+              str(folder / "finetuned.safetensors"))
+    save_file({"w": torch.zeros(4)}, str(folder / f"train-{'ab' * 20}.safetensors"),
+              metadata={"format": "3", "key": "{}", "split": "train", "checksum": "x"})
+    old = time.time() - 7200
+    for name in (".backup.tmp", "locks/mine.lock"):
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_text("the user's\n")
+        os.utime(folder / name, (old, old))
+    return folder
 
 
 def _mvtec(root: Path) -> list[str]:
@@ -111,6 +132,10 @@ CASES: dict[str, Callable[[dict[str, Path]], tuple[str, list[str]]]] = {
     "bad_job_values": lambda p: ("dfmx", [*_mvtec(p["ok"]), "image_size=0", "batch_size=abc"]),
     "bad_layer_name": lambda p: ("dfmx", [*_mvtec(p["ok"]), "layer.names=[blocks.9]"]),
     "bad_weights": lambda p: ("dfmx", [*_mvtec(p["ok"]), f"backbone.weights={p['notes']}"]),
+    "cache_user_files": lambda p: ("dfmx", [*_mvtec(p["ok"]), f"cache.dir={p['user_weights']}",
+                                            "cache.max_gb=0.001"]),
+    "cache_max_gb_zero": lambda p: ("dfmx", [*_mvtec(p["ok"]), "cache.max_gb=0"]),
+    "cache_unusable": lambda p: ("dfmx", [*_mvtec(p["ok"]), f"cache.dir={p['notes']}/cache"]),
     "predict_tampered": lambda p: (
         "dfmx.cli.predict",
         [str(p["tampered_model"]), str(p["ok"] / "widget" / "test"), "--overlays", "0",

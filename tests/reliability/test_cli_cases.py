@@ -161,3 +161,42 @@ def test_predict_with_tampered_model_stops(cli: CliResult) -> None:
     assert_stops(cli, "model.safetensors does not match the checksum",
                  "modified or truncated")
     assert cli.output.count("dfmx-predict:") == 1, cli
+
+
+# ----------------------------------------------------------- the feature cache
+@pytest.mark.cli_case("cache_user_files")
+def test_cache_never_deletes_files_it_did_not_write(cli: CliResult, corpus) -> None:
+    """cache.dir pointing at the user's weights folder, with a bound smaller than their
+    weights file: the run finishes, the cache keeps its own entries within the bound, and
+    every file of the user's is still there, unchanged."""
+    from safetensors.torch import load_file
+
+    from dfmx.features.cache import FeatureCache
+
+    assert cli.returncode == 0, cli
+    folder = corpus["user_weights"]
+    weights = load_file(str(folder / "finetuned.safetensors"))["w"]
+    assert weights.shape == (750_000,) and float(weights[-1]) == 749_999.0, cli
+    for name in (f"train-{'ab' * 20}.safetensors", ".backup.tmp", "locks/mine.lock"):
+        assert (folder / name).is_file(), f"{name} was deleted\n{cli}"
+    assert (folder / ".backup.tmp").read_text() == "the user's\n"
+    cache = FeatureCache(folder, max_gb=0.001)
+    assert cache.entries(), cli  # the cache did use the folder
+    assert f"train-{'ab' * 20}.safetensors" not in {p.name for p in cache.entries()}
+    assert cache.size_bytes() <= cache.max_bytes
+
+
+@pytest.mark.cli_case("cache_max_gb_zero")
+def test_cache_bound_of_zero_warns_once(cli: CliResult) -> None:
+    assert cli.returncode == 0, cli
+    assert cli.output.count("larger than cache.max_gb") == 1, cli
+
+
+@pytest.mark.cli_case("cache_unusable")
+def test_unusable_cache_folder_warns_once(cli: CliResult) -> None:
+    """cache.dir through a file (the same OSError path as a read-only folder, which a root
+    user, as in CI containers, could still write): the run finishes, one warning."""
+    assert cli.returncode == 0, cli
+    assert TRACEBACK not in cli.output, cli
+    assert cli.output.count("feature cache") == 1, cli
+    assert "running without it" in cli.output, cli
