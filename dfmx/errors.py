@@ -10,7 +10,7 @@ a ``ValueError`` so that ``except ValueError`` keeps catching it. A plain ``Valu
 
 from __future__ import annotations
 
-__all__ = ["USER_ERRORS", "ConfigError", "UserError", "describe", "is_user_error"]
+__all__ = ["USER_ERRORS", "ConfigError", "DataError", "UserError", "describe", "is_user_error"]
 
 
 class UserError(Exception):
@@ -19,6 +19,11 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """An option or input value that dfmx cannot use (a ``ValueError`` too)."""
+
+
+class DataError(UserError, ValueError):
+    """Input data dfmx cannot use: missing or empty image folders, too few usable images
+    (a ``ValueError`` too)."""
 
 
 #: The exception types shown as one line: dfmx's user errors, and the operating system's

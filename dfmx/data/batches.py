@@ -42,6 +42,7 @@ import torch
 from dfmx.data.images import INTERPOLATIONS, LARGE_IMAGE_PIXELS, load_image, resize_image
 from dfmx.data.png import decode_plain_png, decoder
 from dfmx.data.samples import Sample
+from dfmx.errors import ConfigError
 
 __all__ = [
     "CHUNK_IMAGES",
@@ -170,9 +171,9 @@ def image_batches(
             first batch.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        raise ConfigError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     size = (int(size[0]), int(size[1]))
     threads = available_cpus() if workers is None else int(workers)

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from dfmx.data.batches import available_cpus, decode_image
 from dfmx.data.images import INTERPOLATIONS, load_mask, to_float
 from dfmx.data.samples import Sample
+from dfmx.errors import ConfigError
 
 __all__ = ["ImageDataset", "default_num_workers", "make_loader"]
 
@@ -44,7 +45,7 @@ class ImageDataset(Dataset):
         interpolation: str = "bilinear",
     ) -> None:
         if interpolation not in INTERPOLATIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}"
             )
         self.samples = list(samples)
@@ -113,7 +114,7 @@ def make_loader(
             Workers are not persistent and run torch single-threaded.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if num_workers is None:
         num_workers = default_num_workers(len(dataset), batch_size)
     return DataLoader(

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dfmx.errors import UserError
+from dfmx.errors import ConfigError, UserError
 
 __all__ = [
     "INTERPOLATIONS",
@@ -268,7 +268,7 @@ def resize_image(
         antialias: low-pass when shrinking with bilinear/bicubic (torch's ``antialias``).
     """
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        raise ConfigError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
     target = None if size is None else _size_hw(size)
     if isinstance(img, torch.Tensor):
         if img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:

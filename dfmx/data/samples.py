@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dfmx.errors import ConfigError, DataError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "NORMAL_TYPE",
@@ -126,7 +128,7 @@ def mvtec_samples(root: str | Path, category: str, split: str) -> list[Sample]:
         FileNotFoundError: the root, category, split or ``train/good`` folder is missing.
     """
     if split not in _SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(root)
     _require_dir(root, "MVTec AD root folder")
     category_dir = root / category
@@ -144,7 +146,7 @@ def mvtec_samples(root: str | Path, category: str, split: str) -> list[Sample]:
         _require_dir(good_dir, "MVTec AD training folder (expected train/good)")
         images = list_images(good_dir)
         if not images:
-            raise ValueError(_no_images(good_dir, "training images"))
+            raise DataError(_no_images(good_dir, "training images"))
         return [Sample(p, 0, NORMAL_TYPE, None) for p in images]
 
     samples: list[Sample] = []
@@ -158,7 +160,7 @@ def mvtec_samples(root: str | Path, category: str, split: str) -> list[Sample]:
             mask = category_dir / "ground_truth" / defect_type / f"{path.stem}_mask.png"
             samples.append(Sample(path, 1, defect_type, mask if mask.is_file() else None))
     if not samples:
-        raise ValueError(f"no test images in {split_dir} (expected test/<type>/*.png)")
+        raise DataError(f"no test images in {split_dir} (expected test/<type>/*.png)")
     _warn_orphan_masks(category_dir / "ground_truth", samples)
     return samples
 
@@ -198,7 +200,7 @@ def _images_of(folder: Path, what: str, suffixes: tuple[str, ...]) -> list[Path]
     _require_dir(folder, what)
     images = list_images(folder, suffixes)
     if not images:
-        raise ValueError(_no_images(folder, "images", suffixes))
+        raise DataError(_no_images(folder, "images", suffixes))
     return images
 
 
@@ -228,7 +230,7 @@ def folder_samples(
         ValueError: ``normal_dir`` (or ``abnormal_dir``) holds no image, or both are ``None``.
     """
     if normal_dir is None and abnormal_dir is None:
-        raise ValueError("folder_samples needs normal_dir or abnormal_dir")
+        raise ConfigError("folder_samples needs normal_dir or abnormal_dir")
     suffixes = _normalise_extensions(extensions)
     samples: list[Sample] = []
     if normal_dir is not None:
@@ -299,12 +301,12 @@ def folder_split(
         return normals, test_normals + anomalies
 
     if not 0.0 <= normal_test_fraction < 1.0:
-        raise ValueError(f"normal_test_fraction must be in [0, 1), got {normal_test_fraction}")
+        raise ConfigError(f"normal_test_fraction must be in [0, 1), got {normal_test_fraction}")
     n_test = round(normal_test_fraction * len(normals))
     if normal_test_fraction > 0.0:
         n_test = max(n_test, 1)
     if n_test >= len(normals):
-        raise ValueError(
+        raise DataError(
             f"holding out {n_test} of {len(normals)} normal images in {normal_dir} "
             "leaves none for training"
         )

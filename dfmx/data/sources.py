@@ -13,18 +13,19 @@ from pathlib import Path
 from dfmx.data.demo import DEMO_CATEGORY, demo_root
 from dfmx.data.samples import NORMAL_TYPE, Sample, folder_split, mvtec_samples
 from dfmx.data.validation import MIN_TRAIN_IMAGES
+from dfmx.errors import ConfigError, DataError
 
 
 def _required(value: str | None, option: str, example: str) -> str:
     if not value:
-        raise ValueError(f"{option} is required, e.g. {example}")
+        raise ConfigError(f"{option} is required, e.g. {example}")
     return value
 
 
 def _check_train(train: list[Sample], where: str, hint: str = "") -> list[Sample]:
     """Stop early, naming the folder, when there are too few training images for a PCA."""
     if len(train) < MIN_TRAIN_IMAGES:
-        raise ValueError(
+        raise DataError(
             f"only {len(train)} training image(s) in {where}; DFM needs at least "
             f"{MIN_TRAIN_IMAGES} (a PCA of one image is undefined){hint}"
         )

@@ -37,6 +37,7 @@ from typing import NamedTuple
 from PIL import Image
 
 from dfmx.data.samples import Sample
+from dfmx.errors import DataError
 
 __all__ = [
     "MIN_TRAIN_IMAGES",
@@ -248,13 +249,13 @@ def validate_split(
             len(skipped), len(skipped_train), len(skipped_test), SKIPPED_CSV, _list(skipped),
         )
     if len(good_train) < min_train:
-        raise ValueError(
+        raise DataError(
             f"only {len(good_train)} usable training image(s) in {_folders(train)} after "
             f"skipping {len(skipped_train)} unreadable file(s); DFM needs at least {min_train}"
             + (f":\n{_list(skipped_train)}" if skipped_train else "")
         )
     if not good_test:
-        raise ValueError(
+        raise DataError(
             f"no usable test image in {_folders(test)}: all {len(test)} were skipped:\n"
             f"{_list(skipped_test)}"
         )

@@ -14,6 +14,7 @@ from dfmx import registry
 from dfmx.engine.fitted import FittedModule
 from dfmx.engine.pca import PCA
 from dfmx.engine.scorer import Scorer
+from dfmx.errors import ConfigError
 
 
 class InferenceBatch(NamedTuple):
@@ -37,37 +38,43 @@ def build_scorer(score_type: str, params: dict[str, Any] | None = None) -> Score
     try:
         cls = registry.load("scorer", score_type)
     except registry.UnknownPluginError as exc:
-        raise ValueError(f"unknown score_type: {exc}") from exc
+        raise ConfigError(f"unknown score_type: {exc}") from exc
     params = dict(params or {})
     allowed = {f for f in getattr(cls.Config, "__dataclass_fields__", {})}
     unknown = set(params) - allowed
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"scorer {score_type!r} has no parameter(s) {sorted(unknown)}; "
             f"its parameters are {sorted(allowed) or 'none'}"
         )
-    return cls(**params)
+    try:
+        return cls(**params)
+    except ValueError as exc:  # the plugin contract: a bad hyperparameter is a ValueError
+        raise ConfigError(f"scorer {score_type!r}: {exc}") from exc
 
 
 def _build_pooling(name: str, kernel_size: int) -> Any:
     try:
         cls = registry.load("pooling", name)
     except registry.UnknownPluginError as exc:
-        raise ValueError(f"unknown pooling: {exc}") from exc
-    return cls(kernel_size=kernel_size)
+        raise ConfigError(f"unknown pooling: {exc}") from exc
+    try:
+        return cls(kernel_size=kernel_size)
+    except ValueError as exc:  # the plugin contract: a bad hyperparameter is a ValueError
+        raise ConfigError(f"pooling {name!r}: {exc}") from exc
 
 
 def _check_params(pooling_kernel_size: int, n_comps: float | int) -> None:
     if isinstance(pooling_kernel_size, bool) or not isinstance(pooling_kernel_size, int):
-        raise ValueError(f"pooling_kernel_size must be an int >= 1; got {pooling_kernel_size!r}")
+        raise ConfigError(f"pooling_kernel_size must be an int >= 1; got {pooling_kernel_size!r}")
     if pooling_kernel_size < 1:
-        raise ValueError(f"pooling_kernel_size must be >= 1; got {pooling_kernel_size}")
+        raise ConfigError(f"pooling_kernel_size must be >= 1; got {pooling_kernel_size}")
     if isinstance(n_comps, bool) or not isinstance(n_comps, (int, float)) or n_comps <= 0:
-        raise ValueError(
+        raise ConfigError(
             f"n_comps must be a variance ratio in (0, 1) or a component count >= 1; got {n_comps!r}"
         )
     if isinstance(n_comps, float) and n_comps >= 1:
-        raise ValueError(
+        raise ConfigError(
             f"n_comps as a float is a variance ratio and must be < 1; got {n_comps}. "
             "Pass an int to keep an exact number of components."
         )
@@ -129,7 +136,7 @@ class DFMModel(FittedModule):
         self.backbone = backbone
         self.layers = [layer] if isinstance(layer, str) else list(layer)
         if not self.layers:
-            raise ValueError("layer must name at least one backbone layer")
+            raise ConfigError("layer must name at least one backbone layer")
         self.pre_trained = pre_trained
         self.pooling = pooling
         self.pooling_kernel_size = pooling_kernel_size
@@ -187,9 +194,9 @@ class DFMModel(FittedModule):
         try:
             pooled = self.pool(fused)
         except ValueError as exc:  # a map smaller than the pooling window
-            raise ValueError(self._too_small(raw, image_size)) from exc
+            raise ConfigError(self._too_small(raw, image_size)) from exc
         if pooled.shape[-2] < 1 or pooled.shape[-1] < 1:
-            raise ValueError(self._too_small(raw, image_size))
+            raise ConfigError(self._too_small(raw, image_size))
         return pooled
 
     def _too_small(self, raw: dict[str, Tensor], image_size: Sequence[int] | None) -> str:

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from dfmx.errors import ConfigError
+
 __all__ = ["check_job_config"]
 
 
@@ -86,4 +88,4 @@ def check_job_config(cfg: Mapping[str, Any]) -> None:
     if "save_model" in cfg and not isinstance(cfg["save_model"], (bool, np.bool_)):
         problems.append(f"save_model must be true or false; got {cfg['save_model']!r}")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise ConfigError("; ".join(problems))

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from dfmx.data import IMAGE_EXTENSIONS, Sample
 from dfmx.data.batches import ImageStore, image_batches
 from dfmx.engine.torch_model import DFMModel
+from dfmx.errors import DataError
 
 
 @dataclass
@@ -44,7 +45,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"no such image file or folder: {path}")
     if not files:
-        raise ValueError(f"no images found in {', '.join(str(i) for i in inputs)}")
+        raise DataError(f"no images found in {', '.join(str(i) for i in inputs)}")
     return files
 
 

@@ -23,6 +23,7 @@ from dfmx.data import Sample, load_mask
 from dfmx.data.batches import files_fingerprint
 from dfmx.data.validation import SKIPPED_CSV, validate_split, write_skipped_csv
 from dfmx.engine.torch_model import DFMModel, upsample_maps
+from dfmx.errors import DataError
 from dfmx.experiment import overlays, plots, result_files
 from dfmx.experiment.job_config import check_job_config
 from dfmx.experiment.predict import model_batches
@@ -80,11 +81,11 @@ def load_samples(data_cfg: Mapping[str, Any]) -> tuple[list[Sample], list[Sample
     source = registry.load("data", name)(**params)
     train, test = source.load()
     if len(train) < 2:
-        raise ValueError(
+        raise DataError(
             f"data source {name!r} gave {len(train)} training image(s); DFM needs at least 2"
         )
     if not test:
-        raise ValueError(f"data source {name!r} gave no test images")
+        raise DataError(f"data source {name!r} gave no test images")
     return train, test
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dfmx.data.images import to_float
+from dfmx.errors import ConfigError
 from dfmx.features.graph import GraphRunner, resolve_optimize
 from dfmx.features.precision import resolve_device, resolve_precision, uses_channels_last
 from dfmx.features.weights import load_pretrained
@@ -56,7 +57,7 @@ def resolve_backbone_name(name: str) -> str:
     candidates = list(dict.fromkeys([*BACKBONE_ALIASES, *timm.list_models()]))
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(
+    raise ConfigError(
         f"Unknown backbone {name!r}.{hint} Aliases: {', '.join(BACKBONE_ALIASES)}; "
         "any name from timm.list_models() also works."
     )
@@ -191,11 +192,11 @@ class FeatureExtractor(nn.Module):
         requested = [layers] if isinstance(layers, str) else list(layers)
         self.layers: list[str] = list(dict.fromkeys(requested))
         if not self.layers:
-            raise ValueError("At least one layer is needed.")
+            raise ConfigError("At least one layer is needed.")
         table = _layer_table(self.timm_name)
         unknown = [name for name in self.layers if name not in table]
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown layer(s) {', '.join(map(repr, unknown))} for backbone {backbone!r}; "
                 f"its layers are: {', '.join(table)}."
             )

@@ -44,6 +44,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from dfmx.errors import ConfigError
+
 OPTIMIZATIONS: tuple[str, ...] = ("auto", "none", "freeze", "compile")
 
 Forward = Callable[[torch.Tensor], object]
@@ -94,7 +96,7 @@ def resolve_optimize(name: str, device: str | torch.device = "cpu") -> str:
     """
     key = str(name).strip().lower()
     if key not in OPTIMIZATIONS:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown optimize mode {name!r}; choose one of {', '.join(OPTIMIZATIONS)}."
         )
     if key != "auto":
@@ -121,7 +123,7 @@ class GraphRunner:
     def __init__(self, net: nn.Module, mode: str, autocast: torch.dtype | None = None,
                  onednn_fusion: bool = True) -> None:
         if mode not in ("none", "freeze", "compile"):
-            raise ValueError(f"mode must be 'none', 'freeze' or 'compile', got {mode!r}")
+            raise ConfigError(f"mode must be 'none', 'freeze' or 'compile', got {mode!r}")
         self.net = net
         self.mode = mode
         self.autocast = autocast

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dfmx.errors import ConfigError
+
 POOLING_METHODS: tuple[str, ...] = ("avg", "max", "none")
 
 
@@ -32,18 +34,18 @@ def pool_features(x: torch.Tensor, method: str = "avg", kernel_size: int = 4) ->
             tensor that is not 4-D, or a map smaller than the window.
     """
     if method not in POOLING_METHODS:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown pooling method {method!r}; choose one of {', '.join(POOLING_METHODS)}."
         )
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
-        raise ValueError(f"kernel_size must be an integer >= 1, got {kernel_size!r}.")
+        raise ConfigError(f"kernel_size must be an integer >= 1, got {kernel_size!r}.")
     if x.ndim != 4:
         raise ValueError(f"Expected feature maps of shape (N, C, h, w), got {tuple(x.shape)}.")
     if method == "none" or kernel_size == 1:
         return x
     h, w = x.shape[-2:]
     if h < kernel_size or w < kernel_size:
-        raise ValueError(
+        raise ConfigError(
             f"Feature map {h}x{w} is smaller than the pooling window {kernel_size}; "
             "use a smaller kernel_size or larger images."
         )

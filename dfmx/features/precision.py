@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from dfmx.errors import ConfigError
+
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 _ALIASES: dict[str, str] = {"float32": "fp32", "bfloat16": "bf16"}
 _CPU_BF16_FLAGS: frozenset[str] = frozenset({"amx_bf16", "avx512_bf16"})
@@ -65,22 +67,22 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     try:
         dev = torch.device(device.strip() if isinstance(device, str) else device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto ({err})."
         ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-            raise ValueError(
+            raise ConfigError(
                 f"device={device} was asked for, but torch sees no CUDA device (torch "
                 f"{torch.__version__}, {build}); use device=cpu, or device=auto to take a "
                 "GPU only where there is one."
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device={device}: this machine has "
+            raise ConfigError(f"device={device}: this machine has "
                              f"{torch.cuda.device_count()} CUDA device(s), numbered from 0.")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={device} was asked for, but MPS is not available here; "
+        raise ConfigError(f"device={device} was asked for, but MPS is not available here; "
                          "use device=cpu or device=auto.")
     return dev
 
@@ -101,7 +103,7 @@ def resolve_precision(name: str, device: str | torch.device = "cpu") -> str:
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)
     if key not in PRECISIONS:
-        raise ValueError(f"Unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}.")
+        raise ConfigError(f"Unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}.")
     if key != "auto":
         return key
     dev = torch.device(device)

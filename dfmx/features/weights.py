@@ -26,7 +26,7 @@ import timm
 import torch
 from torch import nn
 
-from dfmx.errors import UserError
+from dfmx.errors import ConfigError, UserError
 
 DOWNLOAD_ENV = "DFMX_ALLOW_DOWNLOAD"
 
@@ -73,7 +73,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
         if path.suffix != ".safetensors" and not _looks_like_torch_file(path):
             detail = "it is neither a zip-based torch checkpoint nor a legacy pickle"
-        raise ValueError(
+        raise ConfigError(
             f"{str(path)!r} is not a weights file (.safetensors or a torch state dict): "
             f"{detail}"
         ) from err
@@ -88,7 +88,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         or not obj
         or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     ):
-        raise ValueError(
+        raise ConfigError(
             f"{str(path)!r} does not hold a state dict (a mapping of names to tensors)."
         )
     return dict(obj)
@@ -174,7 +174,7 @@ def load_state_dict_into(
     if mismatched:
         problems.append(f"shape mismatches: {_preview(mismatched)}")
     if problems:
-        raise ValueError(
+        raise ConfigError(
             f"Weights from {origin} do not fit timm model {timm_name!r}: " + "; ".join(problems)
         )
     model.load_state_dict(remapped, strict=True)
@@ -231,14 +231,14 @@ def _mapped_package_weights(timm_name: str, module_name: str, path: Path, size: 
     source = read_state_dict(path)
     full = full_model_shapes(timm_name)
     if len(source) != len(full):
-        raise ValueError(
+        raise ConfigError(
             f"{module_name} ({path}) has {len(source)} tensors, timm {timm_name!r} has "
             f"{len(full)}; cannot map them in order."
         )
     mapped: dict[str, torch.Tensor] = {}
     for (src_key, tensor), (dst_key, shape) in zip(source.items(), full.items(), strict=True):
         if tensor.shape != shape:
-            raise ValueError(
+            raise ConfigError(
                 f"{module_name} ({path}): {src_key} {tuple(tensor.shape)} does not match "
                 f"timm {timm_name!r} {dst_key} {tuple(shape)}."
             )

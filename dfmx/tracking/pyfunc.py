@@ -26,6 +26,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from dfmx.errors import ConfigError
+
 #: The artifact key of the saved model folder.
 MODEL_ARTIFACT = "model"
 #: The name of the logged pyfunc model in its run.
@@ -43,7 +45,7 @@ def input_paths(model_input: Any) -> list[str]:
         elif len(model_input.columns) == 1:
             column = model_input.iloc[:, 0]
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"a DataFrame input needs a 'path' column; got columns {list(model_input.columns)}"
             )
         return [str(p) for p in column]

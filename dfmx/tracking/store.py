@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from filelock import FileLock
 
-from dfmx.errors import UserError
+from dfmx.errors import ConfigError, UserError
 from dfmx.tracking.settings import sqlite_path
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def open_store(uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
             client = MlflowClient(tracking_uri=uri)
         except UnsupportedModelRegistryStoreURIException as exc:  # no store for the scheme
             scheme = urllib.parse.urlsplit(uri).scheme
-            raise ValueError(
+            raise ConfigError(
                 f"MLflow has no tracking store for the URI scheme {scheme!r} (from "
                 "tracking.tracking_uri or MLFLOW_TRACKING_URI); use sqlite:///PATH.db, a "
                 "folder, http(s)://HOST:PORT for a server, or tracking=none"

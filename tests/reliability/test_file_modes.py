@@ -1,0 +1,49 @@
+"""Run outputs are readable by whoever the umask lets read them (issue: they were 0600).
+
+One real ``python -m dfmx`` run with MLflow tracking, under umask 022: every file it writes
+(run folder, saved model, MLflow artifacts, feature cache) must be ``0644`` and every
+folder ``0755``, as a plain ``open()`` and ``mkdir()`` would make them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from cli_result import CliResult
+
+
+def _wrong_modes(root: Path) -> dict[str, str]:
+    """Files not ``0644`` and folders not ``0755`` under ``root`` (itself excluded)."""
+    wrong = {}
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != (0o755 if path.is_dir() else 0o644):
+            wrong[str(path.relative_to(root))] = oct(mode)
+    return wrong
+
+
+def test_a_run_under_umask_022_writes_files_others_can_read(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    run_dir, cache = work / "run", work / "cache"
+    args = [sys.executable, "-m", "dfmx", "image_size=64", "batch_size=32", "overlays=2",
+            "precision=bf16", f"hydra.run.dir={run_dir}", f"cache.dir={cache}",
+            f"tracking.tracking_uri=sqlite:///{work / 'mlflow.db'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0",
+           "DFMX_CACHE_DIR": str(tmp_path / "dfmx-cache")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True,
+                          timeout=600, check=False, umask=0o022)
+    result = CliResult(args, proc.returncode, proc.stdout, proc.stderr, run_dir=run_dir)
+    assert proc.returncode == 0, result
+    written = {p.name for p in work.rglob("*")}
+    assert {"metrics.json", "model.safetensors", "roc.png", "MLmodel"} <= written, result
+    assert any(p.name == "metrics.json" and run_dir not in p.parents
+               for p in work.rglob("*")), f"no MLflow artifact\n{result}"
+    assert _wrong_modes(work) == {}
