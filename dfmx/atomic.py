@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -22,8 +23,9 @@ from typing import IO, Any
 __all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
 
 
-def _create_temporary(path: Path) -> Path:
-    """Create an empty ``.<name>.<random>.tmp`` beside ``path`` with the umask's mode."""
+def _create_temporary(path: Path) -> tuple[Path, int]:
+    """Create an empty ``.<name>.<random>.tmp`` beside ``path`` with the umask's mode;
+    returns it and that mode."""
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
@@ -31,8 +33,11 @@ def _create_temporary(path: Path) -> Path:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:  # pragma: no cover - 32 random bits collided
             continue
-        os.close(fd)
-        return tmp
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+        return tmp, mode
 
 
 @contextlib.contextmanager
@@ -40,13 +45,17 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` when the block succeeds.
 
     For writers that take a file name (``Figure.savefig``, ``safetensors.save_file``). The
-    temporary file exists (empty) when the block starts; the writer may overwrite it. The
-    parent folder is created when missing.
+    temporary file exists (empty) when the block starts; the writer may overwrite it, even
+    replace it with a file of its own mode (``safetensors.save_file`` makes ``0o600``
+    files): the umask's mode is set again before the rename. The parent folder is created
+    when missing.
     """
     target = Path(path)
-    tmp = _create_temporary(target)
+    tmp, mode = _create_temporary(target)
     try:
         yield tmp
+        if stat.S_IMODE(os.stat(tmp).st_mode) != mode:
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -60,6 +60,21 @@ def test_mode_follows_the_umask_like_a_plain_open(tmp_path: Path) -> None:
     assert _mode(tmp_path / "by_path.png") == 0o640
 
 
+def test_a_writer_that_makes_its_own_private_file_still_gets_the_umask_mode(
+        tmp_path: Path) -> None:
+    """safetensors.save_file replaces the temporary file with a 0600 one of its own."""
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "t.safetensors") as tmp:
+            save_file({"x": torch.zeros(2)}, str(tmp))
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "t.safetensors") == 0o644
+
+
 def test_a_process_with_umask_022_writes_0644_files(tmp_path: Path) -> None:
     code = ("import os, sys; os.umask(0o022); from dfmx.atomic import atomic_write_text; "
             "atomic_write_text(sys.argv[1], 'x')")

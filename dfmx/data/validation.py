@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 from PIL import Image
 
+from dfmx.atomic import atomic_open
 from dfmx.data.samples import Sample
 from dfmx.errors import DataError
 
@@ -270,8 +271,7 @@ def write_skipped_csv(path: str | Path, skipped: Sequence[tuple[Path | str, str]
     if not skipped:
         return None
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as fh:
+    with atomic_open(path, newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "reason"])
         for file, reason in skipped:
