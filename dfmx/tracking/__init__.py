@@ -8,7 +8,8 @@
 * :mod:`dfmx.tracking.job_context` — what a job knows of Hydra (sweep dir, overrides).
 * :mod:`dfmx.tracking.job_run` — one job as one MLflow run (child run in a sweep).
 * :mod:`dfmx.tracking.sweep_state` — files in the sweep folder that tie jobs to the sweep.
-* :mod:`dfmx.tracking.sweep_table` — the per-job table and the best job.
+* :mod:`dfmx.tracking.sweep_table` — the per-job table and the one rule that ranks jobs.
+* :mod:`dfmx.tracking.sweep_plot` — the sweep picture (every job's metrics at a glance).
 * :mod:`dfmx.tracking.callback` — the Hydra callback owning a sweep's parent run.
 * :mod:`dfmx.tracking.pyfunc` — the fitted model as an MLflow pyfunc model.
 
