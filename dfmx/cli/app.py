@@ -88,8 +88,11 @@ def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _run(cfg: DictConfig) -> float | None:
+    from dfmx.data.path_text import PathTextFilter
     from dfmx.experiment.run import run_experiment
 
+    for handler in logging.getLogger().handlers:  # file names that are not valid UTF-8
+        handler.addFilter(PathTextFilter())
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     context = JobContext.from_hydra(HydraConfig.get())
     settings = TrackingSettings.from_config(plain.get("tracking"))

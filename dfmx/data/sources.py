@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dfmx.data.demo import DEMO_CATEGORY, demo_root
-from dfmx.data.samples import NORMAL_TYPE, Sample, folder_split, mvtec_samples
+from dfmx.data.samples import (
+    NORMAL_TYPE,
+    Sample,
+    check_distinct_folders,
+    folder_split,
+    mvtec_samples,
+)
 from dfmx.data.validation import MIN_TRAIN_IMAGES
 
 
@@ -101,6 +107,8 @@ class FolderData:
         opts["normal_dir"] = _required(
             opts.get("normal_dir"), "data.normal_dir", "data.normal_dir=/data/good"
         )
+        check_distinct_folders({f"data.{k}": opts.get(k) for k in (
+            "normal_dir", "abnormal_dir", "mask_dir", "test_normal_dir")})
         train, test = folder_split(**opts)
         hint = "" if opts.get("test_normal_dir") else (
             f" after holding out {len(test) - sum(s.label for s in test)} for testing "

@@ -13,6 +13,9 @@ Policy (``docs/reliability.md`` has the full table):
   store masks at another scale. A different aspect ratio is warned about as well.
 * Anomalous images without a mask are kept; when some anomalous images of the test set
   have masks and others do not, a warning names the defect types without masks.
+* Training images, test images and masks that are the same file (or have equal contents)
+  stop the run (:func:`dfmx.data.overlaps.check_overlaps`, run first by
+  :func:`validate_split`).
 * Training and test sets that become too small after skipping stop the run
   (:func:`validate_split` raises ``ValueError`` naming the folders and skipped files).
 
@@ -36,6 +39,8 @@ from typing import NamedTuple
 
 from PIL import Image
 
+from dfmx.data.overlaps import check_overlaps
+from dfmx.data.path_text import path_text, text_safe
 from dfmx.data.samples import Sample
 
 __all__ = [
@@ -238,7 +243,11 @@ def validate_split(
     Raises:
         ValueError: fewer than ``min_train`` training images or no test image is left; the
             message names the folders and the skipped files.
+        DataOverlapError: (a ``ValueError``) a file is both a training and a test image,
+            or an image and a mask (:func:`~dfmx.data.overlaps.check_overlaps`); checked
+            first, before any image is opened.
     """
+    check_overlaps(train, test)
     good_train, skipped_train = validate_samples(train, image_size, decode=decode)
     good_test, skipped_test = validate_samples(test, image_size, decode=decode)
     skipped = skipped_train + skipped_test
@@ -264,6 +273,9 @@ def validate_split(
 def write_skipped_csv(path: str | Path, skipped: Sequence[tuple[Path | str, str]]) -> Path | None:
     """Write ``path,reason`` rows (a header first) for the skipped files; returns ``path``.
 
+    File names that are not valid UTF-8 are written with ``\\xNN`` escapes
+    (:func:`~dfmx.data.path_text.path_text`).
+
     Nothing is written (and ``None`` returned) when nothing was skipped.
     """
     if not skipped:
@@ -274,5 +286,5 @@ def write_skipped_csv(path: str | Path, skipped: Sequence[tuple[Path | str, str]
         writer = csv.writer(fh)
         writer.writerow(["path", "reason"])
         for file, reason in skipped:
-            writer.writerow([str(file), reason])
+            writer.writerow([path_text(file), text_safe(reason)])
     return path

@@ -21,6 +21,7 @@ import torch
 from dfmx import registry
 from dfmx.data import Sample, load_mask
 from dfmx.data.batches import files_fingerprint
+from dfmx.data.path_text import path_text
 from dfmx.data.validation import SKIPPED_CSV, validate_split, write_skipped_csv
 from dfmx.engine.torch_model import DFMModel, upsample_maps
 from dfmx.experiment import reports
@@ -365,7 +366,8 @@ def _write_outputs(
     files = {"metrics": out / "metrics.json", "predictions": out / "predictions.csv"}
     reports.write_metrics_json(files["metrics"], metrics)
     reports.write_predictions_csv(
-        files["predictions"], paths, res["labels"], res["scores"], threshold, defect_types
+        files["predictions"], [path_text(p) for p in paths], res["labels"], res["scores"],
+        threshold, defect_types,
     )
     if res["maps"] is not None and int(cfg.get("overlays", 0)) > 0:
         reports.write_overlays(
