@@ -39,6 +39,7 @@ def _summary(result: Any, cfg: dict[str, Any]) -> str:
         "scorer": cfg["scorer"]["name"],
         "data": f"{cfg['data']['name']}: {result.n_train} train / {result.n_test} test",
         "output": str(result.output_dir),
+        **getattr(result, "notes", {}),
     }
     return summary_table(result.metrics, extra)
 

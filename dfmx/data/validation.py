@@ -12,7 +12,9 @@ Policy (``docs/reliability.md`` has the full table):
   every mask is resized to ``image_size``) with a warning: MVTec-style data sets sometimes
   store masks at another scale. A different aspect ratio is warned about as well.
 * Anomalous images without a mask are kept; when some anomalous images of the test set
-  have masks and others do not, a warning names the defect types without masks.
+  have masks and others do not, a warning names the defect types without masks; when none
+  has one, a warning says pixel metrics are not computed (:func:`missing_masks_note` gives
+  the run's summary line, with where the data source looked for masks).
 * Training images, test images and masks that are the same file (or have equal contents)
   stop the run (:func:`dfmx.data.overlaps.check_overlaps`, run first by
   :func:`validate_split`).
@@ -30,6 +32,7 @@ second decode.
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import os
 import warnings
@@ -45,9 +48,13 @@ from dfmx.data.samples import Sample
 
 __all__ = [
     "MIN_TRAIN_IMAGES",
+    "MISSING_MASKS_METRIC",
     "SKIPPED_CSV",
     "Skipped",
     "check_image",
+    "check_training_variation",
+    "count_missing_masks",
+    "missing_masks_note",
     "validate_samples",
     "validate_split",
     "write_skipped_csv",
@@ -59,6 +66,8 @@ log = logging.getLogger(__name__)
 SKIPPED_CSV = "skipped_files.csv"
 #: DFM fits a PCA: one image has no variance to model.
 MIN_TRAIN_IMAGES = 2
+#: Metric (and MLflow metric) counting the anomalous test images without a mask.
+MISSING_MASKS_METRIC = "n_test_anomalous_without_mask"
 #: Skipped files named in the log warning; the CSV holds all of them.
 _LOG_LIMIT = 10
 
@@ -131,10 +140,31 @@ def _check_image(path: Path, decode: bool) -> tuple[int, int] | str:
     return size
 
 
+def count_missing_masks(samples: Iterable[Sample]) -> int:
+    """The number of anomalous samples (``label == 1``) without a mask."""
+    return sum(1 for s in samples if s.label == 1 and s.mask_path is None)
+
+
+def missing_masks_note(samples: Sequence[Sample], where: str | None = None) -> str | None:
+    """One line saying how many anomalous samples lack a mask, and where masks were looked
+    for (``where``, from the data source); ``None`` when every anomalous sample has one."""
+    missing = count_missing_masks(samples)
+    if not missing:
+        return None
+    total = sum(1 for s in samples if s.label == 1)
+    effect = ("pixel metrics are not computed" if missing == total
+              else f"pixel metrics use the other {total - missing}")
+    return (f"{missing} of {total} anomalous test image(s) have no mask, so {effect}"
+            + (f" (masks looked for: {where})" if where else ""))
+
+
 def _describe_missing_masks(samples: Sequence[Sample]) -> str | None:
     anomalous = [s for s in samples if s.label == 1]
-    if not anomalous or all(s.mask_path is None for s in anomalous):
-        return None  # no masks at all: a data set without pixel ground truth
+    if not anomalous:
+        return None
+    if all(s.mask_path is None for s in anomalous):
+        return (f"none of the {len(anomalous)} anomalous test image(s) has a ground-truth "
+                "mask, so pixel metrics are not computed")
     missing: dict[str, int] = {}
     total: dict[str, int] = {}
     for s in anomalous:
@@ -216,6 +246,40 @@ def validate_samples(
     return good, skipped
 
 
+def _file_digest(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def check_training_variation(train: Sequence[Sample]) -> None:
+    """Refuse a training set whose files all have the same contents (one image repeated):
+    a PCA of identical samples has nothing to model. Reads the files only when they all
+    have one size; training images that differ as files but not as pixels (blank images of
+    several formats) are caught by :func:`dfmx.engine.pca.check_variation` when fitting.
+
+    Raises:
+        ValueError: naming the number of files and their folders.
+    """
+    if len(train) < 2:
+        return
+    try:
+        sizes = {os.stat(s.path).st_size for s in train}
+    except OSError:
+        return  # unreadable files are reported (and skipped) by validate_samples
+    if len(sizes) > 1:
+        return
+    digests = {_file_digest(Path(s.path)) for s in train}
+    if len(digests) == 1 and None not in digests:
+        raise ValueError(
+            f"the {len(train)} training images in {_folders(train)} all have the same "
+            "contents (one image repeated), so they carry no variation to model; DFM needs "
+            "training images that differ"
+        )
+
+
 def _folders(samples: Iterable[Sample]) -> str:
     return ", ".join(sorted({str(Path(s.path).parent) for s in samples})) or "(none)"
 
@@ -245,9 +309,11 @@ def validate_split(
             message names the folders and the skipped files.
         DataOverlapError: (a ``ValueError``) a file is both a training and a test image,
             or an image and a mask (:func:`~dfmx.data.overlaps.check_overlaps`); checked
-            first, before any image is opened.
+            first, before any image is opened. A ``ValueError`` too when the training
+            files all have one content (:func:`check_training_variation`).
     """
     check_overlaps(train, test)
+    check_training_variation(train)
     good_train, skipped_train = validate_samples(train, image_size, decode=decode)
     good_test, skipped_test = validate_samples(test, image_size, decode=decode)
     skipped = skipped_train + skipped_test
