@@ -23,7 +23,7 @@ from dfmx.cli.config_store import register_plugins
 from dfmx.cli.errors import USER_ERRORS, describe, exit_on_bad_overrides
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import JobContext
-from dfmx.tracking.redact import redact_config
+from dfmx.tracking.redact import install_log_redaction, redact_config
 from dfmx.tracking.settings import TrackingSettings
 
 log = logging.getLogger("dfmx")
@@ -89,11 +89,8 @@ def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _run(cfg: DictConfig) -> float | None:
-    from dfmx.data.path_text import PathTextFilter
     from dfmx.experiment.run import run_experiment
 
-    for handler in logging.getLogger().handlers:  # file names that are not valid UTF-8
-        handler.addFilter(PathTextFilter())
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     context = JobContext.from_hydra(HydraConfig.get())
     settings = TrackingSettings.from_config(plain.get("tracking"))
@@ -134,6 +131,7 @@ def _run(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console entry point: register plugin configs, then run the Hydra app."""
+    install_log_redaction()  # secrets and non-UTF-8 file names, in every log line
     register_plugins()
     exit_on_bad_overrides()
     # Warnings (e.g. "image AUROC is undefined") become log lines in the run's log.

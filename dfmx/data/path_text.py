@@ -9,11 +9,10 @@ accepts but encoding to UTF-8 (a CSV, a log file, JSON, an MLflow param) refuses
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
-__all__ = ["PathTextFilter", "path_text", "text_safe"]
+__all__ = ["path_text", "text_safe"]
 
 
 def path_text(path: str | Path) -> str:
@@ -36,15 +35,3 @@ def text_safe(text: str) -> str:
         return raw.decode("utf-8", "backslashreplace")
     return text
 
-
-class PathTextFilter(logging.Filter):
-    """A logging filter making every record's message :func:`text_safe`, so a log line
-    naming a file whose name is not valid UTF-8 reaches a UTF-8 log file instead of
-    failing there. Add it to the handlers (not the loggers): it then sees every record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        safe = text_safe(message)
-        if safe is not message:
-            record.msg, record.args = safe, None
-        return True
