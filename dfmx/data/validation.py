@@ -16,8 +16,8 @@ Policy (``docs/reliability.md`` has the full table):
   has one, a warning says pixel metrics are not computed (:func:`missing_masks_note` gives
   the run's summary line, with where the data source looked for masks).
 * Training images, test images and masks that are the same file (or have equal contents)
-  stop the run (:func:`dfmx.data.overlaps.check_overlaps`, run first by
-  :func:`validate_split`).
+  stop the run (:func:`dfmx.data.overlaps.check_overlaps`, run by :func:`validate_split`
+  on the readable files), and so do training files that all have one content.
 * Training and test sets that become too small after skipping stop the run
   (:func:`validate_split` raises ``ValueError`` naming the folders and skipped files).
 
@@ -155,7 +155,7 @@ def missing_masks_note(samples: Sequence[Sample], where: str | None = None) -> s
     effect = ("pixel metrics are not computed" if missing == total
               else f"pixel metrics use the other {total - missing}")
     return (f"{missing} of {total} anomalous test image(s) have no mask, so {effect}"
-            + (f" (masks looked for: {where})" if where else ""))
+            + (f" (masks looked for: {text_safe(where)})" if where else ""))
 
 
 def _describe_missing_masks(samples: Sequence[Sample]) -> str | None:
@@ -308,12 +308,10 @@ def validate_split(
         ValueError: fewer than ``min_train`` training images or no test image is left; the
             message names the folders and the skipped files.
         DataOverlapError: (a ``ValueError``) a file is both a training and a test image,
-            or an image and a mask (:func:`~dfmx.data.overlaps.check_overlaps`); checked
-            first, before any image is opened. A ``ValueError`` too when the training
-            files all have one content (:func:`check_training_variation`).
+            or an image and a mask (:func:`~dfmx.data.overlaps.check_overlaps`, on the
+            readable files). A ``ValueError`` too when the training files all have one
+            content (:func:`check_training_variation`).
     """
-    check_overlaps(train, test)
-    check_training_variation(train)
     good_train, skipped_train = validate_samples(train, image_size, decode=decode)
     good_test, skipped_test = validate_samples(test, image_size, decode=decode)
     skipped = skipped_train + skipped_test
@@ -322,6 +320,9 @@ def validate_split(
             "skipped %d unreadable file(s) (%d training, %d test); they are listed in %s:\n%s",
             len(skipped), len(skipped_train), len(skipped_test), SKIPPED_CSV, _list(skipped),
         )
+    # On the readable files only: unreadable ones (two empty files, say) are skipped anyway.
+    check_overlaps(good_train, good_test)
+    check_training_variation(good_train)
     if len(good_train) < min_train:
         raise ValueError(
             f"only {len(good_train)} usable training image(s) in {_folders(train)} after "

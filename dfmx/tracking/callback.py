@@ -23,7 +23,7 @@ from dfmx.cli.errors import USER_ERRORS, describe
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import absolute_dir
 from dfmx.tracking.params import version_tags
-from dfmx.tracking.redact import redact_hydra_dir, redact_override
+from dfmx.tracking.redact import redact_hydra_dir, redact_override, redact_text
 from dfmx.tracking.settings import TrackingSettings
 from dfmx.tracking.store import open_store, retry_locked
 from dfmx.tracking.sweep_table import (
@@ -87,7 +87,8 @@ class SweepCallback(Callback):
                 if OmegaConf.select(config, "debug", default=False):
                     log.exception("dfmx sweep: the MLflow store cannot be used")
                 else:
-                    print(f"dfmx sweep: {describe(exc)}", file=sys.stderr, flush=True)
+                    print(f"dfmx sweep: {redact_text(describe(exc))}", file=sys.stderr,
+                          flush=True)
                 sys.exit(1)
             overrides = " ".join(redact_override(o) for o in OmegaConf.select(
                 config, "hydra.overrides.task", default=[]))
