@@ -135,11 +135,11 @@ def test_missing_masks_and_undecodable_names(folders: dict[str, Path]) -> None:
     assert TRACEBACK not in result.output and "UnicodeEncodeError" not in result.output
     # Item 6: the summary says how many anomalous images lack masks and where they were
     # looked for; metrics.json counts them.
-    assert "4 of 4 anomalous test image(s) have no mask, so pixel metrics are not computed" \
+    assert "5 of 5 anomalous test image(s) have no mask, so pixel metrics are not computed" \
         in result.stdout, result
     assert "data.mask_dir is not set" in result.stdout, result
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
-    assert metrics["n_test_anomalous_without_mask"] == 4
+    assert metrics["n_test_anomalous_without_mask"] == 5  # 4 + bad\xff.png
     assert "pixel_AUROC" not in metrics
     # Item 12: the undecodable names are read (or skipped) and written escaped.
     predictions = (result.run_dir / "predictions.csv").read_text(encoding="utf-8")
