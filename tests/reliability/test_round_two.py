@@ -227,3 +227,26 @@ def test_unusable_tracking_servers_are_one_line(
     cwd = _cwd(f, "folder_uri")
     result = run_cli([f"tracking.tracking_uri={cwd / 'mlruns'}", *data], cwd, timeout=120)
     assert_stops(result, "is a folder", "sqlite:///")
+
+
+def test_predict_writes_undecodable_names_escaped(folders: dict[str, Path]) -> None:
+    """``dfmx-predict`` on a folder holding ``bad\\xff.png``: scored, written escaped."""
+    import torch
+
+    from dfmx import DFMModel
+    from dfmx.experiment.saved_model import save_model
+
+    cwd = _cwd(folders, "predict")
+    model = DFMModel("efficientnet_lite0", "blocks.4", pooling_kernel_size=2)
+    feats, shape = model.get_features(torch.rand(4, 3, 64, 64))
+    model.fit(feats, shape)
+    directory = save_model(model, cwd / "model", image_size=64, threshold=1.0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dfmx.cli.predict", str(directory),
+         str(folders["bad"] / "normal"), "--overlays", "2", "--output", str(cwd / "out")],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert TRACEBACK not in proc.stderr
+    rows = (cwd / "out" / "predictions.csv").read_text(encoding="utf-8")
+    assert "bad\\xff.png" in rows, rows
