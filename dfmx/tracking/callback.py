@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dfmx.cli.errors import USER_ERRORS, describe
@@ -63,11 +64,16 @@ class SweepCallback(Callback):
         self.exit_on_failure = exit_on_failure
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Hide secrets in the ``.hydra`` files Hydra has just written for the job."""
+        """Hide secrets in the files Hydra has written: the job's ``.hydra/*.yaml`` and, in
+        a sweep, the sweep folder's ``multirun.yaml`` (written after
+        :meth:`on_multirun_start`, before the first job)."""
         subdir = OmegaConf.select(config, "hydra.output_subdir", default=None)
         out = OmegaConf.select(config, "hydra.runtime.output_dir", default=None)
         if subdir is not None and out is not None:
             redact_hydra_dir(Path(out) / str(subdir))
+        if OmegaConf.select(config, "hydra.mode", default=None) in (RunMode.MULTIRUN,
+                                                                    "MULTIRUN"):
+            redact_hydra_dir(_sweep_dir(config))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Create the parent run (when tracking is on) and record it in the sweep folder."""

@@ -97,11 +97,12 @@ def _write_like(path: Path, text: str) -> None:
 
 def redact_hydra_dir(hydra_dir: str | Path) -> None:
     """Rewrite the files Hydra saves in a run folder (``.hydra/config.yaml``,
-    ``hydra.yaml``, ``overrides.yaml``) with secrets hidden; missing files are skipped."""
+    ``hydra.yaml``, ``overrides.yaml``) or a sweep folder (``multirun.yaml``) with
+    secrets hidden; missing files are skipped."""
     from omegaconf import OmegaConf
 
     hydra_dir = Path(hydra_dir)
-    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml", "multirun.yaml"):
         path = hydra_dir / name
         if not path.is_file():
             continue
@@ -110,8 +111,8 @@ def redact_hydra_dir(hydra_dir: str | Path) -> None:
             clean: Any = [redact_override(v) for v in data or []]
         else:
             clean = redact_config(data)
-            overrides = (clean.get("hydra") or {}).get("overrides") if name == "hydra.yaml" \
-                else None
+            overrides = (clean.get("hydra") or {}).get("overrides") \
+                if name in ("hydra.yaml", "multirun.yaml") else None
             if isinstance(overrides, dict):
                 for group in ("task", "hydra"):
                     if isinstance(overrides.get(group), list):

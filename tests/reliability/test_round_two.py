@@ -250,3 +250,25 @@ def test_predict_writes_undecodable_names_escaped(folders: dict[str, Path]) -> N
     assert TRACEBACK not in proc.stderr
     rows = (cwd / "out" / "predictions.csv").read_text(encoding="utf-8")
     assert "bad\\xff.png" in rows, rows
+
+
+def test_secrets_stay_out_of_a_sweep(folders: dict[str, Path]) -> None:
+    """A ``-m`` sweep: Hydra's launch lines, ``multirun.yaml``, the jobs' ``.hydra``
+    files, the job records and the summary line carry no secret."""
+    f = folders
+    cwd = _cwd(f, "sweep_secrets")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0",
+           "DFMX_CACHE_DIR": str(cwd / "cache")}
+    cmd = [sys.executable, "-m", "dfmx", "-m", "scorer=fre,nll", *FAST, "tracking=none",
+           "data=folder", f"data.normal_dir={f['normal']}",
+           "backbone.weights=https://alice:s3cr3tTOKEN@weights.invalid/w.pth",
+           f"hydra.sweep.dir={cwd / 'sweep'}"]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "dfmx sweep:" in out, out
+    assert "s3cr3tTOKEN" not in out, out
+    assert (cwd / "sweep" / "multirun.yaml").is_file()
+    for file in (cwd / "sweep").rglob("*"):
+        if file.is_file():
+            assert b"s3cr3tTOKEN" not in file.read_bytes(), file
