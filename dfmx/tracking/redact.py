@@ -22,8 +22,9 @@ from dfmx.data.path_text import text_safe
 REDACTED = "***"
 _SECRET_WORDS = r"(?:token|password|passwd|secret|api[_-]?key|credential)"
 _SECRET_KEY = re.compile(_SECRET_WORDS, re.I)
-#: ``scheme://user:pass@``; one slash too, as a URL turned into a path prints it.
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*:/{1,2})[^/@\s]+@", re.I)
+#: ``scheme://user:pass@``; also ``scheme:/`` (a URL turned into a path prints so) and
+#: ``scheme\://`` (Hydra escapes ``:`` in the overrides of a sweep).
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*\\?:/{1,2})[^/@\s]+@", re.I)
 #: ``name=value`` (an override, a query parameter) whose name says it holds a secret.
 _SECRET_ASSIGN = re.compile(
     rf"(?P<key>[\w.+~-]*{_SECRET_WORDS}[\w.-]*)=(?P<value>[^\s,'\"\]\)&]+)", re.I

@@ -75,6 +75,14 @@ def test_log_records_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
     assert "bad\\xfe.png" in caplog.text
 
 
+def test_escaped_and_path_mangled_urls_are_redacted() -> None:
+    from dfmx.tracking.redact import redact_text
+
+    for text in (r"w=https\://alice\:tok@host/w.pth",  # Hydra's sweep overrides
+                 "Weights file '/cwd/https:/alice:tok@host/w.pth'"):  # a URL made a path
+        assert "tok" not in redact_text(text), text
+
+
 def test_hydra_files_are_rewritten_without_secrets(tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
