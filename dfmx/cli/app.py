@@ -91,6 +91,7 @@ def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: 
 def _run(cfg: DictConfig) -> float | None:
     from dfmx.experiment.run import run_experiment
 
+    install_log_redaction()  # again: a launcher's worker process did not run main()
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     context = JobContext.from_hydra(HydraConfig.get())
     settings = TrackingSettings.from_config(plain.get("tracking"))
