@@ -24,7 +24,7 @@ from dfmx.cli.overrides import exit_on_bad_overrides
 from dfmx.errors import USER_ERRORS, describe
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import JobContext
-from dfmx.tracking.redact import redact_config
+from dfmx.tracking.redact import install_log_redaction, redact_config
 from dfmx.tracking.settings import TrackingSettings
 
 log = logging.getLogger("dfmx")
@@ -40,6 +40,7 @@ def _summary(result: Any, cfg: dict[str, Any]) -> str:
         "scorer": cfg["scorer"]["name"],
         "data": f"{cfg['data']['name']}: {result.n_train} train / {result.n_test} test",
         "output": str(result.output_dir),
+        **getattr(result, "notes", {}),
     }
     return summary_table(result.metrics, extra)
 
@@ -91,6 +92,7 @@ def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: 
 def _run(cfg: DictConfig) -> float | None:
     from dfmx.experiment.run import run_experiment
 
+    install_log_redaction()  # again: a launcher's worker process did not run main()
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     context = JobContext.from_hydra(HydraConfig.get())
     settings = TrackingSettings.from_config(plain.get("tracking"))
@@ -131,6 +133,7 @@ def _run(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console entry point: register plugin configs, then run the Hydra app."""
+    install_log_redaction()  # secrets and non-UTF-8 file names, in every log line
     register_plugins()
     exit_on_bad_overrides()
     # Warnings (e.g. "image AUROC is undefined") become log lines in the run's log.

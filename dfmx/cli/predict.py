@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> Path:
     """Score the inputs and write the outputs; returns the CSV path."""
+    from dfmx.data.path_text import path_text
     from dfmx.experiment.overlays import write_prediction_overlays
     from dfmx.experiment.predict import expand_inputs, predict_images
     from dfmx.experiment.saved_model import load_model
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> Path:
         for path, score, pred in zip(result.paths, result.scores, result.predictions,
                                      strict=True):
             verdict = "" if np.isnan(result.threshold) else ("anomalous" if pred else "normal")
-            writer.writerow([path, repr(float(score)), verdict])
+            writer.writerow([path_text(path), repr(float(score)), verdict])
     size = model.metadata.get("image_size")
     write_prediction_overlays(out / "overlays", result.paths, result.scores, result.maps,
                               result.threshold, size, k=args.overlays)

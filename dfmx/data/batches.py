@@ -90,7 +90,8 @@ def files_fingerprint(paths: Sequence[str | os.PathLike[str]]) -> str:
     for path in paths:
         absolute = os.path.abspath(os.fspath(path))
         st = os.stat(absolute)
-        digest.update(f"{absolute}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        # fsencode: the exact bytes of the name, valid UTF-8 or not.
+        digest.update(os.fsencode(absolute) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 

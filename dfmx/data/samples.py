@@ -19,6 +19,7 @@ files (names starting with ``.``) are skipped.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "NORMAL_TYPE",
     "Sample",
+    "check_distinct_folders",
     "folder_samples",
     "folder_split",
     "list_images",
@@ -52,6 +54,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 #: ``defect_type`` of normal samples (MVTec AD's folder name).
 NORMAL_TYPE = "good"
 _SPLITS = ("train", "test")
+_GROUND_TRUTH = "ground_truth"
 
 
 @dataclass(frozen=True)
@@ -153,15 +156,21 @@ def mvtec_samples(root: str | Path, category: str, split: str) -> list[Sample]:
     type_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     for type_dir in type_dirs:
         defect_type = type_dir.name
+        if defect_type == _GROUND_TRUTH and list_images(type_dir):
+            raise DataError(
+                f"{type_dir} holds images, which would be scored as a defect type "
+                f"{_GROUND_TRUTH!r}: masks belong in {category_dir / _GROUND_TRUTH}/<type>/"
+                "<stem>_mask.png, beside test/, not in it"
+            )
         for path in list_images(type_dir):
             if defect_type == NORMAL_TYPE:
                 samples.append(Sample(path, 0, NORMAL_TYPE, None))
                 continue
-            mask = category_dir / "ground_truth" / defect_type / f"{path.stem}_mask.png"
+            mask = category_dir / _GROUND_TRUTH / defect_type / f"{path.stem}_mask.png"
             samples.append(Sample(path, 1, defect_type, mask if mask.is_file() else None))
     if not samples:
         raise DataError(f"no test images in {split_dir} (expected test/<type>/*.png)")
-    _warn_orphan_masks(category_dir / "ground_truth", samples)
+    _warn_orphan_masks(category_dir / _GROUND_TRUTH, samples)
     return samples
 
 
@@ -260,6 +269,29 @@ def folder_samples(
     return samples
 
 
+def check_distinct_folders(folders: dict[str, str | Path | None]) -> None:
+    """Refuse two options naming one folder (same real path, symlinks resolved).
+
+    ``folders`` maps option names (as the user knows them, e.g. ``"data.mask_dir"``) to
+    folders; ``None`` values are left out. Training, test and mask images taken from one
+    folder overlap, which makes every metric meaningless.
+
+    Raises:
+        ValueError: naming both options and the folder.
+    """
+    seen: dict[str, str] = {}
+    for option, folder in folders.items():
+        if folder is None:
+            continue
+        real = os.path.realpath(folder)
+        if real in seen:
+            raise DataError(
+                f"{seen[real]} and {option} are the same folder ({real}): training images, "
+                "test images and masks must each come from their own folder"
+            )
+        seen[real] = option
+
+
 def folder_split(
     normal_dir: str | Path,
     abnormal_dir: str | Path | None = None,
@@ -287,9 +319,12 @@ def folder_split(
         (or ``test_normal_dir``) normals, sorted, then the anomalous images, sorted.
 
     Raises:
-        ValueError: bad fraction, or nothing left for training.
+        ValueError: bad fraction, nothing left for training, or two of the folders are
+            one (:func:`check_distinct_folders`).
         FileNotFoundError: a given folder does not exist.
     """
+    check_distinct_folders({"normal_dir": normal_dir, "abnormal_dir": abnormal_dir,
+                            "mask_dir": mask_dir, "test_normal_dir": test_normal_dir})
     normals = folder_samples(normal_dir, extensions=extensions)
     anomalies = (
         folder_samples(None, abnormal_dir, mask_dir, extensions=extensions)

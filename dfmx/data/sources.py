@@ -2,7 +2,8 @@
 
 A data-source plugin is a class with a ``Config`` dataclass (its options, ``data.<field>``
 on the command line) taking those fields as keyword arguments, and a ``load()`` method that
-returns ``(train_samples, test_samples)``, lists of :class:`dfmx.data.Sample`.
+returns ``(train_samples, test_samples)``, lists of :class:`dfmx.data.Sample`. An optional
+``mask_locations()`` method says, for messages, where the source looks for masks.
 """
 
 from __future__ import annotations
@@ -11,9 +12,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dfmx.data.demo import DEMO_CATEGORY, demo_root
-from dfmx.data.samples import NORMAL_TYPE, Sample, folder_split, mvtec_samples
+from dfmx.data.samples import (
+    NORMAL_TYPE,
+    Sample,
+    check_distinct_folders,
+    folder_split,
+    mvtec_samples,
+)
 from dfmx.data.validation import MIN_TRAIN_IMAGES
 from dfmx.errors import ConfigError, DataError
+
+#: How :func:`mask_locations` describes a source that does not say where its masks are.
+_UNKNOWN_MASKS = "wherever the data source looks (it does not say)"
+
+
+def mask_locations(source: object) -> str:
+    """Where a data source looks for masks, for messages: its ``mask_locations()`` (an
+    optional method of data-source plugins), else a generic phrase."""
+    describe = getattr(source, "mask_locations", None)
+    if callable(describe):
+        try:
+            return str(describe())
+        except Exception:  # a plugin's description must not break a run
+            return _UNKNOWN_MASKS
+    return _UNKNOWN_MASKS
 
 
 def _required(value: str | None, option: str, example: str) -> str:
@@ -42,6 +64,9 @@ class DemoData:
     def __init__(self, cache_dir: str | None = None) -> None:
         self.cache_dir = cache_dir
 
+    def mask_locations(self) -> str:
+        return f"{demo_root(self.cache_dir) / DEMO_CATEGORY}/ground_truth/<type>/<stem>_mask.png"
+
     def load(self) -> tuple[list[Sample], list[Sample]]:
         root = demo_root(self.cache_dir)
         return mvtec_samples(root, DEMO_CATEGORY, "train"), mvtec_samples(
@@ -61,6 +86,9 @@ class MVTecData:
     def __init__(self, root: str | None = None, category: str | None = None) -> None:
         self.root = root
         self.category = category
+
+    def mask_locations(self) -> str:
+        return f"{Path(str(self.root)) / str(self.category)}/ground_truth/<type>/<stem>_mask.png"
 
     def load(self) -> tuple[list[Sample], list[Sample]]:
         root = _required(self.root, "data.root", "data.root=/data/mvtec_ad")
@@ -97,11 +125,19 @@ class FolderData:
     def __init__(self, **options: object) -> None:
         self.options = options
 
+    def mask_locations(self) -> str:
+        mask_dir = self.options.get("mask_dir")
+        if not mask_dir:
+            return "nowhere: data.mask_dir is not set"
+        return f"{mask_dir}/<stem>.png or <stem>_mask.png"
+
     def load(self) -> tuple[list[Sample], list[Sample]]:
         opts = dict(self.options)
         opts["normal_dir"] = _required(
             opts.get("normal_dir"), "data.normal_dir", "data.normal_dir=/data/good"
         )
+        check_distinct_folders({f"data.{k}": opts.get(k) for k in (
+            "normal_dir", "abnormal_dir", "mask_dir", "test_normal_dir")})
         train, test = folder_split(**opts)
         hint = "" if opts.get("test_normal_dir") else (
             f" after holding out {len(test) - sum(s.label for s in test)} for testing "

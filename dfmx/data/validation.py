@@ -12,7 +12,12 @@ Policy (``docs/reliability.md`` has the full table):
   every mask is resized to ``image_size``) with a warning: MVTec-style data sets sometimes
   store masks at another scale. A different aspect ratio is warned about as well.
 * Anomalous images without a mask are kept; when some anomalous images of the test set
-  have masks and others do not, a warning names the defect types without masks.
+  have masks and others do not, a warning names the defect types without masks; when none
+  has one, a warning says pixel metrics are not computed (:func:`missing_masks_note` gives
+  the run's summary line, with where the data source looked for masks).
+* Training images, test images and masks that are the same file (or have equal contents)
+  stop the run (:func:`dfmx.data.overlaps.check_overlaps`, run by :func:`validate_split`
+  on the readable files), and so do training files that all have one content.
 * Training and test sets that become too small after skipping stop the run
   (:func:`validate_split` raises ``ValueError`` naming the folders and skipped files).
 
@@ -27,6 +32,7 @@ second decode.
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import os
 import warnings
@@ -37,14 +43,20 @@ from typing import NamedTuple
 from PIL import Image
 
 from dfmx.atomic import atomic_open
+from dfmx.data.overlaps import check_overlaps
+from dfmx.data.path_text import path_text, text_safe
 from dfmx.data.samples import Sample
 from dfmx.errors import DataError
 
 __all__ = [
     "MIN_TRAIN_IMAGES",
+    "MISSING_MASKS_METRIC",
     "SKIPPED_CSV",
     "Skipped",
     "check_image",
+    "check_training_variation",
+    "count_missing_masks",
+    "missing_masks_note",
     "validate_samples",
     "validate_split",
     "write_skipped_csv",
@@ -56,6 +68,8 @@ log = logging.getLogger(__name__)
 SKIPPED_CSV = "skipped_files.csv"
 #: DFM fits a PCA: one image has no variance to model.
 MIN_TRAIN_IMAGES = 2
+#: Metric (and MLflow metric) counting the anomalous test images without a mask.
+MISSING_MASKS_METRIC = "n_test_anomalous_without_mask"
 #: Skipped files named in the log warning; the CSV holds all of them.
 _LOG_LIMIT = 10
 
@@ -128,10 +142,31 @@ def _check_image(path: Path, decode: bool) -> tuple[int, int] | str:
     return size
 
 
+def count_missing_masks(samples: Iterable[Sample]) -> int:
+    """The number of anomalous samples (``label == 1``) without a mask."""
+    return sum(1 for s in samples if s.label == 1 and s.mask_path is None)
+
+
+def missing_masks_note(samples: Sequence[Sample], where: str | None = None) -> str | None:
+    """One line saying how many anomalous samples lack a mask, and where masks were looked
+    for (``where``, from the data source); ``None`` when every anomalous sample has one."""
+    missing = count_missing_masks(samples)
+    if not missing:
+        return None
+    total = sum(1 for s in samples if s.label == 1)
+    effect = ("pixel metrics are not computed" if missing == total
+              else f"pixel metrics use the other {total - missing}")
+    return (f"{missing} of {total} anomalous test image(s) have no mask, so {effect}"
+            + (f" (masks looked for: {text_safe(where)})" if where else ""))
+
+
 def _describe_missing_masks(samples: Sequence[Sample]) -> str | None:
     anomalous = [s for s in samples if s.label == 1]
-    if not anomalous or all(s.mask_path is None for s in anomalous):
-        return None  # no masks at all: a data set without pixel ground truth
+    if not anomalous:
+        return None
+    if all(s.mask_path is None for s in anomalous):
+        return (f"none of the {len(anomalous)} anomalous test image(s) has a ground-truth "
+                "mask, so pixel metrics are not computed")
     missing: dict[str, int] = {}
     total: dict[str, int] = {}
     for s in anomalous:
@@ -213,6 +248,40 @@ def validate_samples(
     return good, skipped
 
 
+def _file_digest(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def check_training_variation(train: Sequence[Sample]) -> None:
+    """Refuse a training set whose files all have the same contents (one image repeated):
+    a PCA of identical samples has nothing to model. Reads the files only when they all
+    have one size; training images that differ as files but not as pixels (blank images of
+    several formats) are caught by :func:`dfmx.engine.pca.check_variation` when fitting.
+
+    Raises:
+        ValueError: naming the number of files and their folders.
+    """
+    if len(train) < 2:
+        return
+    try:
+        sizes = {os.stat(s.path).st_size for s in train}
+    except OSError:
+        return  # unreadable files are reported (and skipped) by validate_samples
+    if len(sizes) > 1:
+        return
+    digests = {_file_digest(Path(s.path)) for s in train}
+    if len(digests) == 1 and None not in digests:
+        raise DataError(
+            f"the {len(train)} training images in {_folders(train)} all have the same "
+            "contents (one image repeated), so they carry no variation to model; DFM needs "
+            "training images that differ"
+        )
+
+
 def _folders(samples: Iterable[Sample]) -> str:
     return ", ".join(sorted({str(Path(s.path).parent) for s in samples})) or "(none)"
 
@@ -240,6 +309,10 @@ def validate_split(
     Raises:
         ValueError: fewer than ``min_train`` training images or no test image is left; the
             message names the folders and the skipped files.
+        DataOverlapError: (a ``ValueError``) a file is both a training and a test image,
+            or an image and a mask (:func:`~dfmx.data.overlaps.check_overlaps`, on the
+            readable files). A ``ValueError`` too when the training files all have one
+            content (:func:`check_training_variation`).
     """
     good_train, skipped_train = validate_samples(train, image_size, decode=decode)
     good_test, skipped_test = validate_samples(test, image_size, decode=decode)
@@ -249,6 +322,9 @@ def validate_split(
             "skipped %d unreadable file(s) (%d training, %d test); they are listed in %s:\n%s",
             len(skipped), len(skipped_train), len(skipped_test), SKIPPED_CSV, _list(skipped),
         )
+    # On the readable files only: unreadable ones (two empty files, say) are skipped anyway.
+    check_overlaps(good_train, good_test)
+    check_training_variation(good_train)
     if len(good_train) < min_train:
         raise DataError(
             f"only {len(good_train)} usable training image(s) in {_folders(train)} after "
@@ -266,6 +342,9 @@ def validate_split(
 def write_skipped_csv(path: str | Path, skipped: Sequence[tuple[Path | str, str]]) -> Path | None:
     """Write ``path,reason`` rows (a header first) for the skipped files; returns ``path``.
 
+    File names that are not valid UTF-8 are written with ``\\xNN`` escapes
+    (:func:`~dfmx.data.path_text.path_text`).
+
     Nothing is written (and ``None`` returned) when nothing was skipped.
     """
     if not skipped:
@@ -275,5 +354,5 @@ def write_skipped_csv(path: str | Path, skipped: Sequence[tuple[Path | str, str]
         writer = csv.writer(fh)
         writer.writerow(["path", "reason"])
         for file, reason in skipped:
-            writer.writerow([str(file), reason])
+            writer.writerow([path_text(file), text_safe(reason)])
     return path

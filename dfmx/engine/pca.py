@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from dfmx.engine.fitted import FittedModule
+from dfmx.errors import DataError
 
 # Rows (or columns) converted to float64 at a time while accumulating a Gram/covariance.
 _BLOCK = 2048
@@ -33,6 +34,48 @@ _PARTIAL_MIN = 768
 _RESIDUAL_TOL = 1e-11
 # Most subspace iterations per block size before the block grows (or the full eigh runs).
 _MAX_ITER = 40
+
+
+#: Largest spread of the samples around the first one, relative to the largest feature
+#: magnitude, that counts as no variation at all (float32 rounding is ~1e-7).
+NO_VARIATION_TOL = 1e-5
+
+
+class NoVariationError(DataError):
+    """The samples a model is fitted on are all the same: there is nothing to model."""
+
+
+def _no_variation(n: int, what: str) -> NoVariationError:
+    return NoVariationError(
+        f"{what}: the {n} training samples carry no variation (they are identical up to "
+        "rounding), so there is nothing to model; the training images must differ (not "
+        "one image repeated, not all blank)"
+    )
+
+
+def check_variation(x: Tensor, what: str = "PCA.fit") -> None:
+    """Refuse ``x`` of shape ``(n_samples, n_features)`` whose rows are all (nearly) equal.
+
+    Rows count as equal when no entry differs from the first row's by more than
+    :data:`NO_VARIATION_TOL` times the largest magnitude in the first row (or in ``x``
+    when the first row is all zeros). Costs one pass over ``x`` in blocks of rows.
+
+    Raises:
+        NoVariationError: (a :class:`~dfmx.errors.DataError`) naming ``what`` and the
+            number of samples.
+    """
+    n = x.shape[0]
+    if n < 2:
+        return
+    first = x[0].double()
+    spread = 0.0
+    scale = float(first.abs().max()) if first.numel() else 0.0
+    for start in range(1, n, _BLOCK):
+        block = x[start : start + _BLOCK].double()
+        spread = max(spread, float((block - first).abs().max()))
+        scale = max(scale, float(block.abs().max()))
+    if spread <= NO_VARIATION_TOL * scale:
+        raise _no_variation(n, what)
 
 
 def _check_n_components(n_components: float | int) -> None:
@@ -205,6 +248,7 @@ class PCA(FittedModule):
             raise ValueError(f"PCA needs at least 2 samples to fit; got {n}")
         if not torch.isfinite(x).all():
             raise ValueError("PCA.fit: the features contain NaN or inf values")
+        check_variation(x, "PCA.fit")
         mean = x.double().mean(dim=0) if n * d <= _BLOCK * _BLOCK else self._blocked_mean(x)
         if n < d:
             eigvals, components, total = self._fit_gram(x, mean, self.n_components)
@@ -224,6 +268,7 @@ class PCA(FittedModule):
         outer = None
         n = 0
         first = None
+        spread = scale = 0.0
         dtype = torch.float32
         for batch in batches:
             if batch.ndim != 2:
@@ -239,12 +284,16 @@ class PCA(FittedModule):
                 first = b[0].clone()
                 total = torch.zeros_like(first)
                 outer = torch.zeros(b.shape[1], b.shape[1], dtype=torch.float64, device=b.device)
+            scale = max(scale, float(b.abs().max()))
             b = b - first
+            spread = max(spread, float(b.abs().max()))
             total += b.sum(dim=0)
             outer += b.T @ b
             n += b.shape[0]
         if n < 2 or first is None:
             raise ValueError(f"PCA needs at least 2 samples to fit; got {n}")
+        if spread <= NO_VARIATION_TOL * scale:
+            raise _no_variation(n, "PCA.fit_batches")
         shifted_mean = total / n
         cov = outer - n * torch.outer(shifted_mean, shifted_mean)
         eigvals, components, total = self._eig_covariance(cov, self.n_components, n)

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from dfmx.data.path_text import path_text
 from dfmx.experiment.labelled_scores import as_labels_scores
 from dfmx.experiment.plots import save_figure, set_title
 
@@ -204,7 +205,7 @@ def write_overlays(
             except (OSError, ValueError):
                 image = None
             p = Path(paths[i])
-            name = f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+            name = path_text(f"{p.parent.name}/{p.name}" if p.parent.name else p.name)
             title = f"{name}  —  label: {kind} ({cls})  —  score: {sco[i]:.4g}"
             fig = _overlay_figure(image, amap, mask, vmin, vmax, title)
             target = out_dir / f"{kind}_{rank:02d}_{_safe_stem(p)}.png"
@@ -246,7 +247,7 @@ def write_prediction_overlays(
         except (OSError, ValueError):
             image = None
         verdict = "anomalous" if sco[i] >= threshold else "normal"
-        title = f"{Path(paths[i]).name}  —  predicted {verdict}  —  score: {sco[i]:.4g}"
+        title = f"{path_text(Path(paths[i]).name)}  —  predicted {verdict}  —  score: {sco[i]:.4g}"
         fig = _overlay_figure(image, amap, None, vmin, vmax, title)
         written.append(save_figure(fig, out_dir / f"top_{rank:02d}_{_safe_stem(paths[i])}.png"))
     return written

@@ -21,7 +21,16 @@ import torch
 from dfmx import registry
 from dfmx.data import Sample, load_mask
 from dfmx.data.batches import files_fingerprint
-from dfmx.data.validation import SKIPPED_CSV, validate_split, write_skipped_csv
+from dfmx.data.path_text import path_text
+from dfmx.data.sources import mask_locations
+from dfmx.data.validation import (
+    MISSING_MASKS_METRIC,
+    SKIPPED_CSV,
+    count_missing_masks,
+    missing_masks_note,
+    validate_split,
+    write_skipped_csv,
+)
 from dfmx.engine.torch_model import DFMModel, upsample_maps
 from dfmx.errors import DataError
 from dfmx.experiment import overlays, plots, result_files
@@ -46,6 +55,8 @@ class RunResult:
     n_train: int
     n_test: int
     files: dict[str, Path] = field(default_factory=dict)
+    #: Lines for the summary (``{"masks": "..."}`` when anomalous images lack masks).
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 def _split(node: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -77,6 +88,11 @@ def build_model(cfg: Mapping[str, Any]) -> DFMModel:
 
 def load_samples(data_cfg: Mapping[str, Any]) -> tuple[list[Sample], list[Sample]]:
     """Training and test samples from the data-source plugin the config names."""
+    return _load_samples(data_cfg)[:2]
+
+
+def _load_samples(data_cfg: Mapping[str, Any]) -> tuple[list[Sample], list[Sample], str]:
+    """:func:`load_samples` and where the source looks for masks (:func:`mask_locations`)."""
     name, params = _split(data_cfg)
     source = registry.load("data", name)(**params)
     train, test = source.load()
@@ -86,7 +102,7 @@ def load_samples(data_cfg: Mapping[str, Any]) -> tuple[list[Sample], list[Sample
         )
     if not test:
         raise DataError(f"data source {name!r} gave no test images")
-    return train, test
+    return train, test, mask_locations(source)
 
 
 @contextmanager
@@ -279,7 +295,7 @@ def run_experiment(
     torch.manual_seed(int(cfg.get("seed", 0)))
     timings: dict[str, float] = {}
     with _timer(timings, "time_load_data"):
-        train, test = load_samples(cfg["data"])
+        train, test, masks_at = _load_samples(cfg["data"])
         train, test, skipped = validate_split(train, test, int(cfg["image_size"]))
     write_skipped_csv(out / SKIPPED_CSV, skipped)
     with _timer(timings, "time_build_model"):
@@ -319,10 +335,12 @@ def run_experiment(
     metrics["cache_hit_train"] = float(hit_train)
     metrics["cache_hit_test"] = float(hit_test)
     metrics["n_skipped"] = float(len(skipped))
+    metrics[MISSING_MASKS_METRIC] = float(count_missing_masks(test))
+    notes = {"masks": note} if (note := missing_masks_note(test, masks_at)) else {}
 
     files.update(_write_outputs(out, cfg, model, test, res, metrics, threshold))
     return RunResult(metrics=metrics, output_dir=out, model=model, n_train=len(train),
-                     n_test=len(test), files=files)
+                     n_test=len(test), files=files, notes=notes)
 
 
 def _pixel_metrics(res: dict[str, Any], test: list[Sample]) -> dict[str, float]:
@@ -366,7 +384,8 @@ def _write_outputs(
     files = {"metrics": out / "metrics.json", "predictions": out / "predictions.csv"}
     result_files.write_metrics_json(files["metrics"], metrics)
     result_files.write_predictions_csv(
-        files["predictions"], paths, res["labels"], res["scores"], threshold, defect_types
+        files["predictions"], [path_text(p) for p in paths], res["labels"], res["scores"],
+        threshold, defect_types,
     )
     if res["maps"] is not None and int(cfg.get("overlays", 0)) > 0:
         overlays.write_overlays(

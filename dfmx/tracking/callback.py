@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dfmx.errors import USER_ERRORS, describe
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import absolute_dir
 from dfmx.tracking.params import version_tags
+from dfmx.tracking.redact import redact_hydra_dir, redact_override, redact_text
 from dfmx.tracking.settings import TrackingSettings
 from dfmx.tracking.store import open_store, retry_locked
 from dfmx.tracking.sweep_table import (
@@ -61,6 +63,18 @@ class SweepCallback(Callback):
     def __init__(self, exit_on_failure: bool = True) -> None:
         self.exit_on_failure = exit_on_failure
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hide secrets in the files Hydra has written: the job's ``.hydra/*.yaml`` and, in
+        a sweep, the sweep folder's ``multirun.yaml`` (written after
+        :meth:`on_multirun_start`, before the first job)."""
+        subdir = OmegaConf.select(config, "hydra.output_subdir", default=None)
+        out = OmegaConf.select(config, "hydra.runtime.output_dir", default=None)
+        if subdir is not None and out is not None:
+            redact_hydra_dir(Path(out) / str(subdir))
+        if OmegaConf.select(config, "hydra.mode", default=None) in (RunMode.MULTIRUN,
+                                                                    "MULTIRUN"):
+            redact_hydra_dir(_sweep_dir(config))
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Create the parent run (when tracking is on) and record it in the sweep folder."""
         sweep_dir = _sweep_dir(config)
@@ -79,9 +93,11 @@ class SweepCallback(Callback):
                 if OmegaConf.select(config, "debug", default=False):
                     log.exception("dfmx sweep: the MLflow store cannot be used")
                 else:
-                    print(f"dfmx sweep: {describe(exc)}", file=sys.stderr, flush=True)
+                    print(f"dfmx sweep: {redact_text(describe(exc))}", file=sys.stderr,
+                          flush=True)
                 sys.exit(1)
-            overrides = " ".join(OmegaConf.select(config, "hydra.overrides.task", default=[]))
+            overrides = " ".join(redact_override(o) for o in OmegaConf.select(
+                config, "hydra.overrides.task", default=[]))
             tags = {"dfmx.sweep": "parent", "dfmx.sweep_overrides": overrides[:5000],
                     "dfmx.sweep_dir": str(sweep_dir), **version_tags()}
             run = retry_locked(client.create_run, experiment_id, tags=tags,

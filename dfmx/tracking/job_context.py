@@ -8,6 +8,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from dfmx.tracking.redact import redact_override
+
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, str]:
     """``["scorer=fre", "+a.b=1"]`` → ``{"scorer": "fre", "a.b": "1"}`` (``~`` deletions kept
@@ -58,11 +60,12 @@ class JobContext:
 
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         cwd = Path(hydra_cfg.runtime.cwd)
-        overrides = parse_overrides(list(hydra_cfg.overrides.task))
+        # Secrets hidden: the overrides name the MLflow run and fill the sweep table.
+        overrides = parse_overrides([redact_override(o) for o in hydra_cfg.overrides.task])
         choices = OmegaConf.to_container(hydra_cfg.runtime.choices, resolve=True) or {}
         job_num = OmegaConf.select(hydra_cfg, "job.num", default=None) if multirun else None
         sweep_dir = absolute_dir(hydra_cfg.sweep.dir, cwd) if multirun else None
-        label = ",".join(f"{k}={v}" for k, v in overrides.items())
+        label = ",".join(redact_override(f"{k}={v}") for k, v in overrides.items())
         prefix = f"job{job_num} " if multirun else ""
         run_name = (prefix + label).strip() or "dfmx"
         return cls(

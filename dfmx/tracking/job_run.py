@@ -11,13 +11,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dfmx.data.path_text import path_text, text_safe
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import JobContext
 from dfmx.tracking.params import MAX_TAG_LENGTH, choice_tags, flatten_params, version_tags
+from dfmx.tracking.redact import redact_text
 from dfmx.tracking.settings import TrackingSettings
 from dfmx.tracking.store import open_store, retry_locked
 
 log = logging.getLogger(__name__)
+
+
+def safe(text: str) -> str:
+    """``text`` fit to record: secrets hidden, file names that are not UTF-8 escaped."""
+    return text_safe(redact_text(str(text)))
 
 #: Run-folder files logged as artifacts (``RunResult.files`` keys), in this order.
 ARTIFACT_FILES = ("metrics", "predictions", "roc", "histogram", "overlays", "model")
@@ -103,16 +110,17 @@ class JobRun:
         experiment_id = self._connect()
         parent = self._parent_info
         tags = {**choice_tags(self.context.choices), **version_tags(),
-                "dfmx.output_dir": str(self.context.output_dir),
+                "dfmx.output_dir": path_text(self.context.output_dir),
                 CONFIG_HASH_TAG: config_hash(config)}
         if self.context.job_num is not None:
             tags["dfmx.job_num"] = str(self.context.job_num)
         if parent is not None:
             tags["mlflow.parentRunId"] = parent.run_id
+        tags = {k: safe(v) for k, v in tags.items()}
         run = retry_locked(self._client.create_run, experiment_id, tags=tags,
-                           run_name=self.context.run_name)
+                           run_name=safe(self.context.run_name))
         self.run_id = run.info.run_id
-        params = [Param(k, v) for k, v in flatten_params(config).items()]
+        params = [Param(k, text_safe(str(v))) for k, v in flatten_params(config).items()]
         for chunk in _chunks(params, 100):
             retry_locked(self._client.log_batch, self.run_id, params=list(chunk))
         return self.run_id
@@ -128,7 +136,7 @@ class JobRun:
                    if v is not None]
         for chunk in _chunks(metrics, 1000):
             retry_locked(client.log_batch, run_id, metrics=list(chunk))
-        retry_locked(client.log_text, run_id, config_yaml, "config.yaml")
+        retry_locked(client.log_text, run_id, safe(config_yaml), "config.yaml")
         files: Mapping[str, Path] = getattr(result, "files", {}) or {}
         if self.settings.log_artifacts:
             for key in ARTIFACT_FILES:
@@ -154,8 +162,8 @@ class JobRun:
             return
         try:
             client = self._client
-            line = f"{type(exc).__name__}: {exc}".splitlines()[0][:MAX_TAG_LENGTH]
-            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            line = safe(f"{type(exc).__name__}: {exc}").splitlines()[0][:MAX_TAG_LENGTH]
+            text = safe("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
             retry_locked(client.set_tag, self.run_id, "error", line)
             retry_locked(client.log_text, self.run_id, text, "error.txt")
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"

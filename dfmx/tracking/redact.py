@@ -1,23 +1,41 @@
-"""Keep secrets out of what dfmx records: params, tags, the logged config, log lines.
+"""Keep secrets out of what dfmx records: params, tags, the logged config, log lines,
+Hydra's own files in the run folder.
 
-Credentials reach a config through a tracking URI (``https://user:token@host``) or an
-option whose name says it holds one (``..._token``, ``password``, ``api_key``...).
+Credentials reach a config through a URI (``https://user:token@host``,
+``postgresql://user:pw@host/db``) or an option whose name says it holds one
+(``..._token``, ``password``, ``api_key``...). :func:`install_log_redaction` hides them
+in every log record (Hydra's too); :func:`redact_hydra_dir` in the ``.hydra`` files.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from dfmx.data.path_text import text_safe
+
 REDACTED = "***"
-_SECRET_KEY = re.compile(r"(token|password|passwd|secret|api[_-]?key|credential)", re.I)
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
+_SECRET_WORDS = r"(?:token|password|passwd|secret|api[_-]?key|credential)"
+_SECRET_KEY = re.compile(_SECRET_WORDS, re.I)
+#: ``scheme://user:pass@``; also ``scheme:/`` (a URL turned into a path prints so) and
+#: ``scheme\://`` (Hydra escapes ``:`` in the overrides of a sweep).
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*\\?:/{1,2})[^/@\s]+@", re.I)
+#: ``name=value`` (an override, a query parameter) whose name says it holds a secret.
+_SECRET_ASSIGN = re.compile(
+    rf"(?P<key>[\w.+~-]*{_SECRET_WORDS}[\w.-]*)=(?P<value>[^\s,'\"\]\)&]+)", re.I
+)
 
 
 def redact_text(text: str) -> str:
-    """``text`` with the user-info part of every URL (``user:pass@``) replaced."""
-    return _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
+    """``text`` with the user-info part of every URL (``user:pass@``) and the value of
+    every ``name=value`` whose name says it holds a secret replaced by ``***``."""
+    text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
+    return _SECRET_ASSIGN.sub(lambda m: f"{m.group('key')}={REDACTED}", text)
 
 
 def redact_config(config: Any, key: str = "") -> Any:
@@ -29,3 +47,77 @@ def redact_config(config: Any, key: str = "") -> Any:
     if config is not None and _SECRET_KEY.search(key):
         return REDACTED
     return redact_text(config) if isinstance(config, str) else config
+
+
+def _redacting_factory(base: Any) -> Any:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is logging's to report
+            return record
+        safe = text_safe(redact_text(message))
+        if safe != message:
+            record.msg, record.args = safe, None
+        return record
+
+    factory._dfmx_redacting = True  # type: ignore[attr-defined]
+    return factory
+
+
+def install_log_redaction() -> None:
+    """Make every log record of the process (dfmx's, Hydra's, MLflow's) carry its message
+    through :func:`redact_text` and :func:`~dfmx.data.path_text.text_safe` (file names
+    that are not valid UTF-8), whatever handlers are configured later. Idempotent."""
+    base = logging.getLogRecordFactory()
+    if not getattr(base, "_dfmx_redacting", False):
+        logging.setLogRecordFactory(_redacting_factory(base))
+
+
+def redact_override(item: str) -> str:
+    """One command-line override (``key=value``) with a secret value hidden."""
+    key, sep, _ = str(item).partition("=")
+    if sep and _SECRET_KEY.search(key):
+        return f"{key}={REDACTED}"
+    return redact_text(str(item))
+
+
+def _write_like(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically, keeping its permission bits."""
+    mode = path.stat().st_mode & 0o7777
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def redact_hydra_dir(hydra_dir: str | Path) -> None:
+    """Rewrite the files Hydra saves in a run folder (``.hydra/config.yaml``,
+    ``hydra.yaml``, ``overrides.yaml``) or a sweep folder (``multirun.yaml``) with
+    secrets hidden; missing files are skipped."""
+    from omegaconf import OmegaConf
+
+    hydra_dir = Path(hydra_dir)
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml", "multirun.yaml"):
+        path = hydra_dir / name
+        if not path.is_file():
+            continue
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        if name == "overrides.yaml":
+            clean: Any = [redact_override(v) for v in data or []]
+        else:
+            clean = redact_config(data)
+            overrides = (clean.get("hydra") or {}).get("overrides") \
+                if name in ("hydra.yaml", "multirun.yaml") else None
+            if isinstance(overrides, dict):
+                for group in ("task", "hydra"):
+                    if isinstance(overrides.get(group), list):
+                        overrides[group] = [redact_override(v) for v in overrides[group]]
+        text = OmegaConf.to_yaml(OmegaConf.create(clean))
+        if text != path.read_text(encoding="utf-8"):
+            _write_like(path, text)

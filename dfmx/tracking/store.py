@@ -8,8 +8,10 @@ write is retried with exponential backoff while the database is locked.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
+import os
 import random
 import time
 import urllib.error
@@ -86,31 +88,99 @@ class TrackingUnavailableError(UserError, ConnectionError):
     """The tracking server cannot be reached."""
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """For an ``http(s)://`` tracking URI, fail fast (before any expensive work) with one
-    clear message when the server does not answer its ``/health`` endpoint.
+#: MLflow's retries of a failing HTTP request (7 by default, with backoff: minutes) and
+#: its per-request timeout (120 s), bounded for dfmx's jobs unless the user set them.
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+_WAYS_OUT = ("Start it, point tracking.tracking_uri (or MLFLOW_TRACKING_URI) at a running "
+             "one, or run with tracking=none")
 
-    Local stores (``sqlite:``, files) are always reachable. Credentials in the URI are
-    never echoed.
+
+def _get(url: str, auth: str | None, timeout: float) -> int:
+    """HTTP status of ``GET url`` (errors' statuses too); raises ``OSError`` when there is
+    no answer."""
+    request = urllib.request.Request(url)
+    if auth is not None:
+        request.add_header("Authorization", auth)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def check_reachable(uri: str, timeout: float = 5.0, experiment_name: str = "dfmx") -> None:
+    """For an ``http(s)://`` tracking URI, fail fast (before any expensive work) with one
+    clear message when the server does not answer its ``/health`` endpoint, refuses the
+    credentials, or fails its API (one ``experiments/get-by-name`` call, no retries).
+
+    Credentials in the URI (``http://user:token@host``, as MLflow accepts them) are sent
+    as HTTP basic authentication, as MLflow sends them, and never echoed. Local stores
+    (``sqlite:``) pass. Also sets :data:`HTTP_RETRY_DEFAULTS` (where unset), so a server
+    that fails later costs seconds, not minutes.
     """
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme not in ("http", "https"):
         return
-    shown = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    for name, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
-            if reply.status == 200:
-                return
-            problem = f"it answered HTTP {reply.status}"
-    except urllib.error.HTTPError as exc:
-        problem = f"it answered HTTP {exc.code}"
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    shown = f"{parts.scheme}://{netloc}"
+    auth = None
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        token = f"{user}:{urllib.parse.unquote(parts.password or '')}".encode()
+        auth = "Basic " + base64.b64encode(token).decode()
+    query = urllib.parse.urlencode({"experiment_name": experiment_name})
+    try:
+        health = _get(f"{base}/health", auth, timeout)
+        api = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?{query}", auth, timeout)
     except (urllib.error.URLError, OSError) as exc:
         problem = f"{getattr(exc, 'reason', exc)}"
-    raise TrackingUnavailableError(
-        f"the MLflow tracking server {shown} is not reachable ({problem}). Start it, point "
-        "tracking.tracking_uri (or MLFLOW_TRACKING_URI) at a running one, or run with "
-        "tracking=none"
-    )
+        raise TrackingUnavailableError(
+            f"the MLflow tracking server {shown} is not reachable ({problem}). {_WAYS_OUT}"
+        ) from None
+    if health in (401, 403) or api in (401, 403):
+        given = "the credentials in the URI" if auth else "no credentials"
+        raise TrackingUnavailableError(
+            f"the MLflow tracking server {shown} refused {given} (HTTP "
+            f"{api if api in (401, 403) else health}). Put valid ones in the URI "
+            "(http://USER:TOKEN@HOST:PORT) or in MLFLOW_TRACKING_USERNAME / "
+            "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN), or run with tracking=none"
+        )
+    if health != 200:
+        raise TrackingUnavailableError(
+            f"the MLflow tracking server {shown} is not reachable (it answered HTTP "
+            f"{health}). {_WAYS_OUT}"
+        )
+    if api not in (200, 404):  # 404: no such experiment yet, created later
+        raise TrackingUnavailableError(
+            f"the MLflow tracking server {shown} answers /health but its API fails (HTTP "
+            f"{api}); see the server's log, or run with tracking=none"
+        )
+
+
+_USE = ("use sqlite:///PATH.db for a local store, http(s)://HOST:PORT for a server, or "
+        "tracking=none")
+
+
+def _store_refused(uri: str, exc: BaseException) -> str:
+    """One line for MLflow refusing to open the store ``uri`` (credentials hidden)."""
+    from dfmx.tracking.redact import redact_text
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme in ("", "file") or len(scheme) == 1:  # a folder (or a Windows drive)
+        return (f"the tracking URI {redact_text(uri)} is a folder, and MLflow no longer "
+                f"opens folder (file) stores by default; {_USE}")
+    return (f"MLflow could not open the tracking store {redact_text(uri)}: "
+            f"{redact_text(first)[:300]}; {_USE}")
 
 
 def open_store(uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
@@ -124,18 +194,19 @@ def open_store(uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
     from mlflow.tracking import MlflowClient
     from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 
-    check_reachable(uri)
+    check_reachable(uri, experiment_name=experiment_name)
     with store_lock(uri):
         try:
             client = MlflowClient(tracking_uri=uri)
+            experiment = retry_locked(client.get_experiment_by_name, experiment_name)
         except UnsupportedModelRegistryStoreURIException as exc:  # no store for the scheme
             scheme = urllib.parse.urlsplit(uri).scheme
             raise ConfigError(
                 f"MLflow has no tracking store for the URI scheme {scheme!r} (from "
-                "tracking.tracking_uri or MLFLOW_TRACKING_URI); use sqlite:///PATH.db, a "
-                "folder, http(s)://HOST:PORT for a server, or tracking=none"
+                f"tracking.tracking_uri or MLFLOW_TRACKING_URI); {_USE}"
             ) from exc
-        experiment = retry_locked(client.get_experiment_by_name, experiment_name)
+        except MlflowException as exc:  # e.g. a folder: MLflow's file store is refused
+            raise ConfigError(_store_refused(uri, exc)) from None
         if experiment is None:
             try:
                 return client, retry_locked(client.create_experiment, experiment_name)

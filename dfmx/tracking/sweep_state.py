@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,13 @@ def read_parent(sweep_dir: str | Path) -> ParentInfo | None:
 
 
 def write_job_record(sweep_dir: str | Path, record: JobRecord) -> Path:
-    """Record how a job ended."""
+    """Record how a job ended (secrets in its error line hidden: the sweep's summary line
+    and table repeat it)."""
+    from dfmx.data.path_text import text_safe
+    from dfmx.tracking.redact import redact_text
+
+    if record.error is not None:
+        record = replace(record, error=text_safe(redact_text(record.error)))
     path = state_dir(sweep_dir) / JOBS_DIR / f"{record.num}.json"
     _write_json(path, asdict(record))
     return path

@@ -139,11 +139,12 @@ def test_missing_masks_of_one_class_are_warned(
     assert "2 anomalous test image(s) have no ground-truth mask: scratch (2 of 2)" in caplog.text
 
 
-def test_no_masks_at_all_is_not_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_masks_at_all_is_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Without any mask there are no pixel metrics: one warning says so."""
     root = c.mvtec_tree(tmp_path, masks=False)
     with caplog.at_level(logging.WARNING):
         validate_samples(mvtec_samples(root, "widget", "test"))
-    assert "ground-truth mask" not in caplog.text
+    assert caplog.text.count("pixel metrics are not computed") == 1, caplog.text
 
 
 def test_mvtec_orphan_mask_is_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -168,7 +169,7 @@ def test_folder_orphan_mask_is_warned(tmp_path: Path, caplog: pytest.LogCaptureF
 def test_validate_split_warns_once_listing_files(
     files: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    train = [Sample(c.write_png(tmp_path / f"t{i}.png", i), 0, "good") for i in range(3)]
+    train = [Sample(c.write_png(tmp_path / f"t{i}.png", 10 + i), 0, "good") for i in range(3)]
     train += [Sample(files["corrupt"], 0, "good"), Sample(files["empty"], 0, "good")]
     test = [Sample(files["good"], 0, "good"), Sample(files["text"], 1, "crack")]
     with caplog.at_level(logging.WARNING):
@@ -185,7 +186,7 @@ def test_validate_split_stops_when_too_few_remain(files: dict[str, Path]) -> Non
     train = [Sample(files["good"], 0, "good"), Sample(files["corrupt"], 0, "good")]
     with pytest.raises(ValueError, match=r"only 1 usable training image\(s\) in .* after "
                        r"skipping 1 unreadable file\(s\); DFM needs at least 2"):
-        validate_split(train, [Sample(files["good"], 0, "good")])
+        validate_split(train, [Sample(files["cmyk"], 0, "good")])
 
 
 def test_validate_split_stops_when_no_test_image_remains(files: dict[str, Path]) -> None:
