@@ -92,7 +92,7 @@ class ModelConfig:
         if problem is not None:
             raise problem
 
-    def _problems(self):  # noqa: ANN202 - a generator of ModelConfigError
+    def _problems(self):
         """The rule of each field, in field order."""
         for name in ("backbone", "pooling", "score_type", "precision", "device", "optimize"):
             value = getattr(self, name)

@@ -27,8 +27,8 @@ from dfmx.experiment.saved_model import (
     CONFIG,
     TENSORS,
     ModelFileError,
-    load_model,
     description_sha256,
+    load_model,
     load_model_metadata,
     save_model,
 )
