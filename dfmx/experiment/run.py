@@ -25,7 +25,7 @@ from dfmx.data.validation import SKIPPED_CSV, validate_split, write_skipped_csv
 from dfmx.engine.model_config import ModelConfig, ModelConfigError
 from dfmx.engine.torch_model import DFMModel, upsample_maps
 from dfmx.experiment import reports
-from dfmx.experiment.job_config import check_job_config
+from dfmx.experiment.job_config import job_config_problems
 from dfmx.experiment.predict import model_batches
 from dfmx.experiment.saved_model import save_model
 from dfmx.features.cache import FeatureCache, feature_key
@@ -89,6 +89,19 @@ def model_config(cfg: Mapping[str, Any]) -> ModelConfig:
         return ModelConfig(**options)
     except ModelConfigError as exc:
         raise ValueError(exc.message(_JOB_KEYS.get(exc.field, exc.field))) from None
+
+
+def _checked_model_config(cfg: Mapping[str, Any]) -> ModelConfig:
+    """The model record of ``cfg``, after checking the job-level options: one
+    ``ValueError`` lists every problem of both."""
+    problems = job_config_problems(cfg)
+    try:
+        record = model_config(cfg)
+    except ValueError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise ValueError("; ".join(problems))
+    return record
 
 
 def build_model(cfg: Mapping[str, Any]) -> DFMModel:
@@ -292,11 +305,11 @@ def run_experiment(
     and ``time_score_test`` include reading the cache or extracting.
 
     Raises:
-        ValueError: for a bad option (:func:`~dfmx.experiment.job_config.check_job_config`
-            for the job-level ones), before any data is read.
+        ValueError: for bad options (:func:`~dfmx.experiment.job_config.check_job_config`
+            for the job-level ones, :func:`model_config` for the model's), all in one
+            message, before any data is read.
     """
-    check_job_config(cfg)
-    record = model_config(cfg)
+    record = _checked_model_config(cfg)
     image_size, batch_size = int(cfg["image_size"]), int(cfg["batch_size"])
     feature_cache = _cache_from(cfg, cache)
     out = Path(output_dir)
