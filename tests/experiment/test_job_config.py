@@ -82,7 +82,7 @@ def test_schema_types_and_defaults(default: dict[str, Any]) -> None:
         assert default[key] == schema[key], key
     assert default["pooling"]["kernel_size"] == 2   # the command line's own kernel
     assert compose_config(["tracking=none", "image_size=64"])["image_size"] == 64
-    with pytest.raises(ConfigCompositionException, match="cache.max_gb"):
+    with pytest.raises(ConfigCompositionException, match=r"cache\.max_gb"):
         compose_config(["tracking=none", "cache.max_gb=lots"])
 
 
