@@ -25,12 +25,17 @@ class ModelConfigError(ValueError):
     """A model option with a bad value. ``field`` is the option's name in the record,
     ``rule`` what it takes, ``value`` what it got."""
 
-    def __init__(self, field: str, rule: str, value: Any) -> None:
-        self.field, self.rule, self.value = field, rule, value
+    def __init__(self, field: str, rule: str, value: Any, reason: str | None = None) -> None:
+        self.field, self.rule, self.value, self.reason = field, rule, value, reason
         super().__init__(self.message())
 
     def message(self, name: str | None = None) -> str:
-        """The one-line message, naming the option ``name`` (default: the record's field)."""
+        """The one-line message, naming the option ``name`` (default: the record's field).
+
+        ``reason``, when given, replaces "must be RULE; got VALUE" (a plugin's own words).
+        """
+        if self.reason is not None:
+            return f"{name or self.field}: {self.reason}"
         return f"{name or self.field} must be {self.rule}; got {self.value!r}"
 
 

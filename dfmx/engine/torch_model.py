@@ -12,7 +12,7 @@ from torch import Tensor
 
 from dfmx import registry
 from dfmx.engine.fitted import FittedModule
-from dfmx.engine.model_config import ModelConfig
+from dfmx.engine.model_config import ModelConfig, ModelConfigError
 from dfmx.engine.pca import PCA
 from dfmx.scorers.base import Scorer
 
@@ -76,6 +76,24 @@ def _pooling_fields(name: str) -> set[str]:
         return _config_fields(registry.load("pooling", name))
     except registry.UnknownPluginError:
         return set()  # build_pooling names the unknown pooling
+
+
+def check_plugin_options(config: ModelConfig) -> None:
+    """Build the pooling and the scorer ``config`` names (cheap: no backbone, no data), so
+    that their options are refused before any work.
+
+    Raises:
+        ModelConfigError: naming ``pooling_params`` or ``scorer_params``, with the
+            plugin's own words.
+    """
+    for name, build, plugin, params in (
+            ("pooling_params", build_pooling, config.pooling, config.pooling_params),
+            ("scorer_params", build_scorer, config.score_type, config.scorer_params)):
+        try:
+            build(plugin, dict(params))
+        except (ValueError, TypeError) as exc:
+            raise ModelConfigError(name, f"options that {plugin!r} takes", dict(params),
+                                   reason=str(exc)) from None
 
 
 #: anomalib's default pooling kernel, the default of ``DFMModel`` and ``Dfm``.

@@ -23,7 +23,7 @@ from dfmx.data import Sample, load_mask
 from dfmx.data.batches import files_fingerprint
 from dfmx.data.validation import SKIPPED_CSV, validate_split, write_skipped_csv
 from dfmx.engine.model_config import ModelConfig, ModelConfigError
-from dfmx.engine.torch_model import DFMModel, upsample_maps
+from dfmx.engine.torch_model import DFMModel, check_plugin_options, upsample_maps
 from dfmx.experiment import reports
 from dfmx.experiment.job_config import job_config_problems
 from dfmx.experiment.predict import model_batches
@@ -62,7 +62,8 @@ _JOB_KEYS = {
 
 
 def model_config(cfg: Mapping[str, Any]) -> ModelConfig:
-    """The model record a job config describes, checked before any data is read.
+    """The model record a job config describes, checked before any data is read (the
+    pooling's and scorer's options by the plugins themselves).
 
     Job-level keys left out of ``cfg`` take the record's defaults. A bad value raises
     ``ValueError`` naming the job config's key (``pca_level``, not the record's
@@ -86,7 +87,9 @@ def model_config(cfg: Mapping[str, Any]) -> ModelConfig:
         if job_name in cfg:
             options[record_name] = cfg[job_name]
     try:
-        return ModelConfig(**options)
+        record = ModelConfig(**options)
+        check_plugin_options(record)
+        return record
     except ModelConfigError as exc:
         raise ValueError(exc.message(_JOB_KEYS.get(exc.field, exc.field))) from None
 

@@ -39,7 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dfmx.engine.model_config import ModelConfig, ModelConfigError
-from dfmx.engine.torch_model import DFMModel, build_pooling, build_scorer
+from dfmx.engine.torch_model import DFMModel, check_plugin_options
 from dfmx.features.cache import weights_fingerprint
 
 FORMAT = "dfmx-model"
@@ -162,17 +162,9 @@ def check_description(config: Any) -> dict[str, Any]:
     if problem:
         raise ModelFileError(f"field {problem}")
     try:
-        record = ModelConfig.from_dict(config["model"])
+        check_plugin_options(ModelConfig.from_dict(config["model"]))
     except ModelConfigError as exc:
         raise ModelFileError(f"field {exc.message(f'model.{exc.field}')}") from None
-    # The plugins' own options, checked by the plugins (cheap: no backbone is built).
-    for name, build, kind, params in (
-            ("pooling_params", build_pooling, record.pooling, record.pooling_params),
-            ("scorer_params", build_scorer, record.score_type, record.scorer_params)):
-        try:
-            build(kind, dict(params))
-        except (ValueError, TypeError) as exc:
-            raise ModelFileError(f"field model.{name}: {exc}") from None
     if version == FORMAT_VERSION and description_sha256(config) != config["description_sha256"]:
         raise ModelFileError(
             "does not match the checksum recorded in it (description_sha256): it was edited "
