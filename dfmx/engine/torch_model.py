@@ -124,7 +124,8 @@ class DFMModel(FittedModule):
 
     The options form one record, :class:`~dfmx.engine.model_config.ModelConfig`:
     :meth:`get_config` returns it as a JSON-able dict and :meth:`from_config` builds a
-    model from one.
+    model from one (it passes the record as ``config``; the other arguments are then
+    not read).
 
     Input images are RGB floats in ``[0, 1]``, shape ``(N, 3, H, W)``; the backbone's own
     normalisation is applied inside.
