@@ -66,10 +66,10 @@ class Dfm(_Base):
         self,
         backbone: str = "resnet50",
         layer: str = "layer3",
-        pre_trained: bool = True,
+        pre_trained: bool = ModelConfig.pre_trained,
         pooling_kernel_size: int = POOLING_KERNEL_SIZE,
-        pca_level: float = 0.97,
-        score_type: str = "fre",
+        pca_level: float = ModelConfig.n_comps,
+        score_type: str = ModelConfig.score_type,
         **kwargs: Any,
     ) -> None:
         super().__init__()
