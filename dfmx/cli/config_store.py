@@ -1,4 +1,4 @@
-"""Turn installed plugins into Hydra config nodes.
+"""Turn installed plugins into Hydra config nodes, and register the root config's schema.
 
 At start-up every entry point of every plugin kind is loaded (one at a time: a broken one
 is reported and skipped) and its hyperparameter dataclass is stored in Hydra's ConfigStore
@@ -9,12 +9,23 @@ under the matching group, with an added ``name`` field holding the plugin's name
 from __future__ import annotations
 
 import dataclasses
+import typing
 import warnings
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
 from dfmx import registry
+from dfmx.experiment.job_config import CacheOptions, JobConfig, job_config_problems
+
+#: The name of the root config's schema, the first entry of conf/config.yaml's defaults.
+SCHEMA = "dfmx_schema"
+
+
+def register_schema(store: ConfigStore | None = None) -> None:
+    """Store :class:`~dfmx.experiment.job_config.JobConfig` as ``dfmx_schema``, the typed
+    base of ``conf/config.yaml``: Hydra checks the type of every job-level option."""
+    (store or ConfigStore.instance()).store(name=SCHEMA, node=JobConfig)
 
 
 class PluginConfigError(TypeError):
@@ -48,8 +59,10 @@ def node_for(kind: str, name: str, plugin: Any) -> type:
 
 
 def register_plugins(store: ConfigStore | None = None) -> dict[str, list[str]]:
-    """Store a config node for every loadable plugin; returns ``{kind: [names]}``."""
+    """Store the root schema and a config node for every loadable plugin; returns
+    ``{kind: [names]}``."""
     store = store or ConfigStore.instance()
+    register_schema(store)
     stored: dict[str, list[str]] = {}
     for kind in registry.GROUPS:
         stored[kind] = []
@@ -68,3 +81,48 @@ def plugin_params(node: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Split a resolved config node into the plugin name and its hyperparameters."""
     params = dict(node)
     return params.pop("name"), params
+
+
+def _kind(hint: Any) -> str:
+    """What a schema field's type takes, in words (``Optional[int]`` -> a whole number or
+    null)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    nullable = typing.get_origin(hint) is typing.Union and len(args) < len(typing.get_args(hint))
+    if nullable and len(args) == 1:
+        return f"{_kind(args[0])} or null"
+    words = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    if set(args) == {int, float}:
+        return "a number"
+    if args:
+        return " or ".join(words.get(a, a.__name__) for a in args)
+    return words.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def job_value_problem(values: dict[str, list[Any]]) -> str | None:
+    """One line naming every bad job-level value given on the command line, else ``None``.
+
+    ``values`` maps dotted keys of :class:`JobConfig` (``batch_size``, ``cache.max_gb``)
+    to their parsed values (several in a sweep); other keys are ignored. The types come
+    from the schema, the ranges from :func:`~dfmx.experiment.job_config.check_job_config`,
+    so a command line gets the same words as a config handed to ``run_experiment``.
+    """
+    from omegaconf import OmegaConf, ValidationError
+
+    defaults = dataclasses.asdict(JobConfig())
+    hints = {"": typing.get_type_hints(JobConfig),
+             "cache": typing.get_type_hints(CacheOptions)}
+    problems: list[str] = []
+    for key, options in values.items():
+        parent, _, leaf = key.rpartition(".")
+        if parent not in hints or leaf not in hints[parent] or hints[parent][leaf] is Any:
+            continue
+        for value in options:
+            ranged = job_config_problems({**defaults, leaf: value}) if not parent else []
+            if ranged:
+                problems.extend(p for p in ranged if p not in problems)
+                continue
+            try:
+                OmegaConf.update(OmegaConf.structured(JobConfig), key, value)
+            except ValidationError:
+                problems.append(f"{key} must be {_kind(hints[parent][leaf])}; got {value!r}")
+    return "; ".join(problems) or None

@@ -122,7 +122,17 @@ def _check_overrides(argv: list[str], config_module: str) -> str | None:
             f"unknown config key {key!r}.{hint} "
             f"(python -m dfmx --cfg job shows every key; +{key}=VALUE adds a new one)"
         )
-    return None
+    from dfmx.cli.config_store import job_value_problem
+
+    return job_value_problem({ov.key_or_group: _parsed(ov) for ov in overrides
+                              if ov.key_or_group in keys})
+
+
+def _parsed(override: Any) -> list[Any]:
+    """The parsed value(s) of an override (all of them for a sweep)."""
+    if override.is_sweep_override():
+        return list(override.sweep_iterator())
+    return [override.value()]
 
 
 def _unusable_plugin(group: str, name: str) -> str | None:

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dfmx.engine.torch_model import DFMModel
+from dfmx.engine.model_config import ModelConfig
+from dfmx.engine.torch_model import POOLING_KERNEL_SIZE, DFMModel
 
 if importlib.util.find_spec("lightning") is not None:
     from lightning.pytorch import LightningModule as _Base
@@ -45,9 +46,13 @@ class Dfm(_Base):
         layer: feature layer (default ``"layer3"``).
         pre_trained: use pretrained weights.
         pooling_kernel_size: pooling kernel.
-        pca_level: PCA variance ratio in (0, 1) or an int number of components.
+        pca_level: PCA variance ratio in (0, 1) or an int number of components (the
+            model's ``n_comps``).
         score_type: ``"fre"`` or ``"nll"`` (or a scorer plugin).
-        **kwargs: passed to :class:`DFMModel` (``weights``, ``precision``, ``pooling``...).
+        **kwargs: passed to :class:`DFMModel` (``weights``, ``precision``, ``pooling``...);
+            ``precision`` defaults to ``"auto"``: bf16 only where the hardware has it.
+
+    :meth:`from_config` builds one from a model record (``DFMModel.get_config()``).
 
     Example:
         >>> model = Dfm(backbone="resnet18", pre_trained=False)
@@ -61,10 +66,10 @@ class Dfm(_Base):
         self,
         backbone: str = "resnet50",
         layer: str = "layer3",
-        pre_trained: bool = True,
-        pooling_kernel_size: int = 4,
-        pca_level: float = 0.97,
-        score_type: str = "fre",
+        pre_trained: bool = ModelConfig.pre_trained,
+        pooling_kernel_size: int = POOLING_KERNEL_SIZE,
+        pca_level: float = ModelConfig.n_comps,
+        score_type: str = ModelConfig.score_type,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -80,6 +85,16 @@ class Dfm(_Base):
         self.embeddings: list[Tensor] = []
         if HAS_LIGHTNING:
             self.automatic_optimization = False
+
+    @classmethod
+    def from_config(cls, config: ModelConfig | Mapping[str, Any]) -> Dfm:
+        """A ``Dfm`` around ``DFMModel.from_config(config)`` (a record or its dict)."""
+        record = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
+        return cls(backbone=record.backbone, layer=list(record.layers), config=record)
+
+    def get_config(self) -> dict[str, Any]:
+        """The model record as a plain JSON-able dict (:meth:`DFMModel.get_config`)."""
+        return self.model.get_config()
 
     # ------------------------------------------------------------ anomalib API
     @staticmethod

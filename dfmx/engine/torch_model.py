@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -12,6 +12,7 @@ from torch import Tensor
 
 from dfmx import registry
 from dfmx.engine.fitted import FittedModule
+from dfmx.engine.model_config import ModelConfig, ModelConfigError
 from dfmx.engine.pca import PCA
 from dfmx.engine.scorer import Scorer
 from dfmx.errors import ConfigError
@@ -28,7 +29,7 @@ def upsample_maps(maps: Tensor, size: Sequence[int]) -> Tensor:
     """Resize feature-grid maps ``(N, 1, h, w)`` to the image ``size`` ``(H, W)``.
 
     Bicubic, clamped at 0 (errors are non-negative): on MVTec AD bottle it gives a higher
-    pixel AUROC than bilinear (0.973 vs 0.970 with EfficientNet-Lite0, blocks.4, pool 2).
+    pixel AUROC than bilinear.
     """
     return F.interpolate(maps, size=tuple(size), mode="bicubic", align_corners=False).clamp_min(0)
 
@@ -40,7 +41,7 @@ def build_scorer(score_type: str, params: dict[str, Any] | None = None) -> Score
     except registry.UnknownPluginError as exc:
         raise ConfigError(f"unknown score_type: {exc}") from exc
     params = dict(params or {})
-    allowed = {f for f in getattr(cls.Config, "__dataclass_fields__", {})}
+    allowed = _config_fields(cls)
     unknown = set(params) - allowed
     if unknown:
         raise ConfigError(
@@ -53,31 +54,59 @@ def build_scorer(score_type: str, params: dict[str, Any] | None = None) -> Score
         raise ConfigError(f"scorer {score_type!r}: {exc}") from exc
 
 
-def _build_pooling(name: str, kernel_size: int) -> Any:
+def build_pooling(name: str, params: dict[str, Any] | None = None) -> Any:
+    """Instantiate the pooling plugin ``name`` with ``params`` (its whole Config)."""
     try:
         cls = registry.load("pooling", name)
     except registry.UnknownPluginError as exc:
         raise ConfigError(f"unknown pooling: {exc}") from exc
+    params = dict(params or {})
+    allowed = _config_fields(cls)
+    unknown = set(params) - allowed
+    if unknown:
+        raise ConfigError(
+            f"pooling {name!r} has no parameter(s) {sorted(unknown)}; "
+            f"its parameters are {sorted(allowed) or 'none'}"
+        )
     try:
-        return cls(kernel_size=kernel_size)
+        return cls(**params)
     except ValueError as exc:  # the plugin contract: a bad hyperparameter is a ValueError
         raise ConfigError(f"pooling {name!r}: {exc}") from exc
 
 
-def _check_params(pooling_kernel_size: int, n_comps: float | int) -> None:
-    if isinstance(pooling_kernel_size, bool) or not isinstance(pooling_kernel_size, int):
-        raise ConfigError(f"pooling_kernel_size must be an int >= 1; got {pooling_kernel_size!r}")
-    if pooling_kernel_size < 1:
-        raise ConfigError(f"pooling_kernel_size must be >= 1; got {pooling_kernel_size}")
-    if isinstance(n_comps, bool) or not isinstance(n_comps, (int, float)) or n_comps <= 0:
-        raise ConfigError(
-            f"n_comps must be a variance ratio in (0, 1) or a component count >= 1; got {n_comps!r}"
-        )
-    if isinstance(n_comps, float) and n_comps >= 1:
-        raise ConfigError(
-            f"n_comps as a float is a variance ratio and must be < 1; got {n_comps}. "
-            "Pass an int to keep an exact number of components."
-        )
+def _config_fields(cls: Any) -> set[str]:
+    return set(getattr(getattr(cls, "Config", None), "__dataclass_fields__", {}))
+
+
+def _pooling_fields(name: str) -> set[str]:
+    try:
+        return _config_fields(registry.load("pooling", name))
+    except registry.UnknownPluginError:
+        return set()  # build_pooling names the unknown pooling
+
+
+def check_plugin_options(config: ModelConfig) -> None:
+    """Build the pooling and the scorer ``config`` names (cheap: no backbone, no data), so
+    that their options are refused before any work.
+
+    Raises:
+        ModelConfigError: naming ``pooling_params`` or ``scorer_params``, with the
+            plugin's own words.
+    """
+    for name, build, plugin, params in (
+            ("pooling_params", build_pooling, config.pooling, config.pooling_params),
+            ("scorer_params", build_scorer, config.score_type, config.scorer_params)):
+        try:
+            build(plugin, dict(params))
+        except (ValueError, TypeError) as exc:
+            # The plugin's own words, without the builder's "pooling 'avg': " prefix.
+            own = exc.__cause__ if isinstance(exc.__cause__, (ValueError, TypeError)) else exc
+            raise ModelConfigError(name, f"options that {plugin!r} takes", dict(params),
+                                   reason=str(own)) from None
+
+
+#: anomalib's default pooling kernel, the default of ``DFMModel`` and ``Dfm``.
+POOLING_KERNEL_SIZE = 4
 
 
 class DFMModel(FittedModule):
@@ -95,11 +124,17 @@ class DFMModel(FittedModule):
         n_comps: PCA variance ratio in ``(0, 1)`` or exact number of components (int).
         score_type: ``"fre"``, ``"nll"`` or the name of an installed scorer plugin.
 
-    Keyword-only extensions: ``pooling`` (``"avg"``, ``"max"``, ``"none"``), ``weights``
-    (an explicit weights file), ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``),
-    ``scorer_params`` (the scorer's hyperparameters), ``device``, ``optimize`` (how the
-    backbone runs: ``"auto"``, ``"none"``, ``"freeze"``, ``"compile"``; see
-    :mod:`dfmx.features.graph`).
+    Keyword-only extensions: ``pooling`` (``"avg"``, ``"max"``, ``"none"`` or a pooling
+    plugin), ``pooling_params`` (the pooling's other ``Config`` fields), ``weights`` (an
+    explicit weights file), ``precision`` (``"auto"``: bf16 only where the hardware has
+    fast bf16, else fp32; ``"fp32"``; ``"bf16"``), ``scorer_params`` (the scorer's
+    hyperparameters), ``device``, ``optimize`` (how the backbone runs: ``"auto"``,
+    ``"none"``, ``"freeze"``, ``"compile"``; see :mod:`dfmx.features.graph`).
+
+    The options form one record, :class:`~dfmx.engine.model_config.ModelConfig`:
+    :meth:`get_config` returns it as a JSON-able dict and :meth:`from_config` builds a
+    model from one (it passes the record as ``config``; the other arguments are then
+    not read).
 
     Input images are RGB floats in ``[0, 1]``, shape ``(N, 3, H, W)``; the backbone's own
     normalisation is applied inside.
@@ -110,49 +145,82 @@ class DFMModel(FittedModule):
         >>> _ = model.fit(feats)
         >>> model(torch.rand(2, 3, 64, 64)).pred_score.shape
         torch.Size([2])
+        >>> DFMModel.from_config(model.get_config()).get_config() == model.get_config()
+        True
     """
 
     def __init__(
         self,
         backbone: str,
         layer: str | Sequence[str],
-        pre_trained: bool = True,
-        pooling_kernel_size: int = 4,
-        n_comps: float | int = 0.97,
-        score_type: str = "fre",
+        pre_trained: bool = ModelConfig.pre_trained,
+        pooling_kernel_size: int = POOLING_KERNEL_SIZE,
+        n_comps: float | int = ModelConfig.n_comps,
+        score_type: str = ModelConfig.score_type,
         *,
-        pooling: str = "avg",
+        pooling: str = ModelConfig.pooling,
+        pooling_params: dict[str, Any] | None = None,
         weights: str | Path | None = None,
-        precision: str = "fp32",
+        precision: str = ModelConfig.precision,
         scorer_params: dict[str, Any] | None = None,
-        device: str | torch.device = "cpu",
-        optimize: str = "auto",
+        device: str | torch.device = ModelConfig.device,
+        optimize: str = ModelConfig.optimize,
+        config: ModelConfig | None = None,
     ) -> None:
         super().__init__()
+        if config is None:
+            params = dict(pooling_params or {})
+            if isinstance(pooling, str) and "kernel_size" in _pooling_fields(pooling):
+                params.setdefault("kernel_size", pooling_kernel_size)
+            config = ModelConfig(
+                backbone=backbone, layers=layer, pre_trained=pre_trained, weights=weights,
+                pooling=pooling, pooling_params=params, n_comps=n_comps,
+                score_type=score_type, scorer_params=dict(scorer_params or {}),
+                precision=precision, device=str(device), optimize=optimize,
+            )
+        self._build(config)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig | Mapping[str, Any]) -> DFMModel:
+        """A new (unfitted) model from a record or its dict (:meth:`get_config`)."""
+        if not isinstance(config, ModelConfig):
+            config = ModelConfig.from_dict(config)
+        return cls(config.backbone, list(config.layers), config=config)
+
+    def get_config(self) -> dict[str, Any]:
+        """The model's options as a plain JSON-able dict (:meth:`ModelConfig.to_dict`)."""
+        return self.config.to_dict()
+
+    def _build(self, config: ModelConfig) -> None:
         # Imported here: the feature layer pulls in timm, which the pure math does not need.
         from dfmx.features import FeatureExtractor
 
-        _check_params(pooling_kernel_size, n_comps)
-        self.backbone = backbone
-        self.layers = [layer] if isinstance(layer, str) else list(layer)
-        if not self.layers:
-            raise ConfigError("layer must name at least one backbone layer")
-        self.pre_trained = pre_trained
-        self.pooling = pooling
-        self.pooling_kernel_size = pooling_kernel_size
-        self.n_comps = n_comps
-        self.score_type = score_type
-        self.scorer_params = dict(scorer_params or {})
-        self.scorer = build_scorer(score_type, self.scorer_params)
-        self.pool = _build_pooling(pooling, pooling_kernel_size)
-        self.pca_model = PCA(n_components=n_comps)
+        self.config = config
+        self.scorer = build_scorer(config.score_type, dict(config.scorer_params))
+        self.pool = build_pooling(config.pooling, dict(config.pooling_params))
+        self.pca_model = PCA(n_components=config.n_comps)
         self.feature_extractor = FeatureExtractor(
-            backbone, self.layers, pre_trained=pre_trained, weights=weights,
-            precision=precision, device=device, optimize=optimize,
+            config.backbone, list(config.layers), pre_trained=config.pre_trained,
+            weights=config.weights, precision=config.precision, device=config.device,
+            optimize=config.optimize,
         )
         # (C, h, w) of the pooled features seen in training; saved with the model.
         self.register_buffer("feature_shape_", torch.zeros(0, dtype=torch.long))
         self._last_shape: tuple[int, ...] | None = None
+
+    # The record's fields, under the names the rest of dfmx reads.
+    backbone = property(lambda self: self.config.backbone)
+    layers = property(lambda self: list(self.config.layers))
+    pre_trained = property(lambda self: self.config.pre_trained)
+    pooling = property(lambda self: self.config.pooling)
+    n_comps = property(lambda self: self.config.n_comps)
+    score_type = property(lambda self: self.config.score_type)
+    scorer_params = property(lambda self: dict(self.config.scorer_params))
+
+    @property
+    def pooling_kernel_size(self) -> int:
+        """The pooling window (1 for a pooling without ``kernel_size``)."""
+        return int(getattr(self.pool, "kernel_size", 1))
 
     @property
     def layer(self) -> str | list[str]:
@@ -180,9 +248,8 @@ class DFMModel(FittedModule):
 
         Several layers are resized (bilinear) to the grid of the first and concatenated
         along channels, then pooled once, so every layer keeps the first layer's
-        resolution. (On MVTec bottle, EfficientNet-Lite0 blocks.2+blocks.4 with pooling 4,
-        this beats pooling each layer first: pixel AUROC 0.976 vs 0.971; it also matches
-        or beats one model per layer with summed scores on image AUROC — see
+        resolution. (On MVTec bottle this beats pooling each layer first on pixel AUROC
+        and matches or beats one model per layer with summed scores on image AUROC; see
         ``benchmarks/test_multilayer.py``.) ``image_size`` ``(H, W)`` only words the
         error for maps that pool to nothing.
         """

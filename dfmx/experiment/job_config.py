@@ -1,25 +1,87 @@
-"""The job-level options of a config, checked before a job reads any data.
+"""The job-level options of a config: their schema (types and defaults) and their ranges.
 
-:func:`~dfmx.experiment.run.run_experiment` reads ``image_size``, ``batch_size``,
-``pca_level``, ``num_workers``, ``seed``, ``overlays`` and ``save_model`` from the top of
-the config. A value of the wrong kind or out of range gets one :class:`ValueError` that
-names the option, says what it takes and shows what it got, instead of an error from deep
-inside torch (``image_size=0`` used to fail in the resize, ``batch_size=0`` with a
-division by zero). The parts check their own options: backbone, layer, pooling, scorer,
-data, cache, precision, device.
+:class:`JobConfig` is the typed schema of the options at the top of the config (the
+swappable parts, ``backbone``, ``layer``, ``pooling``, ``scorer``, ``data`` and
+``tracking``, are config groups with their own schemas). The command line registers it
+as the base of ``conf/config.yaml``, so Hydra and OmegaConf check each value's type, and
+these dataclasses hold each option's one default. :func:`check_job_config` is the one
+check of what types cannot say (``image_size >= 1``...): a value of the wrong kind or out
+of range gets one :class:`ValueError` that names the option, says what it takes and shows
+what it got, before a job reads any data. The model's options (``pca_level``,
+``precision``, ``device``, ``optimize``) are checked by the model record
+(:class:`dfmx.engine.model_config.ModelConfig`); the cache checks its own.
+
+This module imports neither torch nor Hydra: the command line reads it for ``--help``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from dfmx.errors import ConfigError
 
-__all__ = ["check_job_config"]
+__all__ = ["CacheOptions", "JobConfig", "check_job_config", "job_config_problems"]
+
+
+# The annotations stay evaluable (Optional/Union, no PEP 604) for OmegaConf's schema.
+@dataclass
+class CacheOptions:
+    """The on-disk cache of raw backbone features: jobs differing only in pooling, PCA
+    level or scorer extract once. ``dir``: ``None`` = ``$DFMX_CACHE_DIR/features``, else
+    ``~/.cache/dfmx/features``. Least recently used entries are evicted beyond
+    ``max_gb``."""
+
+    enabled: bool = True
+    dir: Optional[str] = None  # noqa: UP045
+    max_gb: float = 10.0
+
+
+@dataclass
+class JobConfig:
+    """The job-level options of ``python -m dfmx`` and their defaults.
+
+    Attributes:
+        pca_level: PCA variance ratio in (0, 1), or an int number of components.
+        image_size: images are resized to ``image_size`` x ``image_size`` pixels.
+        batch_size: images per backbone call.
+        num_workers: threads decoding images; ``None`` = one per CPU.
+        precision: ``fp32``, ``bf16`` or ``auto`` (bf16 where the hardware has fast bf16).
+        optimize: how the backbone runs: ``auto`` (a frozen TorchScript graph on the CPU,
+            eager elsewhere), ``none``, ``freeze``, ``compile``.
+        device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``.
+        seed: seeds torch before the job.
+        save_model: write the fitted model to the run folder.
+        overlays: overlay pictures of the top-scored images of each class.
+        resume: skip jobs whose resolved config already finished in the tracking store.
+        debug: show full tracebacks instead of one-line errors.
+        cache: :class:`CacheOptions`.
+    """
+
+    # The swappable parts: filled by the defaults list of conf/config.yaml.
+    backbone: Any = None
+    layer: Any = None
+    pooling: Any = None
+    scorer: Any = None
+    data: Any = None
+    tracking: Any = None
+
+    pca_level: Union[int, float] = 0.97  # noqa: UP007
+    image_size: int = 256
+    batch_size: int = 16
+    num_workers: Optional[int] = None  # noqa: UP045
+    precision: str = "auto"
+    optimize: str = "auto"
+    device: str = "cpu"
+    seed: int = 0
+    save_model: bool = True
+    overlays: int = 4
+    resume: bool = False
+    debug: bool = False
+    cache: CacheOptions = field(default_factory=CacheOptions)
 
 
 @dataclass(frozen=True)
@@ -50,23 +112,15 @@ _WHOLE_OPTIONS = {
     "seed": _Whole(None, "seeds torch before the job"),
     "overlays": _Whole(0, "overlay pictures of the top-scored images of each class"),
 }
+_FLAGS = ("save_model", "resume", "debug")
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _pca_level_problem(value: Any) -> str | None:
-    if _is_int(value) and value >= 1:
-        return None
-    if isinstance(value, (float, np.floating)) and 0.0 < value < 1.0:
-        return None
-    return ("pca_level must be a variance ratio in (0, 1), e.g. 0.97, or a whole number "
-            f"of components >= 1; got {value!r}")
-
-
-def check_job_config(cfg: Mapping[str, Any]) -> None:
-    """Raise one :class:`ValueError` listing every bad job-level option of ``cfg``.
+def job_config_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """One line per bad job-level option of ``cfg`` (empty: all good).
 
     Options that are absent and not required keep their defaults.
     """
@@ -79,13 +133,14 @@ def check_job_config(cfg: Mapping[str, Any]) -> None:
         problem = option.problem(name, cfg[name])
         if problem:
             problems.append(problem)
-    if "pca_level" not in cfg:
-        problems.append("the config has no pca_level (the PCA's variance ratio or size)")
-    else:
-        problem = _pca_level_problem(cfg["pca_level"])
-        if problem:
-            problems.append(problem)
-    if "save_model" in cfg and not isinstance(cfg["save_model"], (bool, np.bool_)):
-        problems.append(f"save_model must be true or false; got {cfg['save_model']!r}")
+    for name in _FLAGS:
+        if name in cfg and not isinstance(cfg[name], (bool, np.bool_)):
+            problems.append(f"{name} must be true or false; got {cfg[name]!r}")
+    return problems
+
+
+def check_job_config(cfg: Mapping[str, Any]) -> None:
+    """Raise one :class:`~dfmx.errors.ConfigError` listing every bad job-level option of ``cfg``."""
+    problems = job_config_problems(cfg)
     if problems:
         raise ConfigError("; ".join(problems))

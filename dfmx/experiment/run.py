@@ -31,10 +31,11 @@ from dfmx.data.validation import (
     validate_split,
     write_skipped_csv,
 )
-from dfmx.engine.torch_model import DFMModel, upsample_maps
+from dfmx.engine.model_config import ModelConfig, ModelConfigError
+from dfmx.engine.torch_model import DFMModel, check_plugin_options, upsample_maps
 from dfmx.errors import DataError
 from dfmx.experiment import overlays, plots, result_files
-from dfmx.experiment.job_config import check_job_config
+from dfmx.experiment.job_config import job_config_problems
 from dfmx.experiment.predict import model_batches
 from dfmx.experiment.saved_model import save_model
 from dfmx.features.cache import FeatureCache, feature_key
@@ -64,26 +65,63 @@ def _split(node: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return str(params.pop("name")), params
 
 
-def build_model(cfg: Mapping[str, Any]) -> DFMModel:
-    """The :class:`DFMModel` a config describes (not fitted)."""
+#: The job config's name of each model option whose name differs in the model record.
+_JOB_KEYS = {
+    "backbone": "backbone.arch", "layers": "layer.names", "pre_trained": "backbone.pretrained",
+    "weights": "backbone.weights", "pooling": "pooling", "pooling_params": "pooling",
+    "n_comps": "pca_level", "score_type": "scorer", "scorer_params": "scorer",
+}
+
+
+def model_config(cfg: Mapping[str, Any]) -> ModelConfig:
+    """The model record a job config describes, checked before any data is read (the
+    pooling's and scorer's options by the plugins themselves).
+
+    Job-level keys left out of ``cfg`` take the record's defaults. A bad value raises
+    ``ValueError`` naming the job config's key (``pca_level``, not the record's
+    ``n_comps``).
+    """
     _, backbone = _split(cfg["backbone"])
-    layers = list(cfg["layer"].get("names") or backbone["layers"])
-    pooling_name, pooling = _split(cfg["pooling"])
+    pooling_name, pooling_params = _split(cfg["pooling"])
     scorer_name, scorer_params = _split(cfg["scorer"])
-    return DFMModel(
-        backbone=backbone["arch"],
-        layer=layers,
-        pre_trained=bool(backbone["pretrained"]),
-        pooling_kernel_size=int(pooling.pop("kernel_size", 1)),
-        n_comps=cfg["pca_level"],
-        score_type=scorer_name,
-        pooling=pooling_name,
-        weights=backbone.get("weights"),
-        precision=cfg.get("precision", "fp32"),
-        scorer_params=scorer_params,
-        device=cfg.get("device", "cpu"),
-        optimize=cfg.get("optimize", "auto"),
-    )
+    options: dict[str, Any] = {
+        "backbone": backbone["arch"],
+        "layers": tuple(cfg["layer"].get("names") or backbone["layers"]),
+        "pre_trained": backbone["pretrained"],
+        "weights": backbone.get("weights"),
+        "pooling": pooling_name,
+        "pooling_params": pooling_params,
+        "score_type": scorer_name,
+        "scorer_params": scorer_params,
+    }
+    for record_name, job_name in (("n_comps", "pca_level"), ("precision", "precision"),
+                                  ("device", "device"), ("optimize", "optimize")):
+        if job_name in cfg:
+            options[record_name] = cfg[job_name]
+    try:
+        record = ModelConfig(**options)
+        check_plugin_options(record)
+        return record
+    except ModelConfigError as exc:
+        raise ValueError(exc.message(_JOB_KEYS.get(exc.field, exc.field))) from None
+
+
+def _checked_model_config(cfg: Mapping[str, Any]) -> ModelConfig:
+    """The model record of ``cfg``, after checking the job-level options: one
+    ``ValueError`` lists every problem of both."""
+    problems = job_config_problems(cfg)
+    try:
+        record = model_config(cfg)
+    except ValueError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise ValueError("; ".join(problems))
+    return record
+
+
+def build_model(cfg: Mapping[str, Any]) -> DFMModel:
+    """The :class:`DFMModel` a job config describes (not fitted)."""
+    return DFMModel.from_config(model_config(cfg))
 
 
 def load_samples(data_cfg: Mapping[str, Any]) -> tuple[list[Sample], list[Sample]]:
@@ -167,15 +205,15 @@ def _chunks(raw: RawFeatures, size: int) -> Iterator[RawFeatures]:
 
 
 def features_from_raw(
-    model: DFMModel, raw: RawFeatures, cfg: Mapping[str, Any]
+    model: DFMModel, raw: RawFeatures, image_size: int, batch_size: int
 ) -> tuple[torch.Tensor, torch.Size]:
     """Pooled, fused, flattened features ``(N, C·h·w)`` and their map shape ``(N, C, h, w)``.
 
-    Works batch by batch (``cfg["batch_size"]``), as extraction from images does.
+    ``raw`` holds the maps of images of ``image_size`` pixels a side; works ``batch_size``
+    items at a time, as extraction from images does.
     """
-    size = int(cfg["image_size"])
-    maps = [model.pool_and_fuse(part, image_size=(size, size))
-            for part in _chunks(raw, int(cfg["batch_size"]))]
+    maps = [model.pool_and_fuse(part, image_size=(image_size, image_size))
+            for part in _chunks(raw, batch_size)]
     feats = torch.cat([m.reshape(m.shape[0], -1) for m in maps])
     return feats, torch.Size((feats.shape[0], *maps[0].shape[1:]))
 
@@ -191,7 +229,7 @@ def extract_features(
 ) -> tuple[torch.Tensor, torch.Size]:
     """Training features ``(N, C·h·w)`` and their map shape for ``samples``."""
     raw, _ = raw_features(model, samples, cfg, split, cache, desc)
-    return features_from_raw(model, raw, cfg)
+    return features_from_raw(model, raw, int(cfg["image_size"]), int(cfg["batch_size"]))
 
 
 #: Test masks by the mask files' identity and size: the jobs of a sweep decode them once.
@@ -219,15 +257,17 @@ def _masks(samples: list[Sample], image_size: int) -> torch.Tensor:
 
 
 def score_raw(
-    model: DFMModel, raw: RawFeatures, samples: list[Sample], cfg: Mapping[str, Any]
+    model: DFMModel, raw: RawFeatures, samples: list[Sample], image_size: int, batch_size: int
 ) -> dict[str, np.ndarray]:
-    """Like :func:`score_samples`, from raw maps ``{layer: (N, C, h, w)}`` of ``samples``.
+    """Like :func:`score_samples`, from raw maps ``{layer: (N, C, h, w)}`` of ``samples``
+    (images of ``image_size`` pixels a side).
 
-    Batch by batch, exactly as ``model(images)`` would score the loader's batches.
+    ``batch_size`` items at a time, exactly as ``model(images)`` would score the loader's
+    batches.
     """
-    size = int(cfg["image_size"])
+    size = image_size
     scores, maps = [], []
-    for part in _chunks(raw, int(cfg["batch_size"])):
+    for part in _chunks(raw, batch_size):
         fmaps = model.pool_and_fuse(part, image_size=(size, size))
         batch_scores, grid_maps = model.score(fmaps.reshape(fmaps.shape[0], -1), fmaps.shape)
         scores.append(batch_scores.cpu())
@@ -256,7 +296,7 @@ def score_samples(
     bool, ``labels (N,)`` int.
     """
     raw, _ = raw_features(model, samples, cfg, split, cache, desc)
-    return score_raw(model, raw, samples, cfg)
+    return score_raw(model, raw, samples, int(cfg["image_size"]), int(cfg["batch_size"]))
 
 
 def _cache_from(cfg: Mapping[str, Any], cache: FeatureCache | bool | None) -> FeatureCache | None:
@@ -285,10 +325,12 @@ def run_experiment(
     and ``time_score_test`` include reading the cache or extracting.
 
     Raises:
-        ValueError: for a bad option (:func:`~dfmx.experiment.job_config.check_job_config`
-            for the job-level ones), before any data is read.
+        ValueError: for bad options (:func:`~dfmx.experiment.job_config.check_job_config`
+            for the job-level ones, :func:`model_config` for the model's), all in one
+            message, before any data is read.
     """
-    check_job_config(cfg)
+    record = _checked_model_config(cfg)
+    image_size, batch_size = int(cfg["image_size"]), int(cfg["batch_size"])
     feature_cache = _cache_from(cfg, cache)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -296,26 +338,26 @@ def run_experiment(
     timings: dict[str, float] = {}
     with _timer(timings, "time_load_data"):
         train, test, masks_at = _load_samples(cfg["data"])
-        train, test, skipped = validate_split(train, test, int(cfg["image_size"]))
+        train, test, skipped = validate_split(train, test, image_size)
     write_skipped_csv(out / SKIPPED_CSV, skipped)
     with _timer(timings, "time_build_model"):
-        model = build_model(cfg)
+        model = DFMModel.from_config(record)
     log.info("backbone %s (weights: %s), layers %s", model.backbone,
              model.feature_extractor.weights_source, model.layers)
     with _timer(timings, "time_extract_train"):
         raw, hit_train = raw_features(model, train, cfg, "train", feature_cache)
-        features, shape = features_from_raw(model, raw, cfg)
+        features, shape = features_from_raw(model, raw, image_size, batch_size)
         del raw
     with _timer(timings, "time_fit"):
         model.fit(features, shape)
     del features
     with _timer(timings, "time_score_test"):
         raw, hit_test = raw_features(model, test, cfg, "test", feature_cache, "score test")
-        res = score_raw(model, raw, test, cfg)
+        res = score_raw(model, raw, test, image_size, batch_size)
         del raw
 
     # Pixel metrics (numpy sorts, which release the GIL) run beside the plots, which need
-    # the image metrics only: 0.1-0.3 s less per job with maps.
+    # the image metrics only.
     with ThreadPoolExecutor(1, thread_name_prefix="dfmx-pixel-metrics") as pool:
         pixel = pool.submit(_pixel_metrics, res, test)
         metrics = compute_metrics(res["labels"], res["scores"])

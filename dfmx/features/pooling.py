@@ -12,6 +12,12 @@ from dfmx.errors import ConfigError
 POOLING_METHODS: tuple[str, ...] = ("avg", "max", "none")
 
 
+def check_kernel_size(kernel_size: object) -> None:
+    """Raise :class:`~dfmx.errors.ConfigError` unless ``kernel_size`` is an int >= 1."""
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+        raise ConfigError(f"pooling kernel_size must be a whole number >= 1; got {kernel_size!r}")
+
+
 def pool_features(x: torch.Tensor, method: str = "avg", kernel_size: int = 4) -> torch.Tensor:
     """Pool a batch of feature maps with a square window whose stride equals its size.
 
@@ -37,8 +43,7 @@ def pool_features(x: torch.Tensor, method: str = "avg", kernel_size: int = 4) ->
         raise ConfigError(
             f"Unknown pooling method {method!r}; choose one of {', '.join(POOLING_METHODS)}."
         )
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
-        raise ConfigError(f"kernel_size must be an integer >= 1, got {kernel_size!r}.")
+    check_kernel_size(kernel_size)
     if x.ndim != 4:
         raise ValueError(f"Expected feature maps of shape (N, C, h, w), got {tuple(x.shape)}.")
     if method == "none" or kernel_size == 1:
@@ -56,7 +61,13 @@ def pool_features(x: torch.Tensor, method: str = "avg", kernel_size: int = 4) ->
 
 class Pooling:
     """A pooling plugin (entry-point group ``dfmx.poolings``): ``Config`` holds its options;
-    calling it maps feature maps ``(N, C, h, w)`` to pooled maps ``(N, C, h', w')``."""
+    calling it maps feature maps ``(N, C, h, w)`` to pooled maps ``(N, C, h', w')``.
+
+    dfmx constructs a pooling with every field of its ``Config`` as a keyword argument
+    (``cls(**fields)``), so a plugin with more options subclasses ``Config`` and takes
+    them in ``__init__``. ``kernel_size`` is the window that the size check of
+    :class:`~dfmx.engine.torch_model.DFMModel` reports.
+    """
 
     method: str = "avg"
 
@@ -64,8 +75,8 @@ class Pooling:
     class Config:
         kernel_size: int = 4
 
-    def __init__(self, kernel_size: int = 4) -> None:
-        pool_features(torch.zeros(1, 1, kernel_size, kernel_size), self.method, kernel_size)
+    def __init__(self, kernel_size: int = Config.kernel_size) -> None:
+        check_kernel_size(kernel_size)
         self.kernel_size = kernel_size
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

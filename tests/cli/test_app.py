@@ -134,7 +134,8 @@ def test_pooling_and_several_layers(cli_runs: dict[str, CliResult]) -> None:
         assert (cfg["backbone"]["arch"], cfg["backbone"]["pretrained"]) == ("resnet18", False)
         dims.append(_check_job(job, pixel=True)["feature_dim"])
         saved = json.loads((job / "model" / "model.json").read_text())
-        assert saved["layers"] == ["layer2", "layer3"] and saved["backbone_included"] is True
+        assert saved["model"]["layers"] == ["layer2", "layer3"]
+        assert saved["backbone_included"] is True
     # resnet18 layer2 + layer3 = 128 + 256 channels on the 16x16 grid of layer2 at 128 px;
     # max pooling k=2 -> 8x8, no pooling keeps 16x16.
     assert dims == [384 * 8 * 8, 384 * 16 * 16]

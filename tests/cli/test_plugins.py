@@ -47,7 +47,8 @@ def test_installed_plugin_runs_end_to_end_next_to_broken_and_duplicate_ones(
     assert math.isfinite(metrics["image_AUROC"])
     assert not any(k.startswith("pixel_") for k in metrics)   # produces_maps = False
     saved = json.loads((run_dir / "model" / "model.json").read_text())
-    assert (saved["score_type"], saved["scorer_params"]) == ("maxerr", {"scale": 2.5})
+    assert (saved["model"]["score_type"], saved["model"]["scorer_params"]) == ("maxerr",
+                                                                      {"scale": 2.5})
 
 
 def test_asking_for_a_broken_plugin_names_it(cli_runs: dict[str, CliResult]) -> None:

@@ -114,7 +114,7 @@ def test_multi_layer_concat(images) -> None:
         ({"n_comps": 0}, "n_comps"),
         ({"n_comps": -0.5}, "n_comps"),
         ({"n_comps": 1.5}, "n_comps"),
-        ({"pooling_kernel_size": 0}, "pooling_kernel_size"),
+        ({"pooling_kernel_size": 0}, "kernel_size"),
         ({"pooling": "median"}, "unknown pooling.*avg"),
         ({"scorer_params": {"k": 3}}, "no parameter"),
     ],

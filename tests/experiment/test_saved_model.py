@@ -27,6 +27,7 @@ from dfmx.experiment.saved_model import (
     CONFIG,
     TENSORS,
     ModelFileError,
+    description_sha256,
     load_model,
     load_model_metadata,
     save_model,
@@ -160,6 +161,7 @@ def test_rebuilt_backbone_is_checked_against_the_fingerprint(jobs, tmp_path: Pat
     model_dir = _copy_model(jobs, "lite0_fre", tmp_path)
     meta = json.loads((model_dir / CONFIG).read_text())
     meta["backbone_fingerprint"] = "0" * 64
+    meta["description_sha256"] = description_sha256(meta)  # an edit that keeps the sum
     (model_dir / CONFIG).write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match="differ from those the model was fitted with"):
         load_model(model_dir)
