@@ -12,10 +12,19 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dfmx.cli.errors import USER_ERRORS, describe
+from dfmx.registry import UnknownPluginError
+
+if TYPE_CHECKING:
+    from dfmx.engine.torch_model import DFMModel
+
+
+class MissingPluginError(ValueError):
+    """A saved model needs a plugin that is not installed here."""
 
 
 def _whole_number(minimum: int):
@@ -61,13 +70,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def missing_plugin_message(model_dir: str | Path) -> str | None:
+    """Which plugin of the model saved in ``model_dir`` is not installed, and the package
+    (name and version, as recorded at save time) that provides it; ``None`` when every
+    plugin the model names is installed."""
+    from dfmx import registry
+    from dfmx.experiment.saved_model import load_model_metadata
+
+    meta = load_model_metadata(model_dir)
+    packages = meta.get("plugin_packages") or {}
+    for kind, name in (("scorer", meta["score_type"]), ("pooling", meta["pooling"])):
+        if name in registry.names(kind):
+            continue
+        package = packages.get(kind)
+        if package:
+            dist, _, version = package.partition(" ")
+            how = (f"it comes from the package {package}: install it "
+                   f"(pip install '{dist}=={version}') and run again")
+        else:
+            how = ("install the package that registers it (entry point "
+                   f"'{name}' in group {registry.GROUPS[kind]}) and run again")
+        installed = ", ".join(registry.names(kind)) or "none"
+        return (f"the model in {model_dir} needs the {kind} plugin '{name}', which is not "
+                f"installed here; {how}. Installed {kind}s: {installed}")
+    return None
+
+
+def _load(model_dir: str) -> DFMModel:
+    from dfmx.experiment.saved_model import load_model
+
+    try:
+        return load_model(model_dir)
+    except ValueError as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, UnknownPluginError):
+            cause = cause.__cause__
+        message = missing_plugin_message(model_dir) if cause is not None else None
+        if message is None:
+            raise
+        raise MissingPluginError(message) from exc
+
+
 def run(args: argparse.Namespace) -> Path:
     """Score the inputs and write the outputs; returns the CSV path."""
     from dfmx.experiment.predict import expand_inputs, predict_images
     from dfmx.experiment.reports import write_prediction_overlays
-    from dfmx.experiment.saved_model import load_model
 
-    model = load_model(args.model)
+    model = _load(args.model)
     paths = expand_inputs(args.inputs)
     # Images are resized to the model's size: its PCA is fitted on that feature grid.
     result = predict_images(model, paths, batch_size=args.batch_size,

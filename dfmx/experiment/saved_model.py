@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from dfmx.engine.torch_model import DFMModel
 from dfmx.features.cache import weights_fingerprint
+from dfmx.registry import provider
 
 FORMAT = "dfmx-model"
 FORMAT_VERSION = 1
@@ -94,6 +95,9 @@ def save_model(model: DFMModel, directory: str | Path, **metadata: Any) -> Path:
         "precision": extractor.precision,
         "tensors_sha256": _sha256(directory / TENSORS),
         "metadata": metadata,
+        # Which package to install where a plugin is missing (read by dfmx-predict).
+        "plugin_packages": {"scorer": provider("scorer", model.score_type),
+                            "pooling": provider("pooling", model.pooling)},
     }
     _atomic_write(
         directory / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2, sort_keys=True))

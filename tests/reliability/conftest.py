@@ -1,6 +1,6 @@
 """The bad-input corpus, generated once per session, and the real CLI run on it.
 
-Every ``python -m dfmx`` costs ~10 s of start-up (torch, timm, Hydra) on 2 cores, so the
+Every ``python -m dfmx`` costs seconds of start-up (torch, timm, Hydra), so the
 commands of the selected tests (``@pytest.mark.cli_case("name")``) are all started when
 the first of them is needed, two at a time, and each test checks the result of its own.
 """
