@@ -109,3 +109,15 @@ def load_all(kind: str) -> dict[str, Any]:
 def clear_cache() -> None:
     """Forget loaded plugins (after installing or removing a plugin in-process)."""
     _load.cache_clear()
+
+
+def provider(kind: str, name: str) -> str | None:
+    """``"<distribution> <version>"`` of the installed package that registers ``name`` in
+    ``kind``'s group (e.g. ``"dfmx-knn 0.1.0"``), or ``None`` when no single package does.
+    Nothing is imported."""
+    dists = {(ep.dist.name, ep.dist.version)
+             for ep in _entry_points(kind).get(name, []) if getattr(ep, "dist", None)}
+    if len(dists) != 1:
+        return None
+    dist, version = dists.pop()
+    return f"{dist} {version}"

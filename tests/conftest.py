@@ -1,4 +1,9 @@
-"""Session fixtures shared by several test folders (keep this file small)."""
+"""Session fixtures shared by several test folders (keep this file small).
+
+Helpers for tests of the real CLI live beside this file: ``cli_runner`` (running commands
+in subprocesses), ``demo_trees`` (small data sets cut from the demo data) and
+``mlflow_server`` (a real MLflow server and run queries).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import command_env
+from demo_trees import tiny_folder_data
 
 from dfmx.data.demo import demo_root
 
@@ -22,6 +29,19 @@ def dfmx_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     demo_root(cache)
     return cache
 
+
+@pytest.fixture(scope="session")
+def cli_env(dfmx_cache_dir: Path) -> dict[str, str]:
+    """The environment of CLI commands that record to MLflow (the tracking and launcher
+    tests): the session's cache, synchronous MLflow logging, Hydra's full errors."""
+    return command_env(dfmx_cache_dir, MLFLOW_ENABLE_ASYNC_LOGGING="false",
+                       HYDRA_FULL_ERROR="1")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(dfmx_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Overrides selecting a 15-image ``data=folder`` set cut from the demo data."""
+    return tiny_folder_data(demo_root(dfmx_cache_dir), tmp_path_factory.mktemp("tiny-data"))
 
 
 @pytest.fixture(scope="session")

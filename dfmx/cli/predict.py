@@ -12,10 +12,18 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dfmx.errors import USER_ERRORS, describe
+from dfmx.errors import USER_ERRORS, UserError, describe
+
+if TYPE_CHECKING:
+    from dfmx.engine.torch_model import DFMModel
+
+
+class MissingPluginError(UserError):
+    """A saved model needs a plugin that is not installed here."""
 
 
 def _whole_number(minimum: int):
@@ -61,14 +69,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def missing_plugin_message(model_dir: str | Path) -> str | None:
+    """Which plugin of the model saved in ``model_dir`` is not installed, and the package
+    (name and version, as recorded at save time) that provides it; ``None`` when every
+    plugin the model names is installed, or the file is for :func:`load_model` to judge."""
+    import json
+
+    from dfmx import registry
+    from dfmx.experiment.saved_model import CONFIG
+
+    folder = Path(model_dir)
+    try:
+        raw = json.loads((folder if folder.is_file() else folder / CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    record = raw.get("model", raw)  # format 1 kept the record at the top level
+    packages = raw.get("plugin_packages")
+    packages = packages if isinstance(packages, dict) else {}
+    for kind, name in (("scorer", record.get("score_type")), ("pooling", record.get("pooling"))):
+        if not isinstance(name, str) or name in registry.names(kind):
+            continue
+        package = packages.get(kind)
+        if isinstance(package, str) and " " in package:
+            dist, _, version = package.partition(" ")
+            how = (f"it comes from the package {package}: install it "
+                   f"(pip install '{dist}=={version}') and run again")
+        else:
+            how = ("install the package that registers it (entry point "
+                   f"'{name}' in group {registry.GROUPS[kind]}) and run again")
+        installed = ", ".join(registry.names(kind)) or "none"
+        return (f"the model in {model_dir} needs the {kind} plugin '{name}', which is not "
+                f"installed here; {how}. Installed {kind}s: {installed}")
+    return None
+
+
+def _load(model_dir: str) -> DFMModel:
+    from dfmx.experiment.saved_model import load_model
+
+    message = missing_plugin_message(model_dir)
+    if message is not None:
+        raise MissingPluginError(message)
+    return load_model(model_dir)
+
+
 def run(args: argparse.Namespace) -> Path:
     """Score the inputs and write the outputs; returns the CSV path."""
     from dfmx.data.path_text import path_text
     from dfmx.experiment.overlays import write_prediction_overlays
     from dfmx.experiment.predict import expand_inputs, predict_images
-    from dfmx.experiment.saved_model import load_model
 
-    model = load_model(args.model)
+    model = _load(args.model)
     paths = expand_inputs(args.inputs)
     # Images are resized to the model's size: its PCA is fitted on that feature grid.
     result = predict_images(model, paths, batch_size=args.batch_size,

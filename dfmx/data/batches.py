@@ -1,16 +1,15 @@
 """Decoded image batches for feature extraction: parallel decoding, 8-bit, chunk by chunk.
 
-Decoding is the other half of a DFM job's time (a 900x900 MVTec PNG costs 10-19 ms to
-inflate on one core with :mod:`dfmx.data.png`, ~25 ms with PIL: about what
-EfficientNet-Lite0 needs for two to four images). How it is scheduled matters as much as
-how fast it is:
+Decoding is the other half of a DFM job's time: inflating a large PNG with
+:mod:`dfmx.data.png` costs about as much as EfficientNet-Lite0's forward pass on a few
+images (figures in ``docs/performance.md``). How it is scheduled matters as much as how
+fast it is:
 
 * **CPU.** Decoding and the backbone compete for the same cores. DataLoader workers
   that prefetch while the backbone runs slow both down: oneDNN's parallel regions wait
-  for their slowest thread, and a core taken by a decoder stalls them all (Wide-ResNet-50
-  extracted 5 images/s that way on 2 cores, against 30 without decoding). So images are
+  for their slowest thread, and a core taken by a decoder stalls them all. So images are
   decoded a chunk at a time by a pool of threads, one per core (libpng, PIL's inflate and
-  torch's resize release the GIL: 2 threads decode 1.7-1.9x faster than one here), then
+  torch's resize release the GIL, so the threads decode in parallel), then
   the backbone runs on the chunk with every core. No process start-up, no pickling, no
   contention.
 * **GPU** (``overlap=True``): the next chunk is decoded while the GPU works on this one.
@@ -22,8 +21,8 @@ them: a quarter of float32's memory and copies. A chunk holds :data:`CHUNK_IMAGE
 **Decoded-image cache.** Given a ``store`` (the feature cache, see
 :class:`~dfmx.features.cache.FeatureCache`), each chunk's decoded images are kept under
 a key of the files' identity, size and filter (:func:`image_key`), so a job with another
-backbone, precision or weights on the same images reads 8-bit pixels (~0.2 ms an image)
-instead of decoding (10-19 ms). Jobs with the same backbone skip images altogether: their
+backbone, precision or weights on the same images reads 8-bit pixels, far cheaper than
+decoding. Jobs with the same backbone skip images altogether: their
 features are cached.
 """
 

@@ -254,8 +254,8 @@ def resize_image(
     batches are made of and that the image cache stores.
 
     Resizing stays in 8 bits, separably, as PIL and timm's own evaluation transforms do
-    (torch's uint8 kernels): about 10x faster than a float resize of a 900x900 image
-    (2 ms against 20-30 ms), at most 1/255 from the float result for bilinear, a few 1/255
+    (torch's uint8 kernels): several times faster than a float resize, at most 1/255 from
+    the float result for bilinear, a few 1/255
     for bicubic where one pass saturates.
 
     Args:

@@ -1,16 +1,16 @@
 """Fast decoding of plain 8-bit PNGs (most inspection data sets), in threads.
 
-A 900x900 MVTec PNG, ms an image (one thread / two threads on 2 cores):
+Two decoders, both faster than PIL and both releasing the GIL, so that decoding threads
+run in parallel (figures in ``docs/performance.md``):
 
-* PIL: ~25 ms on one core, and it holds the GIL for part of it.
-* imgread (the Rust ``png`` crate, which unfilters and inflates faster; GIL released):
-  10-12 / 5.3-6.9 ms. Used where it has wheels (Linux x86-64, macOS arm64): a
-  platform-conditional dependency, see ``pyproject.toml``.
-* imagecodecs' libpng (zlib-ng; GIL released): 15-19 / 8.3-9.0 ms. Everywhere else.
+* imagecodecs' libpng (zlib-ng): the default, on every platform.
+* imgread (the Rust ``png`` crate, which unfilters and inflates faster still): used when
+  it is installed, with the optional ``fastpng`` extra (``pip install "dfmx[fastpng]"``;
+  wheels for Linux x86-64 and macOS arm64). It is a beta by one maintainer, so it is not
+  part of the default install.
 
-Cutting decoding by a third cuts a cold EfficientNet-Lite0 job on MVTec bottle by a fifth:
-decoding is more than half of it on 2 cores. Both decoders give the same pixels (a PNG is
-lossless; the tests compare each with PIL); :func:`decoder` names the one in use.
+Both give the same pixels (a PNG is lossless; the tests compare each with PIL);
+:func:`decoder` names the one in use, and it is part of the decoded-image cache key.
 
 Only files whose pixels are certain to equal :func:`~dfmx.data.images.load_image`'s take
 this path: non-interlaced 8-bit greyscale or RGB, no transparency chunk (libpng would
@@ -31,7 +31,7 @@ import torch
 
 try:
     import imgread
-except ImportError:  # not installed: no wheel for this platform
+except ImportError:  # the optional ``fastpng`` extra is not installed: libpng decodes
     imgread = None
 
 __all__ = ["decode_plain_png", "decoder"]
@@ -60,8 +60,8 @@ def _plain_header(head: bytes, max_pixels: int) -> bool:
 def _plain_chunks(data: bytes) -> bool:
     """Whether ``data``'s chunks run whole to ``IEND`` with none that PIL reads differently.
 
-    Walks the chunk headers only (a few dozen for a photo): scanning the whole file for
-    the markers cost ~1 ms a 900x900 image, under the GIL.
+    Walks the chunk headers only (a few dozen for a photo) rather than scanning the whole
+    file for the markers, which would hold the GIL for every byte.
     """
     pos, end = len(_SIGNATURE), len(data)
     while pos + 8 <= end:

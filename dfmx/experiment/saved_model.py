@@ -41,6 +41,7 @@ from dfmx.engine.model_config import ModelConfig, ModelConfigError
 from dfmx.engine.torch_model import DFMModel, check_plugin_options
 from dfmx.errors import UserError
 from dfmx.features.cache import weights_fingerprint
+from dfmx.registry import provider
 
 FORMAT = "dfmx-model"
 FORMAT_VERSION = 2
@@ -200,6 +201,9 @@ def save_model(model: DFMModel, directory: str | Path, **metadata: Any) -> Path:
         "n_components": int(model.pca_model.n_components_),
         "tensors_sha256": _sha256(directory / TENSORS),
         "metadata": metadata,
+        # Which package to install where a plugin is missing (read by dfmx-predict).
+        "plugin_packages": {"scorer": provider("scorer", model.score_type),
+                            "pooling": provider("pooling", model.pooling)},
     }
     config["description_sha256"] = description_sha256(config)
     atomic_write_text(directory / CONFIG, json.dumps(config, indent=2, sort_keys=True))

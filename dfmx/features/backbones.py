@@ -107,10 +107,9 @@ def _truncate_after(model: nn.Module, deepest: str) -> None:
 
 #: Truncated timm nets by (timm name, out_indices), copied for each backbone that loads
 #: weights: the jobs of a sweep build the same backbone again and again, and timm's
-#: construction (60-90 ms for EfficientNet-Lite0, ~0.3 s for Wide-ResNet-50) costs 3x a
-#: deep copy. Safe because loading is strict: every parameter and persistent buffer is
-#: overwritten, so the skeleton's initial values never show. Two kept (at most ~100 MB
-#: for Wide-ResNet-50).
+#: construction costs several times a deep copy. Safe because loading is strict: every
+#: parameter and persistent buffer is overwritten, so the skeleton's initial values never
+#: show. Two are kept (the larger ones, such as Wide-ResNet-50, are tens of MB each).
 _SKELETONS: Memo[nn.Module] = Memo(2)
 
 
@@ -133,10 +132,9 @@ def _net_for_weights(timm_name: str, out_indices: tuple[int, ...], deepest: str)
 
 
 #: On a CPU the backbone runs on at most this many images at a time, whatever the batch:
-#: the early, wide-spatial layers' activations then stay in cache. Measured on this
-#: project's 2-core AMX CPU (bf16, frozen graph, 16 images of 256², 5 interleaved rounds):
-#: 8 at a time beat 16 in every round, Wide-ResNet-50 (to layer3) by 10-30% and
-#: EfficientNet-Lite0 (to blocks.4) by 15-27%; 4 was as fast as 8, 1 and 2 slower.
+#: the early, wide-spatial layers' activations then stay in cache, which makes 8 faster
+#: than 16 for ResNets and EfficientNet-Lites alike (4 is as fast, 1 and 2 slower;
+#: ``benchmarks/test_extraction_speed.py`` compares 8 and 16 per call).
 #: ``FeatureExtractor.micro_batch`` changes it; GPUs take the whole batch.
 CPU_MICRO_BATCH = 8
 

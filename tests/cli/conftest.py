@@ -10,149 +10,52 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_result import CliResult
+from cli_runner import CliResult, CliRunner, Job, command_env
+from demo_trees import make_folder_tree, make_mvtec_tree
 
 from dfmx.data.demo import demo_root
 
 #: Commands started at once; start-up is mostly single-threaded import work.
 PARALLEL = 3
 TIMEOUT_S = 400
-#: Small and fast: the settings every run uses unless a test is about them.
-FAST = ["image_size=128", "batch_size=32", "overlays=0"]
 RANDOM_RESNET = ["backbone=resnet18", "backbone.pretrained=false"]
-
-
-@dataclass
-class Job:
-    """A command to run: ``python -m <module> <args>`` with extra environment variables."""
-
-    args: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    module: str = "dfmx"
-    run_dir: Path | None = None
-
-
-class Cli:
-    """Runs dfmx commands in subprocesses with an isolated, offline environment."""
-
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
-        self.env = env
-        self.workdir = workdir
-        #: added to every ``python -m dfmx`` call
-        self.common: list[str] = []
-
-    def _argv(self, job: Job) -> list[str]:
-        extra = self.common if job.module == "dfmx" else []
-        return [sys.executable, "-m", job.module, *job.args, *extra]
-
-    def _start(self, job: Job) -> subprocess.Popen:
-        env = {**self.env, **job.env}
-        return subprocess.Popen(
-            self._argv(job), cwd=self.workdir, env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-
-    def run_many(self, jobs: Mapping[str, Job]) -> dict[str, CliResult]:
-        """Run ``jobs``, :data:`PARALLEL` at a time; ``{name: result}``."""
-        pending = list(jobs.items())
-        running: dict[str, tuple[subprocess.Popen, float]] = {}
-        results: dict[str, CliResult] = {}
-        while pending or running:
-            while pending and len(running) < PARALLEL:
-                name, job = pending.pop(0)
-                running[name] = (self._start(job), time.monotonic())
-            name = next(iter(running))
-            proc, started = running.pop(name)
-            try:
-                stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                stdout, stderr = proc.communicate()
-            job = jobs[name]
-            results[name] = CliResult(
-                self._argv(job), proc.returncode, stdout, stderr,
-                time.monotonic() - started, job.run_dir,
-            )
-        return results
-
-    def run(self, *args: str, env: dict[str, str] | None = None, module: str = "dfmx",
-            run_dir: Path | None = None) -> CliResult:
-        return self.run_many({"job": Job(list(args), env or {}, module, run_dir)})["job"]
 
 
 @pytest.fixture(scope="session")
 def cli(
     dfmx_cache_dir: Path, plugin_sites: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Cli:
-    """The command runner; ``cli.help`` is the output of ``python -m dfmx --help`` with the
-    test plugins of ``plugin_sites["good"]`` installed (``maxerr`` and a broken one)."""
+) -> Iterator[CliRunner]:
+    """The command runner (offline, ``tracking=none``); ``cli.help`` is the output of
+    ``python -m dfmx --help`` with the test plugins of ``plugin_sites["good"]`` installed
+    (``maxerr`` and a broken one)."""
     home = tmp_path_factory.mktemp("cli-home")
-    env = dict(os.environ)
-    for key in ("DFMX_ALLOW_DOWNLOAD", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
-                "HYDRA_FULL_ERROR", "PYTHONPATH", "MLFLOW_TRACKING_URI"):
-        env.pop(key, None)
-    env.update(
-        DFMX_CACHE_DIR=str(dfmx_cache_dir),
+    env = command_env(
+        dfmx_cache_dir,
+        unset=("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HYDRA_FULL_ERROR"),
         HF_HOME=str(home / "hf"),             # empty: no cached timm weights
         TORCH_HOME=str(home / "torch"),
         HF_HUB_OFFLINE="1",
         MLFLOW_TRACKING_URI=(home / "mlruns").as_uri(),
     )
-    runner = Cli(env, home)
+    runner = CliRunner(env, home, parallel=PARALLEL, timeout=TIMEOUT_S)
     runner.help = runner.run("--help", env={"PYTHONPATH": str(plugin_sites["good"])})
     runner.common = ["tracking=none"]  # MLflow has its own tests (tests/tracking)
-    return runner
+    yield runner
+    runner.close()
 
 
 @pytest.fixture(scope="session")
 def demo_dir(dfmx_cache_dir: Path) -> Path:
     """``<root>/demo``: the generated demo category (MVTec AD layout)."""
     return demo_root(dfmx_cache_dir) / "demo"
-
-
-def _copy(files: Sequence[Path], dest: Path, rename: str = "{stem}{suffix}") -> list[Path]:
-    dest.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i, src in enumerate(files):
-        target = dest / rename.format(stem=src.stem, suffix=src.suffix, i=i)
-        shutil.copyfile(src, target)
-        out.append(target)
-    return out
-
-
-def make_mvtec_tree(demo: Path, root: Path, category: str = "tiny") -> Path:
-    """A tiny MVTec-layout data set: 6 train, 3 good + 3 scratch test images with masks."""
-    cat = root / category
-    _copy(sorted((demo / "train" / "good").glob("*.png"))[:6], cat / "train" / "good")
-    _copy(sorted((demo / "test" / "good").glob("*.png"))[:3], cat / "test" / "good")
-    scratches = sorted((demo / "test" / "scratch").glob("*.png"))[:3]
-    _copy(scratches, cat / "test" / "scratch")
-    _copy([demo / "ground_truth" / "scratch" / f"{p.stem}_mask.png" for p in scratches],
-          cat / "ground_truth" / "scratch")
-    return root
-
-
-def make_folder_tree(demo: Path, root: Path) -> dict[str, Path]:
-    """Plain folders: 8 normals, 3 anomalies, masks named ``<stem>_mask.png`` and ``<stem>.png``."""
-    dirs = {k: root / k for k in ("normal", "abnormal", "masks")}
-    _copy(sorted((demo / "train" / "good").glob("*.png"))[:8], dirs["normal"])
-    holes = sorted((demo / "test" / "hole").glob("*.png"))[:3]
-    _copy(holes, dirs["abnormal"], rename="hole{stem}{suffix}")
-    masks = [demo / "ground_truth" / "hole" / f"{p.stem}_mask.png" for p in holes]
-    _copy(masks[:2], dirs["masks"], rename="hole{stem}{suffix}")      # hole000_mask.png
-    shutil.copyfile(masks[2], dirs["masks"] / f"hole{holes[2].stem}.png")  # hole002.png
-    return dirs
 
 
 # ----------------------------------------------------------------- plugin packages
@@ -241,7 +144,7 @@ def plugin_sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def cli_runs(
-    cli: Cli, demo_dir: Path, plugin_sites: dict[str, Path],
+    cli: CliRunner, demo_dir: Path, plugin_sites: dict[str, Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, CliResult]:
     """Every ``python -m dfmx`` command of the CLI tests, run once (a few at a time)."""
@@ -294,11 +197,3 @@ def cli_runs(
 
 def load_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "metrics.json").read_text())
-
-
-def assert_clean_failure(result: CliResult, *needles: str) -> None:
-    """A non-zero exit with a short message containing every needle, and no traceback."""
-    assert result.returncode != 0, result
-    assert "Traceback" not in result.output, result
-    for needle in needles:
-        assert needle in result.output, f"{needle!r} not in the output of\n{result}"

@@ -11,9 +11,10 @@ import math
 from pathlib import Path
 
 import yaml
+from cli_runner import CliResult, assert_clean_failure
 from PIL import Image
 
-from .conftest import CliResult, assert_clean_failure, load_metrics
+from .conftest import load_metrics
 
 IMAGE_METRICS = ("image_AUROC", "image_AUPR", "image_F1")
 PIXEL_METRICS = ("pixel_AUROC", "pixel_AUPR", "pixel_PRO")

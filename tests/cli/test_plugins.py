@@ -10,10 +10,15 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
+import pytest
 import yaml
+from cli_runner import CliResult, CliRunner, Job, assert_clean_failure
 
-from .conftest import CliResult, assert_clean_failure, load_metrics
+import dfmx
+
+from .conftest import load_metrics
 
 BROKEN_WARNING = re.compile(
     r"skipping a plugin: the scorer plugin 'brokenscorer' = 'dfmx_broken:BrokenScorer' "
@@ -72,3 +77,36 @@ def test_a_name_registered_twice_is_refused_naming_both_packages(
     assert re.search(r"'fre' = 'dfmx\.scorers\.fre:FREScorer' from package dfmx \S+",
                      result.output), result
     assert not (result.run_dir / "metrics.json").exists()
+
+
+def test_predict_without_the_scorer_plugin_names_its_package(
+    cli: CliRunner, plugin_sites: dict[str, Path], demo_dir: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model saved where the maxerr package is installed, scored by the real
+    ``dfmx-predict`` where it is not: one line naming the scorer and the package."""
+    import torch
+
+    from dfmx import DFMModel, registry, save_model
+
+    monkeypatch.syspath_prepend(str(plugin_sites["good"]))   # maxerr installed, in process
+    registry.clear_cache()
+    try:
+        model = DFMModel("resnet18", "layer2", pre_trained=False, pooling_kernel_size=2,
+                         score_type="maxerr")
+        model.fit(*model.get_features(torch.rand(4, 3, 64, 64)))
+        saved = save_model(model, tmp_path / "model", image_size=64)
+    finally:
+        registry.clear_cache()
+    meta = json.loads((saved / "model.json").read_text())
+    assert meta["plugin_packages"] == {"scorer": "dfmx-maxerr 0.1.0",
+                                       "pooling": f"dfmx {dfmx.__version__}"}
+
+    out = tmp_path / "preds"
+    result = cli.run_job(Job([str(saved), str(demo_dir / "test" / "good" / "000.png"),
+                              "-o", str(out)], script="dfmx-predict"))
+    assert_clean_failure(result, "dfmx-predict: MissingPluginError:",
+                         "needs the scorer plugin 'maxerr', which is not installed here",
+                         "dfmx-maxerr 0.1.0", "pip install 'dfmx-maxerr==0.1.0'",
+                         "Installed scorers: fre, knn, nll")
+    assert not (out / "predictions.csv").exists()

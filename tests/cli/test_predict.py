@@ -7,15 +7,14 @@ import math
 from pathlib import Path
 
 import pytest
-
-from .conftest import Cli, CliResult, Job, assert_clean_failure
+from cli_runner import CliResult, CliRunner, Job, assert_clean_failure
 
 PREDICT = "dfmx.cli.predict"
 
 
 @pytest.fixture(scope="module")
 def predict_runs(
-    cli: Cli, cli_runs: dict[str, CliResult], demo_dir: Path,
+    cli: CliRunner, cli_runs: dict[str, CliResult], demo_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, object]:
     run = cli_runs["default"]

@@ -1,6 +1,8 @@
 """The fast PNG path: same pixels as PIL where it applies, PIL everywhere else.
 
-Every test runs with each decoder: imgread (where it has wheels, as here) and libpng.
+Every test runs with each decoder: imgread (the ``fastpng`` extra, which the ``test`` extra
+installs where imgread has wheels) and libpng, forced by hiding imgread even where it is
+installed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def png_decoder(request, monkeypatch) -> str:
     if request.param == "libpng":
         monkeypatch.setattr(png, "imgread", None)
     elif png.imgread is None:
-        pytest.skip("imgread has no wheel for this platform")
+        pytest.skip("imgread is not installed (the fastpng extra: pip install 'dfmx[fastpng]'; "
+                    "wheels for Linux x86-64 and macOS arm64 only)")
     assert png.decoder().startswith("imgread" if request.param == "imgread" else "imagecodecs")
     return request.param
 
@@ -148,3 +151,15 @@ def test_resize_image_checks_tensor_input() -> None:
         resize_image(torch.zeros(3, 8, 8), 4)
     with pytest.raises(ValueError, match=r"\(3, H, W\)"):
         resize_image(torch.zeros(8, 8, 3, dtype=torch.uint8), 4)
+
+
+def test_imgread_is_an_optional_extra_that_the_test_extra_installs() -> None:
+    """A default install holds imagecodecs only; ``dfmx[fastpng]`` adds imgread, and the
+    ``test`` extra pulls that in so that CI exercises both decoders."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    assert not any(dep.startswith("imgread") for dep in project["dependencies"])
+    assert any(dep.startswith("imagecodecs") for dep in project["dependencies"])
+    extras = project["optional-dependencies"]
+    assert [dep.split(";")[0] for dep in extras["fastpng"]] == ["imgread>=0.3,<0.4"]
+    assert any(dep.startswith("dfmx[") and "fastpng" in dep for dep in extras["test"])

@@ -1,7 +1,6 @@
 """The GPU path, where there is one: ``device=cuda`` gives the CPU's features and metrics.
 
-Skipped on machines without CUDA (this project's development machine has none, so these
-have not run yet): they are the check a session with a GPU runs first, with
+Skipped on machines without CUDA. On a machine with a GPU they are the first check to run,
 ``pytest tests/features/test_cuda.py``, before the benchmarks (which pick CUDA by
 themselves, see ``docs/performance.md``).
 """

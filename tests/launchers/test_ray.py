@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dfmx_test_cli import BIN, FAST, child_runs, free_port, parent_runs, run_dfmx
+from cli_runner import BIN, FAST, run_cli
+from mlflow_server import child_runs, free_port, parent_runs
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -62,7 +63,7 @@ def test_ray_sweep_logs_to_mlflow(ray_head: tuple[str, dict[str, str]],
                                   tiny_data: list[str], tmp_path: Path) -> None:
     address, env = ray_head
     db = tmp_path / "ray.db"
-    proc = run_dfmx(["-m", "scorer=fre,nll", *FAST, *tiny_data, "hydra/launcher=ray",
+    proc = run_cli(["-m", "scorer=fre,nll", *FAST, *tiny_data, "hydra/launcher=ray",
                      f"hydra.launcher.ray.init.address={address}",
                      "+hydra.launcher.ray.init.object_store_memory=null",
                      f"hydra.sweep.dir={tmp_path / 'mr'}", f"tracking.tracking_uri=sqlite:///{db}",

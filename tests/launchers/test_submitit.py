@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dfmx_test_cli import FAST, child_runs, parent_runs, run_dfmx
+from cli_runner import FAST, run_cli
+from mlflow_server import child_runs, parent_runs
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
@@ -13,7 +14,7 @@ pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 def test_submitit_local_sweep(cli_env: dict[str, str], tiny_data: list[str],
                               tmp_path: Path) -> None:
     db = tmp_path / "sub.db"
-    proc = run_dfmx(["-m", "pca_level=0.9,0.97", *FAST, *tiny_data,
+    proc = run_cli(["-m", "pca_level=0.9,0.97", *FAST, *tiny_data,
                      "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
                      "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={tmp_path / 'mr'}",
                      f"tracking.tracking_uri=sqlite:///{db}", "tracking.log_model=false"],
@@ -31,7 +32,7 @@ def test_submitit_local_sweep(cli_env: dict[str, str], tiny_data: list[str],
 
 
 def test_slurm_config_composes(cli_env: dict[str, str], tmp_path: Path) -> None:
-    proc = run_dfmx(["hydra/launcher=slurm", "hydra.launcher.partition=cpu", "--cfg", "hydra",
+    proc = run_cli(["hydra/launcher=slurm", "hydra.launcher.partition=cpu", "--cfg", "hydra",
                      "-p", "hydra.launcher"], cwd=tmp_path, env=cli_env, timeout=120)
     assert proc.returncode == 0, proc
     for field in ("partition: cpu", "timeout_min: 60", "cpus_per_task: 4", "mem_gb: 16",

@@ -1,6 +1,6 @@
 """The bad-input corpus, generated once per session, and the real CLI run on it.
 
-Every ``python -m dfmx`` costs ~10 s of start-up (torch, timm, Hydra) on 2 cores, so the
+Every ``python -m dfmx`` costs seconds of start-up (torch, timm, Hydra), so the
 commands of the selected tests (``@pytest.mark.cli_case("name")``) are all started when
 the first of them is needed, two at a time, and each test checks the result of its own.
 """
@@ -8,15 +8,13 @@ the first of them is needed, two at a time, and each test checks the result of i
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
-from cli_result import CliResult
+from cli_runner import CliResult, CliRunner, Job, command_env
 
 from . import corpus as c
 
@@ -162,18 +160,14 @@ def _tampered_model(root: Path) -> Path:
     return directory
 
 
-def _run(name: str, module: str, args: list[str], root: Path, env: dict[str, str]) -> CliResult:
+def _job(name: str, module: str, args: list[str], root: Path) -> Job:
+    """The command of case ``name``, run in a working folder of its own."""
     run_dir = root / "runs" / name
     if module == "dfmx":
         args = [*FAST, *args, f"hydra.run.dir={run_dir}"]
-    cmd = [sys.executable, "-m", module, *args]
     cwd = root / "cwd" / name
     cwd.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT_S, check=False)
-    return CliResult(cmd, proc.returncode, proc.stdout, proc.stderr,
-                     time.perf_counter() - start, run_dir)
+    return Job(args, module=module, run_dir=run_dir, cwd=cwd)
 
 
 @pytest.fixture(scope="session")
@@ -193,24 +187,14 @@ def cli_runs(
     wanted = request.config.stash.get(CASE_KEY, set())
     if "predict_tampered" in wanted:
         corpus["tampered_model"] = _tampered_model(corpus["root"])
-    cache = tmp_path_factory.mktemp("dfmx-cache")
-    env = {
-        **os.environ,
-        "DFMX_CACHE_DIR": str(cache),
-        "OMP_NUM_THREADS": "1",
-        "HYDRA_FULL_ERROR": "0",
-        "PYTHONWARNINGS": "ignore::DeprecationWarning",
-    }
-    env.pop("DFMX_ALLOW_DOWNLOAD", None)
-    pool = ThreadPoolExecutor(max_workers=PARALLEL)
+    env = command_env(tmp_path_factory.mktemp("dfmx-cache"), OMP_NUM_THREADS="1",
+                  HYDRA_FULL_ERROR="0", PYTHONWARNINGS="ignore::DeprecationWarning")
+    runner = CliRunner(env, corpus["root"], parallel=PARALLEL, timeout=TIMEOUT_S)
     # Slow successful runs first, so the pool stays busy to the end.
     order = sorted(wanted, key=lambda n: (n not in ("skip_bundle", "one_class"), n))
-    futures = {}
-    for name in order:
-        module, args = CASES[name](corpus)
-        futures[name] = pool.submit(_run, name, module, args, corpus["root"], env)
-    yield futures
-    pool.shutdown(wait=True, cancel_futures=True)
+    yield runner.start_many({name: _job(name, *CASES[name](corpus), corpus["root"])
+                             for name in order})
+    runner.close()
 
 
 @pytest.fixture

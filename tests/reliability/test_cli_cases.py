@@ -9,17 +9,9 @@ from __future__ import annotations
 import csv
 
 import pytest
-from cli_result import CliResult
+from cli_runner import CliResult, assert_clean_failure
 
 TRACEBACK = "Traceback (most recent call last)"
-
-
-def assert_stops(result: CliResult, *needles: str) -> None:
-    """Non-zero exit, no traceback, and every needle in the output."""
-    assert result.returncode != 0, result
-    assert TRACEBACK not in result.output, result
-    for needle in needles:
-        assert needle in result.output, f"{needle!r} missing\n{result}"
 
 
 def assert_one_error(result: CliResult) -> None:
@@ -78,57 +70,57 @@ def test_one_class_test_set_reports_undefined_auroc(cli: CliResult) -> None:
 # ------------------------------------------------------------------------------ stop
 @pytest.mark.cli_case("empty_train")
 def test_empty_training_folder_stops(cli: CliResult) -> None:
-    assert_stops(cli, "no training images in", "train/good", "it holds 3 other file(s)")
+    assert_clean_failure(cli, "no training images in", "train/good", "it holds 3 other file(s)")
     assert_one_error(cli)
 
 
 @pytest.mark.cli_case("missing_train")
 def test_missing_training_folder_stops(cli: CliResult) -> None:
-    assert_stops(cli, "normal image folder not found", "normalx")
+    assert_clean_failure(cli, "normal image folder not found", "normalx")
     assert_one_error(cli)
 
 
 @pytest.mark.cli_case("one_train")
 def test_one_training_image_stops(cli: CliResult) -> None:
-    assert_stops(cli, "only 1 training image(s) in", "train/good", "at least 2")
+    assert_clean_failure(cli, "only 1 training image(s) in", "train/good", "at least 2")
     assert_one_error(cli)
 
 
 @pytest.mark.cli_case("too_few_after_skip")
 def test_too_few_images_after_skipping_stops(cli: CliResult) -> None:
-    assert_stops(cli, "only 1 usable training image(s)", "after skipping 2 unreadable",
+    assert_clean_failure(cli, "only 1 usable training image(s)", "after skipping 2 unreadable",
                  "corrupt.png", "empty.png")
     assert_one_error(cli)
 
 
 @pytest.mark.cli_case("tiny_images")
 def test_images_too_small_for_backbone_stop(cli: CliResult) -> None:
-    assert_stops(cli, "images of size (16, 16) are too small", "image_size >= 32",
+    assert_clean_failure(cli, "images of size (16, 16) are too small", "image_size >= 32",
                  "pooling.kernel_size")
     assert_one_error(cli)
 
 
 @pytest.mark.cli_case("unknown_backbone")
 def test_unknown_backbone_suggests(cli: CliResult) -> None:
-    assert_stops(cli, "unknown backbone 'resnt18'", "Did you mean 'resnet18'")
+    assert_clean_failure(cli, "unknown backbone 'resnt18'", "Did you mean 'resnet18'")
     assert_one_error(cli)
 
 
 @pytest.mark.cli_case("unknown_layer")
 def test_unknown_layer_option_lists_options(cli: CliResult) -> None:
-    assert_stops(cli, "unknown layer 'blocks4'", "Options for layer: default")
+    assert_clean_failure(cli, "unknown layer 'blocks4'", "Options for layer: default")
     assert_one_error(cli)
 
 
 @pytest.mark.cli_case("unknown_scorer")
 def test_unknown_scorer_suggests(cli: CliResult) -> None:
-    assert_stops(cli, "unknown scorer 'fer'", "Did you mean 'fre'", "nll")
+    assert_clean_failure(cli, "unknown scorer 'fer'", "Did you mean 'fre'", "nll")
     assert_one_error(cli)
 
 
 @pytest.mark.cli_case("unknown_key")
 def test_unknown_config_key_suggests(cli: CliResult) -> None:
-    assert_stops(cli, "unknown config key 'pca_levle'", "Did you mean 'pca_level'")
+    assert_clean_failure(cli, "unknown config key 'pca_levle'", "Did you mean 'pca_level'")
     assert_one_error(cli)
 
 
@@ -136,7 +128,7 @@ def test_unknown_config_key_suggests(cli: CliResult) -> None:
 def test_bad_job_values_stop_naming_each(cli: CliResult) -> None:
     """Both bad values in one message, before any data is read (image_size=0 used to end
     in a torch traceback from the resize, batch_size=0 in a division by zero)."""
-    assert_stops(cli, "image_size must be a whole number >= 1", "got 0",
+    assert_clean_failure(cli, "image_size must be a whole number >= 1", "got 0",
                  "batch_size must be a whole number >= 1", "got 'abc'")
     assert_one_error(cli)
     assert not (cli.run_dir / "metrics.json").exists()
@@ -144,13 +136,13 @@ def test_bad_job_values_stop_naming_each(cli: CliResult) -> None:
 
 @pytest.mark.cli_case("bad_layer_name")
 def test_layer_missing_from_backbone_lists_layers(cli: CliResult) -> None:
-    assert_stops(cli, "Unknown layer(s) 'blocks.9'", "its layers are: blocks.0, blocks.1")
+    assert_clean_failure(cli, "Unknown layer(s) 'blocks.9'", "its layers are: blocks.0, blocks.1")
     assert_one_error(cli)
 
 
 @pytest.mark.cli_case("bad_weights")
 def test_weights_file_that_is_not_weights_stops(cli: CliResult) -> None:
-    assert_stops(cli, "notes.txt' is not a weights file",
+    assert_clean_failure(cli, "notes.txt' is not a weights file",
                  "neither a zip-based torch checkpoint nor a legacy pickle")
     assert_one_error(cli)
     assert "Please file an issue" not in cli.output, cli  # torch's long message is cut
@@ -158,7 +150,7 @@ def test_weights_file_that_is_not_weights_stops(cli: CliResult) -> None:
 
 @pytest.mark.cli_case("predict_tampered")
 def test_predict_with_tampered_model_stops(cli: CliResult) -> None:
-    assert_stops(cli, "model.safetensors does not match the checksum",
+    assert_clean_failure(cli, "model.safetensors does not match the checksum",
                  "modified or truncated")
     assert cli.output.count("dfmx-predict:") == 1, cli
 

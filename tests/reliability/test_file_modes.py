@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
-from cli_result import CliResult
+from cli_runner import command_env, run_cli
 
 
 def _wrong_modes(root: Path) -> dict[str, str]:
@@ -32,16 +30,16 @@ def test_a_run_under_umask_022_writes_files_others_can_read(tmp_path: Path) -> N
     work = tmp_path / "work"
     work.mkdir()
     run_dir, cache = work / "run", work / "cache"
-    args = [sys.executable, "-m", "dfmx", "image_size=64", "batch_size=32", "overlays=2",
-            "precision=bf16", f"hydra.run.dir={run_dir}", f"cache.dir={cache}",
+    args = ["image_size=64", "batch_size=32", "overlays=2", "precision=bf16",
+            f"hydra.run.dir={run_dir}", f"cache.dir={cache}",
             f"tracking.tracking_uri=sqlite:///{work / 'mlflow.db'}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0",
-           "DFMX_CACHE_DIR": str(tmp_path / "dfmx-cache")}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True,
-                          timeout=600, check=False, umask=0o022)
-    result = CliResult(args, proc.returncode, proc.stdout, proc.stderr, run_dir=run_dir)
-    assert proc.returncode == 0, result
+    env = command_env(tmp_path / "dfmx-cache", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
+    old_umask = os.umask(0o022)  # the command inherits it
+    try:
+        result = run_cli(args, work, env, timeout=600)
+    finally:
+        os.umask(old_umask)
+    assert result.returncode == 0, result
     written = {p.name for p in work.rglob("*")}
     assert {"metrics.json", "model.safetensors", "roc.png", "MLmodel"} <= written, result
     assert any(p.name == "metrics.json" and run_dir not in p.parents

@@ -8,17 +8,13 @@ caught by the description's checksum, and the message points to ``--threshold``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_result import CliResult
+from cli_runner import CliResult, command_env, run_cli
 
 from . import corpus as c
 
@@ -41,13 +37,8 @@ EDITS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
 
 
 def _run(args: list[str], cwd: Path) -> CliResult:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "dfmx.cli.predict", *args]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
-    return CliResult(cmd, proc.returncode, proc.stdout, proc.stderr,
-                     time.perf_counter() - start)
+    return run_cli(args, cwd, command_env(cwd / "cache", OMP_NUM_THREADS="1"),
+                   module="dfmx.cli.predict")
 
 
 @pytest.fixture(scope="module")

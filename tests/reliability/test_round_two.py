@@ -8,14 +8,13 @@ import http.server
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_result import CliResult
+from cli_runner import CliResult, assert_clean_failure, command_env
+from cli_runner import run_cli as run_command
 from PIL import Image
 
 from . import corpus as c
@@ -25,20 +24,16 @@ FAST = ["image_size=64", "batch_size=32", "overlays=0", "save_model=false", "pre
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> CliResult:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0",
-           "DFMX_CACHE_DIR": str(cwd / "cache"), "MLFLOW_ENABLE_ASYNC_LOGGING": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-m", "dfmx", *FAST, *args, f"hydra.run.dir={cwd / 'run'}"]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    return CliResult(cmd, proc.returncode, proc.stdout, proc.stderr, run_dir=cwd / "run")
+    env = command_env(cwd / "cache", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0",
+                      MLFLOW_ENABLE_ASYNC_LOGGING="false")
+    result = run_command([*FAST, *args, f"hydra.run.dir={cwd / 'run'}"], cwd, env,
+                         timeout=timeout)
+    result.run_dir = cwd / "run"
+    return result
 
 
 def assert_stops(result: CliResult, *needles: str) -> None:
-    assert result.returncode != 0, result
-    assert TRACEBACK not in result.output, result
-    for needle in needles:
-        assert needle in result.output, f"{needle!r} missing\n{result}"
+    assert_clean_failure(result, *needles)
     assert not (result.run_dir / "metrics.json").exists(), result
 
 
@@ -241,13 +236,12 @@ def test_predict_writes_undecodable_names_escaped(folders: dict[str, Path]) -> N
     feats, shape = model.get_features(torch.rand(4, 3, 64, 64))
     model.fit(feats, shape)
     directory = save_model(model, cwd / "model", image_size=64, threshold=1.0)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "dfmx.cli.predict", str(directory),
-         str(folders["bad"] / "normal"), "--overlays", "2", "--output", str(cwd / "out")],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert TRACEBACK not in proc.stderr
+    result = run_command([str(directory), str(folders["bad"] / "normal"), "--overlays", "2",
+                          "--output", str(cwd / "out")], cwd,
+                         command_env(cwd / "cache", OMP_NUM_THREADS="1"),
+                         module="dfmx.cli.predict")
+    assert result.returncode == 0, result
+    assert TRACEBACK not in result.stderr
     rows = (cwd / "out" / "predictions.csv").read_text(encoding="utf-8")
     assert "bad\\xff.png" in rows, rows
 
@@ -257,15 +251,12 @@ def test_secrets_stay_out_of_a_sweep(folders: dict[str, Path]) -> None:
     files, the job records and the summary line carry no secret."""
     f = folders
     cwd = _cwd(f, "sweep_secrets")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0",
-           "DFMX_CACHE_DIR": str(cwd / "cache")}
-    cmd = [sys.executable, "-m", "dfmx", "-m", "scorer=fre,nll", *FAST, "tracking=none",
-           "data=folder", f"data.normal_dir={f['normal']}",
-           "backbone.weights=https://alice:s3cr3tTOKEN@weights.invalid/w.pth",
-           f"hydra.sweep.dir={cwd / 'sweep'}"]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
-    out = proc.stdout + proc.stderr
+    env = command_env(cwd / "cache", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
+    result = run_command(["-m", "scorer=fre,nll", *FAST, "tracking=none", "data=folder",
+                          f"data.normal_dir={f['normal']}",
+                          "backbone.weights=https://alice:s3cr3tTOKEN@weights.invalid/w.pth",
+                          f"hydra.sweep.dir={cwd / 'sweep'}"], cwd, env)
+    proc, out = result, result.output
     assert proc.returncode != 0 and "dfmx sweep:" in out, out
     assert "s3cr3tTOKEN" not in out, out
     assert (cwd / "sweep" / "multirun.yaml").is_file()

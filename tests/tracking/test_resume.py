@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dfmx_test_cli import FAST, child_runs, parent_runs, run_dfmx
+from cli_runner import FAST, run_cli
 from mlflow.tracking import MlflowClient
+from mlflow_server import child_runs, parent_runs
 
 
 def test_resume_skips_finished_jobs(cli_env: dict[str, str], tiny_data: list[str],
@@ -14,10 +15,10 @@ def test_resume_skips_finished_jobs(cli_env: dict[str, str], tiny_data: list[str
     common = [*FAST, *tiny_data, f"tracking.tracking_uri={uri}", "tracking.log_model=false",
               "tracking.experiment_name=resume"]
     # The "interrupted" sweep: only kernel 2 got done.
-    first = run_dfmx(["-m", "pooling.kernel_size=2", *common,
+    first = run_cli(["-m", "pooling.kernel_size=2", *common,
                       f"hydra.sweep.dir={tmp_path / 'first'}"], cwd=tmp_path, env=cli_env)
     assert first.returncode == 0, first
-    again = run_dfmx(["-m", "pooling.kernel_size=2,4", "resume=true", *common,
+    again = run_cli(["-m", "pooling.kernel_size=2,4", "resume=true", *common,
                       f"hydra.sweep.dir={tmp_path / 'again'}"], cwd=tmp_path, env=cli_env)
     assert again.returncode == 0, again
     assert "already finished as MLflow run" in again.stdout + again.stderr

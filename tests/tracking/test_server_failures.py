@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dfmx_test_cli import FAST, child_runs, parent_runs, run_dfmx
+from cli_runner import FAST, run_cli
 from mlflow.tracking import MlflowClient
+from mlflow_server import child_runs, parent_runs
 
 
 def test_failing_job_is_recorded_and_the_sweep_exits_nonzero(
@@ -15,7 +16,7 @@ def test_failing_job_is_recorded_and_the_sweep_exits_nonzero(
 ) -> None:
     env = {**cli_env, "MLFLOW_TRACKING_URI": tracking_server}
     # A 64-cell pooling window is larger than the 8x8 feature map at 128 px: job 1 fails.
-    proc = run_dfmx(["-m", "pooling.kernel_size=2,64", *FAST, *tiny_data,
+    proc = run_cli(["-m", "pooling.kernel_size=2,64", *FAST, *tiny_data,
                      "tracking.experiment_name=failures", f"hydra.sweep.dir={tmp_path / 'mr'}"],
                     cwd=tmp_path, env=env)
     assert proc.returncode != 0, proc
@@ -49,7 +50,7 @@ def test_single_run_explicit_uri_wins(
     tracking_server: str, cli_env: dict[str, str], tiny_data: list[str], tmp_path: Path
 ) -> None:
     env = {**cli_env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'env.db'}"}
-    proc = run_dfmx([*FAST, *tiny_data, f"tracking.tracking_uri={tracking_server}",
+    proc = run_cli([*FAST, *tiny_data, f"tracking.tracking_uri={tracking_server}",
                      "tracking.experiment_name=single", "tracking.log_model=false",
                      f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc
@@ -68,10 +69,10 @@ def test_single_run_explicit_uri_wins(
 def test_unreachable_server_stops_before_any_work(
     cli_env: dict[str, str], tiny_data: list[str], tmp_path: Path
 ) -> None:
-    from dfmx_test_cli import free_port
+    from mlflow_server import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    proc = run_dfmx([*FAST, *tiny_data, f"tracking.tracking_uri={dead}",
+    proc = run_cli([*FAST, *tiny_data, f"tracking.tracking_uri={dead}",
                      f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=cli_env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, proc
@@ -86,10 +87,10 @@ def test_unreachable_server_stops_a_sweep_before_any_job(
 ) -> None:
     """The parent run cannot be made: one message and exit 1, not every job launched to
     fail the same way (Hydra only warns about a callback's exception)."""
-    from dfmx_test_cli import free_port
+    from mlflow_server import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
-    proc = run_dfmx(["-m", "scorer=fre,nll", *FAST, *tiny_data,
+    proc = run_cli(["-m", "scorer=fre,nll", *FAST, *tiny_data,
                      f"tracking.tracking_uri={dead}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                     cwd=tmp_path, env=cli_env)
     out = proc.stdout + proc.stderr
@@ -100,22 +101,21 @@ def test_unreachable_server_stops_a_sweep_before_any_job(
 
 
 def test_server_lost_mid_run_keeps_the_results(cli_env: dict[str, str], tmp_path: Path) -> None:
-    import subprocess
-    import sys
     import time
 
-    from dfmx_test_cli import mlflow_server, stop_server
+    from cli_runner import CliRunner, Job
+    from mlflow_server import mlflow_server, stop_server
 
     env = {**cli_env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     run_dir = tmp_path / "run"
     (tmp_path / "srv").mkdir()
     with mlflow_server(tmp_path / "srv") as uri:
         # The whole demo set in fp32 without the cache: seconds of work after the run starts.
-        job = subprocess.Popen(
-            [sys.executable, "-m", "dfmx", f"tracking.tracking_uri={uri}",
-             "tracking.experiment_name=vanish", "precision=fp32", "cache.enabled=false",
-             "overlays=0", f"hydra.run.dir={run_dir}"],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        job = CliRunner(env, tmp_path).start(
+            Job([f"tracking.tracking_uri={uri}", "tracking.experiment_name=vanish",
+                 "precision=fp32", "cache.enabled=false", "overlays=0",
+                 f"hydra.run.dir={run_dir}"]),
+            merge_stderr=True)
         client = MlflowClient(uri)
         deadline = time.monotonic() + 120
         while job.poll() is None and time.monotonic() < deadline:
@@ -125,8 +125,9 @@ def test_server_lost_mid_run_keeps_the_results(cli_env: dict[str, str], tmp_path
             time.sleep(0.2)
         assert job.poll() is None, "the job ended before its MLflow run appeared"
         stop_server(uri)  # the server goes away while the job extracts features
-        out, _ = job.communicate(timeout=300)
-    assert job.returncode == 1, out
+        result = job.wait(timeout=300)
+    out = result.output
+    assert result.returncode == 1, result
     assert "could not record the run in MLflow" in out and str(run_dir) in out
     assert "Traceback" not in out
     for name in ("metrics.json", "predictions.csv", "roc.png"):

@@ -11,8 +11,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from dfmx_test_cli import FAST, child_runs, parent_runs, run_dfmx
+from cli_runner import FAST, run_cli
 from mlflow.tracking import MlflowClient
+from mlflow_server import child_runs, parent_runs
 
 SWEEP = ["scorer=fre,nll", "pooling.kernel_size=2,4", "pca_level=0.9,0.97"]
 
@@ -20,7 +21,7 @@ SWEEP = ["scorer=fre,nll", "pooling.kernel_size=2,4", "pca_level=0.9,0.97"]
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict:
     cwd = tmp_path_factory.mktemp("joblib-sweep")
-    proc = run_dfmx(["-m", *SWEEP, *FAST, "data=demo", "hydra/launcher=joblib",
+    proc = run_cli(["-m", *SWEEP, *FAST, "data=demo", "hydra/launcher=joblib",
                      "hydra.launcher.n_jobs=4", f"hydra.sweep.dir={cwd / 'multirun'}"],
                     cwd=cwd, env=cli_env, timeout=600)
     assert proc.returncode == 0, proc

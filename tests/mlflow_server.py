@@ -1,25 +1,17 @@
-"""Helpers shared by the tracking and launcher tests: run the real CLI, a real MLflow
-server, small data. Imported by ``tests/tracking/conftest.py`` and
-``tests/launchers/conftest.py``."""
+"""A real ``mlflow server`` for the tests (127.0.0.1, SQLite store), and queries of the runs
+dfmx records in a tracking store."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cli_result import CliResult
-
-#: Small, fast settings for CLI jobs (2 CPU cores).
-FAST = ["image_size=128", "batch_size=32", "precision=bf16", "overlays=0", "num_workers=0"]
-BIN = Path(sys.executable).parent
+from cli_runner import BIN
 
 
 def free_port() -> int:
@@ -27,50 +19,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def base_env(cache_dir: Path) -> dict[str, str]:
-    """The environment for CLI subprocesses: shared demo cache, no inherited tracking URI."""
-    env = dict(os.environ)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.update({
-        "DFMX_CACHE_DIR": str(cache_dir),
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
-        "HYDRA_FULL_ERROR": "1",
-    })
-    return env
-
-
-def run_dfmx(args: Sequence[str], cwd: Path, env: Mapping[str, str],
-             timeout: float = 300) -> CliResult:
-    """``python -m dfmx ARGS`` in ``cwd``; stdout and stderr captured (``str()`` of the
-    result shows their tails, for assertion messages)."""
-    argv = [sys.executable, "-m", "dfmx", *args]
-    start = time.monotonic()
-    proc = subprocess.run(argv, cwd=cwd, env=dict(env), capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    return CliResult(argv, proc.returncode, proc.stdout, proc.stderr,
-                     time.monotonic() - start)
-
-
-def tiny_folder_data(demo_dir: Path, dest: Path) -> list[str]:
-    """A few demo images as a ``data=folder`` set (8 train, 3 good + 4 defective test);
-    returns the overrides that select it."""
-    category = demo_dir / "demo"
-    parts = {
-        "normal": sorted((category / "train" / "good").glob("*.png"))[:8],
-        "test_normal": sorted((category / "test" / "good").glob("*.png"))[:3],
-        "abnormal": sorted(p for p in (category / "test").glob("*/*.png")
-                           if p.parent.name != "good")[:4],
-    }
-    for name, files in parts.items():
-        (dest / name).mkdir(parents=True, exist_ok=True)
-        for f in files:
-            shutil.copy(f, dest / name / f"{f.parent.name}_{f.name}")
-    return ["data=folder", f"data.normal_dir={dest / 'normal'}",
-            f"data.test_normal_dir={dest / 'test_normal'}",
-            f"data.abnormal_dir={dest / 'abnormal'}"]
 
 
 @contextmanager

@@ -1,0 +1,176 @@
+"""Running dfmx commands in subprocesses, for every test folder that tests the real CLI
+(``cli``, ``reliability``, ``tracking``, ``launchers``).
+
+A command is ``python -m <module> ARGS`` (``dfmx`` or ``dfmx.cli.predict``) with a
+prepared environment (:func:`command_env`). :class:`CliRunner` runs one command
+(:meth:`CliRunner.run`) or many, a few at a time (:meth:`CliRunner.start_many`, whose
+futures a test can wait on one by one, and :meth:`CliRunner.run_many`); :func:`run_cli`
+runs one command without a runner. Each finished command is a :class:`CliResult`, whose
+``str()`` shows the command, exit status and output tails, for assertion messages.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: The folder of this interpreter's scripts (``mlflow``, ``ray``, ``dfmx``).
+BIN = Path(sys.executable).parent
+#: Small, fast job settings for tests whose subject is not the job itself (2 CPU cores).
+FAST = ["image_size=128", "batch_size=32", "precision=bf16", "overlays=0", "num_workers=0"]
+#: Variables of the test process that would change what a command does.
+UNSET = ("DFMX_ALLOW_DOWNLOAD", "MLFLOW_TRACKING_URI", "PYTHONPATH")
+
+
+@dataclass
+class CliResult:
+    """A finished command: its arguments, exit status and output."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float = 0.0
+    run_dir: Path | None = None
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def __str__(self) -> str:  # shown by failing asserts
+        return (
+            f"$ {' '.join(self.args)}\nexit {self.returncode} after {self.seconds:.1f}s\n"
+            f"--- stdout (tail)\n{self.stdout[-4000:]}\n--- stderr (tail)\n{self.stderr[-4000:]}"
+        )
+
+
+@dataclass
+class Job:
+    """A command to run: ``python -m <module> <args>`` (or, given ``script``, this
+    environment's console script of that name, e.g. ``dfmx-predict``), with extra
+    environment variables, an optional working folder (else the runner's) and the run
+    folder its test reads."""
+
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    module: str = "dfmx"
+    run_dir: Path | None = None
+    cwd: Path | None = None
+    script: str | None = None
+
+
+def command_env(cache_dir: Path | str, unset: Sequence[str] = (), **values: str) -> dict[str, str]:
+    """The test process's environment for a command: ``DFMX_CACHE_DIR=cache_dir`` (where the
+    demo data is generated once), this interpreter's scripts first on ``PATH``, no
+    :data:`UNSET` variables nor those in ``unset``, then ``values`` set."""
+    env = dict(os.environ)
+    for key in (*UNSET, *unset):
+        env.pop(key, None)
+    env["DFMX_CACHE_DIR"] = str(cache_dir)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(values)
+    return env
+
+
+class RunningCli:
+    """A started command; :meth:`wait` collects its result."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: Mapping[str, str],
+                 run_dir: Path | None = None, merge_stderr: bool = False) -> None:
+        self.argv = argv
+        self.run_dir = run_dir
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            argv, cwd=cwd, env=dict(env), text=True, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        )
+
+    def poll(self) -> int | None:
+        """The exit status, or None while the command runs."""
+        return self.process.poll()
+
+    def wait(self, timeout: float) -> CliResult:
+        """Wait up to ``timeout`` seconds; a command still running then is killed and its
+        result says so (exit status -9 on POSIX)."""
+        try:
+            stdout, stderr = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            stdout, stderr = self.process.communicate()
+            stderr = f"{stderr or ''}\n[killed by the test after {timeout:.0f} s]"
+        return CliResult(self.argv, self.process.returncode, stdout or "", stderr or "",
+                         time.monotonic() - self.started, self.run_dir)
+
+
+class CliRunner:
+    """Runs dfmx commands with one environment and working folder.
+
+    ``common`` arguments are added to every ``python -m dfmx`` command; ``parallel``
+    commands run at once in :meth:`start_many`; ``timeout`` (seconds) bounds each.
+    """
+
+    def __init__(self, env: Mapping[str, str], cwd: Path, *, common: Sequence[str] = (),
+                 parallel: int = 2, timeout: float = 300) -> None:
+        self.env = dict(env)
+        self.cwd = cwd
+        self.common = list(common)
+        self.parallel = parallel
+        self.timeout = timeout
+        self._pools: list[ThreadPoolExecutor] = []
+
+    def argv(self, job: Job) -> list[str]:
+        if job.script is not None:
+            return [str(BIN / job.script), *job.args]
+        extra = self.common if job.module == "dfmx" else []
+        return [sys.executable, "-m", job.module, *job.args, *extra]
+
+    def start(self, job: Job, merge_stderr: bool = False) -> RunningCli:
+        """Start ``job`` and return at once."""
+        return RunningCli(self.argv(job), job.cwd or self.cwd, {**self.env, **job.env},
+                          job.run_dir, merge_stderr)
+
+    def run_job(self, job: Job, timeout: float | None = None) -> CliResult:
+        return self.start(job).wait(timeout or self.timeout)
+
+    def run(self, *args: str, module: str = "dfmx", env: Mapping[str, str] | None = None,
+            run_dir: Path | None = None, timeout: float | None = None) -> CliResult:
+        """Run ``python -m <module> ARGS`` to its end."""
+        return self.run_job(Job(list(args), dict(env or {}), module, run_dir), timeout)
+
+    def start_many(self, jobs: Mapping[str, Job]) -> dict[str, Future[CliResult]]:
+        """Start ``jobs`` in their order, :attr:`parallel` at a time; ``{name: future}``.
+        :meth:`close` cancels those not started yet."""
+        pool = ThreadPoolExecutor(max_workers=self.parallel)
+        self._pools.append(pool)
+        return {name: pool.submit(self.run_job, job) for name, job in jobs.items()}
+
+    def run_many(self, jobs: Mapping[str, Job]) -> dict[str, CliResult]:
+        """Run ``jobs`` (:meth:`start_many`) and wait for all; ``{name: result}``."""
+        futures = self.start_many(jobs)
+        return {name: future.result() for name, future in futures.items()}
+
+    def close(self) -> None:
+        """Wait for the running commands; drop those not started."""
+        for pool in self._pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._pools.clear()
+
+
+def run_cli(args: Sequence[str], cwd: Path, env: Mapping[str, str], *, module: str = "dfmx",
+            timeout: float = 300) -> CliResult:
+    """``python -m <module> ARGS`` in ``cwd`` with ``env``, run to its end."""
+    return CliRunner(env, cwd, timeout=timeout).run(*args, module=module)
+
+
+def assert_clean_failure(result: CliResult, *needles: str) -> None:
+    """A non-zero exit with no traceback, and every needle in the output."""
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.output, result
+    for needle in needles:
+        assert needle in result.output, f"{needle!r} not in the output of\n{result}"
