@@ -111,10 +111,9 @@ class PPCAScorer(Scorer):
         span = pca.explained_variance_.double()
         q = span.numel()
         tau = total / dim
-        if dim > q:
-            noise = (total - span.sum()).clamp_min(0) / (dim - q)
-        else:  # every direction kept: no residual, σ² never enters the likelihood
-            noise = span[-1].clone()
+        # With every direction kept there is no residual and σ² never enters the likelihood.
+        noise = ((total - span.sum()).clamp_min(0) / (dim - q) if dim > q
+                 else span[-1].clone())
         noise = noise.clamp_min(float(span[0]) * _REL_FLOOR)
         s = self.shrinkage
         span = (1 - s) * span + s * tau
