@@ -15,7 +15,7 @@ reduction) and ``<data>_<size>.md`` (the best rows) under ``--out``.
 Protocol. 20 % of the training normals (a fixed-seed draw, at least 2) are held out as
 validation normals: nothing is fitted on them; they give each layer's scale in the per-layer
 ensembles. The backbone (EfficientNet-Lite0, offline weights, ``precision=auto``) runs once
-per data set for blocks.2-blocks.5; every configuration reuses those raw maps.
+per data set for the layers the sets name; every configuration reuses those raw maps.
 
 Configurations:
 
@@ -60,11 +60,12 @@ from dfmx.features.pooling import pool_features
 from dfmx.metrics import image_auroc
 from dfmx.metrics.pixel import pixel_metrics
 
-LAYERS = ("blocks.2", "blocks.3", "blocks.4", "blocks.5")
+# The stages timm exposes for EfficientNet-Lite0 (strides 8, 16, 32 and 4).
+LAYERS = ("blocks.1", "blocks.2", "blocks.4", "blocks.6")
 LAYER_SETS: tuple[tuple[str, ...], ...] = (
-    ("blocks.2",), ("blocks.3",), ("blocks.4",), ("blocks.5",),
-    ("blocks.2", "blocks.4"), ("blocks.3", "blocks.4"), ("blocks.3", "blocks.5"),
-    ("blocks.4", "blocks.5"), ("blocks.2", "blocks.3", "blocks.4"),
+    ("blocks.2",), ("blocks.4",), ("blocks.6",),
+    ("blocks.2", "blocks.4"), ("blocks.4", "blocks.6"), ("blocks.2", "blocks.6"),
+    ("blocks.2", "blocks.4", "blocks.6"),
 )
 REDUCTIONS = ("sum", "max", "top1", "top5")
 
