@@ -29,8 +29,9 @@ Configurations:
   standardised scores), ``max`` and ``top1`` / ``top5`` (mean of the top 1 % / 5 % of the
   image-size map).
 
-``seconds`` is the time of pooling, PCA fit, scorer fit and scoring of one configuration
-(for ensembles the sum over its layers); backbone extraction is timed once per data set and
+``seconds`` (wall) and ``cpu_seconds`` (process CPU time, all threads: steadier on a shared
+machine) are the cost of pooling, PCA fit, scorer fit and scoring of one configuration (for
+ensembles the sum over its layers); backbone extraction is timed once per data set and
 printed separately.
 """
 
@@ -192,6 +193,7 @@ class Scored:
     test_maps: torch.Tensor | None
     n_components: int
     seconds: float
+    cpu_seconds: float
 
 
 class Study:
@@ -199,34 +201,37 @@ class Study:
 
     def __init__(self, raw: dict[str, dict[str, torch.Tensor]]) -> None:
         self.raw = raw  # split -> layer -> (N, C, h, w)
-        self.pcas: dict[tuple, tuple[PCA, dict[str, torch.Tensor], float]] = {}
+        self.pcas: dict[tuple, tuple[PCA, dict[str, torch.Tensor], float, float]] = {}
         self.scored: dict[tuple, Scored] = {}
 
     def _pca(self, layers: tuple[str, ...], k: int, level: float):
         key = (layers, k, level)
         if key not in self.pcas:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             feats = {s: fuse_and_pool(self.raw[s], layers, k) for s in ("fit", "val", "test")}
             pca = PCA(level).fit(feats["fit"].reshape(feats["fit"].shape[0], -1))
-            self.pcas[key] = (pca, feats, time.perf_counter() - start)
+            self.pcas[key] = (pca, feats, time.perf_counter() - start,
+                              time.process_time() - cpu)
         return self.pcas[key]
 
     def single(self, layers: tuple[str, ...], k: int, level: float, scorer: str) -> Scored:
         key = (layers, k, level, scorer)
         if key not in self.scored:
-            pca, feats, pca_s = self._pca(layers, k, level)
-            start = time.perf_counter()
+            pca, feats, pca_s, pca_cpu = self._pca(layers, k, level)
+            start, cpu = time.perf_counter(), time.process_time()
             name, _, shrink = scorer.partition(":")
             params = {"shrinkage": float(shrink)} if shrink else {}
             model = build_scorer(name, params).fit(feats["fit"], pca)
             val, test = model.score(feats["val"], pca), model.score(feats["test"], pca)
             self.scored[key] = Scored(val.scores.double(), val.maps, test.scores.double(),
                                       test.maps, pca.n_components_,
-                                      pca_s + time.perf_counter() - start)
+                                      pca_s + time.perf_counter() - start,
+                                      pca_cpu + time.process_time() - cpu)
         return self.scored[key]
 
     def ensemble(self, layers: tuple[str, ...], k: int, level: float, scorer: str):
-        """``(image scores (N,), grid maps (N, 1, h, w) or None, seconds, n_components)``."""
+        """``(image scores (N,), grid maps (N, 1, h, w) or None, seconds, cpu seconds,
+        n_components)``."""
         parts = [self.single((name,), k, level, scorer) for name in layers]
         scores = sum((p.test_scores - p.val_scores.mean()) / p.val_scores.std() for p in parts)
         maps = None
@@ -235,7 +240,7 @@ class Study:
             maps = sum(F.interpolate(p.test_maps / p.val_maps.std(), size=grid,
                                      mode="bilinear", align_corners=False)
                        for p in parts)
-        return (scores, maps, sum(p.seconds for p in parts),
+        return (scores, maps, sum(p.seconds for p in parts), sum(p.cpu_seconds for p in parts),
                 "+".join(str(p.n_components) for p in parts))
 
 
@@ -303,17 +308,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             if comb == "concat":
                 one = study.single(layers, k, level, scorer)
-                scores, maps, secs, ncomp = (one.test_scores, one.test_maps, one.seconds,
-                                             str(one.n_components))
+                scores, maps, secs, cpu, ncomp = (one.test_scores, one.test_maps, one.seconds,
+                                                  one.cpu_seconds, str(one.n_components))
             else:
-                scores, maps, secs, ncomp = study.ensemble(layers, k, level, scorer)
+                scores, maps, secs, cpu, ncomp = study.ensemble(layers, k, level, scorer)
         except ValueError as exc:  # e.g. a grid smaller than the pooling window
             print(f"skip {layers} k={k} {scorer} {comb}: {exc}", flush=True)
             continue
         base = {"data": args.data, "image_size": size, "layers": "+".join(layers),
                 "combination": comb if len(layers) > 1 else "single", "kernel": k,
                 "pca_level": level, "scorer": scorer, "n_components": ncomp,
-                "seconds": round(secs, 2)}
+                "seconds": round(secs, 2), "cpu_seconds": round(cpu, 2)}
         pix = {"pixel_AUROC": float("nan"), "pixel_PRO": float("nan")}
         big = None
         if maps is not None:
@@ -343,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ranked = sorted(rows, key=lambda r: (-(r["image_AUROC"] + np.nan_to_num(r["pixel_AUROC"])
                                           + np.nan_to_num(r["pixel_PRO"]))))
     cols = ["layers", "combination", "kernel", "pca_level", "scorer", "reduction",
-            "image_AUROC", "pixel_AUROC", "pixel_PRO", "n_components", "seconds"]
+            "image_AUROC", "pixel_AUROC", "pixel_PRO", "n_components", "seconds",
+            "cpu_seconds"]
     lines = [f"{args.data} at {size} px (extraction {extract_s:.1f} s)", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in ranked[:args.top]]
