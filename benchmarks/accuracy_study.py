@@ -287,12 +287,13 @@ def main(argv: Sequence[str] | None = None) -> None:
               "test": test}
     size = args.image_size
     model = DFMModel("efficientnet_lite0", needed, precision="auto")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     raw = {s: extract(model, samples, size) for s, samples in splits.items()}
     extract_s = time.perf_counter() - start
+    extract_cpu = time.process_time() - cpu_start
     print(f"{args.data}: fit {len(splits['fit'])}, val {len(splits['val'])}, "
-          f"test {len(test)}; extraction of {needed} at {size} px: {extract_s:.1f} s",
-          flush=True)
+          f"test {len(test)}; extraction of {needed} at {size} px: {extract_s:.1f} s "
+          f"({extract_cpu:.1f} CPU s)", flush=True)
     labels = np.asarray([int(s.label) for s in test])
     masks = torch.stack([load_mask(s.mask_path, size)[0] if s.mask_path is not None
                          else torch.zeros(size, size, dtype=torch.bool) for s in test]).numpy()
@@ -350,7 +351,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     cols = ["layers", "combination", "kernel", "pca_level", "scorer", "reduction",
             "image_AUROC", "pixel_AUROC", "pixel_PRO", "n_components", "seconds",
             "cpu_seconds"]
-    lines = [f"{args.data} at {size} px (extraction {extract_s:.1f} s)", "",
+    lines = [f"{args.data} at {size} px (extraction of {', '.join(needed)}: {extract_s:.1f} s, "
+             f"{extract_cpu:.1f} CPU s)", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in ranked[:args.top]]
     Path(f"{stem}.md").write_text("\n".join(lines) + "\n")
