@@ -25,6 +25,8 @@ Configurations:
   by the mean and standard deviation of its validation-normal scores and summed; each
   layer's map is divided by the standard deviation of its validation-normal map values,
   resized (bilinear) to the finest grid and summed (offsets do not change rankings).
+* ``--blur``: Gaussian smoothing (sigma in pixels) of the image-size maps before the pixel
+  metrics and the map reductions (0: none, dfmx's maps as they are).
 * reductions of the image score: ``sum`` (the scorer's own score; for ensembles the sum of
   standardised scores), ``max`` and ``top1`` / ``top5`` (mean of the top 1 % / 5 % of the
   image-size map).
@@ -270,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--layer-sets", nargs="+", default=None,
                         help="layer sets such as blocks.4 blocks.2+blocks.4 (default: all)")
     parser.add_argument("--combinations", nargs="+", default=["concat", "ensemble"])
+    parser.add_argument("--blur", type=float, nargs="+", default=[0.0],
+                        help="Gaussian sigmas (pixels) applied to the image-size maps")
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--top", type=int, default=15, help="rows in the markdown table")
     args = parser.parse_args(argv)
@@ -320,26 +324,29 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "combination": comb if len(layers) > 1 else "single", "kernel": k,
                 "pca_level": level, "scorer": scorer, "n_components": ncomp,
                 "seconds": round(secs, 2), "cpu_seconds": round(cpu, 2)}
-        pix = {"pixel_AUROC": float("nan"), "pixel_PRO": float("nan")}
-        big = None
-        if maps is not None:
-            big = upsample_maps(maps.float(), (size, size))[:, 0].numpy()
-            got = pixel_metrics(masks[keep], big[keep])
-            pix = {"pixel_AUROC": got["pixel_AUROC"], "pixel_PRO": got["pixel_PRO"]}
-        for how in REDUCTIONS:
-            if how != "sum" and big is None:
-                continue
-            image = scores.numpy() if how == "sum" else reduce_map(big, how)
-            rows.append({**base, "reduction": how,
-                         "image_AUROC": round(image_auroc(labels, image), 4),
-                         "pixel_AUROC": round(pix["pixel_AUROC"], 4),
-                         "pixel_PRO": round(pix["pixel_PRO"], 4)})
-        mine = [r for r in rows[-len(REDUCTIONS):] if r["n_components"] == ncomp
-                and r["layers"] == base["layers"] and r["scorer"] == scorer]
-        images = " ".join(f"{r['reduction']}={r['image_AUROC']:.4f}" for r in mine)
-        print(f"{base['layers']:28s} {base['combination']:8s} k={k} {level} {scorer:5s} "
-              f"{images} pix={pix['pixel_AUROC']:.4f} pro={pix['pixel_PRO']:.4f} "
-              f"{secs:.1f}s", flush=True)
+        for sigma in args.blur:
+            pix = {"pixel_AUROC": float("nan"), "pixel_PRO": float("nan")}
+            big = None
+            if maps is not None:
+                big = upsample_maps(maps.float(), (size, size))[:, 0].numpy()
+                if sigma > 0:
+                    big = gaussian_filter(big, (0, sigma, sigma), mode="nearest")
+                got = pixel_metrics(masks[keep], big[keep])
+                pix = {"pixel_AUROC": got["pixel_AUROC"], "pixel_PRO": got["pixel_PRO"]}
+            mine = []
+            for how in REDUCTIONS:
+                if how != "sum" and big is None:
+                    continue
+                image = scores.numpy() if how == "sum" else reduce_map(big, how)
+                mine.append({**base, "blur": sigma, "reduction": how,
+                             "image_AUROC": round(image_auroc(labels, image), 4),
+                             "pixel_AUROC": round(pix["pixel_AUROC"], 4),
+                             "pixel_PRO": round(pix["pixel_PRO"], 4)})
+            rows += mine
+            images = " ".join(f"{r['reduction']}={r['image_AUROC']:.4f}" for r in mine)
+            print(f"{base['layers']:28s} {base['combination']:8s} k={k} {level} {scorer:5s} "
+                  f"blur={sigma:g} {images} pix={pix['pixel_AUROC']:.4f} "
+                  f"pro={pix['pixel_PRO']:.4f} {secs:.1f}s", flush=True)
 
     stem = args.out / f"{args.data}_{size}"
     with open(f"{stem}.csv", "w", newline="") as fh:
@@ -348,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         writer.writerows(rows)
     ranked = sorted(rows, key=lambda r: (-(r["image_AUROC"] + np.nan_to_num(r["pixel_AUROC"])
                                           + np.nan_to_num(r["pixel_PRO"]))))
-    cols = ["layers", "combination", "kernel", "pca_level", "scorer", "reduction",
+    cols = ["layers", "combination", "kernel", "pca_level", "scorer", "blur", "reduction",
             "image_AUROC", "pixel_AUROC", "pixel_PRO", "n_components", "seconds",
             "cpu_seconds"]
     lines = [f"{args.data} at {size} px (extraction of {', '.join(needed)}: {extract_s:.1f} s, "
