@@ -23,14 +23,14 @@ from dfmx.experiment.saved_model import load_model_metadata
 
 
 def dfmx_predict(model: LoggedModel, files: list[Path], out: Path) -> dict[str, dict]:
-    """``dfmx-predict`` rows (score, prediction) by file name."""
+    """``dfmx-predict`` rows (score, prediction) by file path."""
     proc = subprocess.run(
         [sys.executable, "-m", "dfmx.cli.predict", str(model.model_dir), *map(str, files),
          "--output", str(out), "--overlays", "0"],
         env=model.env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     with (out / "predictions.csv").open() as fh:
-        return {Path(r["path"]).name: r for r in csv.DictReader(fh)}
+        return {str(Path(r["path"]).resolve()): r for r in csv.DictReader(fh)}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_paths_batch_scores_as_dfmx_predict(server: Server, logged_model: Logged
     rows = body["predictions"]
     assert [r["path"] for r in rows] == [str(p) for p in demo_images]
     for row, path in zip(rows, demo_images, strict=True):
-        _check_row(row, expected[path.name], _threshold(logged_model))
+        _check_row(row, expected[str(path.resolve())], _threshold(logged_model))
     assert "map" not in rows[0] and "map_png" not in rows[0]
     # The sent decision follows the saved threshold: the defective images score higher.
     assert min(r["score"] for r in rows[2:]) > max(r["score"] for r in rows[:2])
@@ -78,14 +78,15 @@ def test_base64_png_batch_scores_as_the_files(server: Server, logged_model: Logg
     assert len(rows) == len(demo_images)
     for row, path in zip(rows, demo_images, strict=True):
         assert row["path"] == ""
-        _check_row(row, expected[path.name], _threshold(logged_model))
+        _check_row(row, expected[str(path.resolve())], _threshold(logged_model))
 
 
 def test_base64_jpeg_scores_as_the_file(server: Server, logged_model: LoggedModel,
                                         jpeg_file: Path, expected: dict) -> None:
     status, body = post(server.url, image_request([jpeg_file.read_bytes()]))
     assert status == 200, body
-    _check_row(body["predictions"][0], expected[jpeg_file.name], _threshold(logged_model))
+    want = expected[str(jpeg_file.resolve())]
+    _check_row(body["predictions"][0], want, _threshold(logged_model))
 
 
 def test_maps_on_request(server: Server, logged_model: LoggedModel,
