@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
-import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -153,7 +152,7 @@ class DfmxPyfuncModel(mlflow.pyfunc.PythonModel):
             score_type = getattr(self._model, "score_type", "this scorer")
             raise BadRequest(f"the model's scorer ({score_type}) gives image scores only, "
                              "no anomaly maps: send map=none")
-        threshold = float(np.float64(result.threshold))
+        threshold = float(result.threshold)
         return answer_table([r.path for r in rows], result.scores, threshold, result.maps,
                             choice, map_size)
 
