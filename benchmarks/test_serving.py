@@ -4,16 +4,15 @@
 
 A small model (offline EfficientNet-Lite0, 128 px, fitted on 8 demo images by
 ``python -m dfmx``) is served with 1, 2 and 4 uvicorn workers. For each case
-:data:`CLIENTS` client threads send :data:`REQUESTS` requests in all (a fixed count: the
-test stops by itself; a quarter as many requests of 8 images, so as many images), each
-carrying 1 or 8 base64 PNG demo images (256x256), after a
-warm-up of two requests per client. Printed per case: failed requests (asserted 0), p50
-and p95 latency per request and per image, images/s, and the server's memory (the sum of
-``VmRSS`` over its process group) after warm-up, half-way and at the end; the second half
-must not grow by more than :data:`RSS_GROWTH` (memory flat under load). The CPU model is
-printed with the figures. Only loopback addresses are used.
+:data:`CLIENTS` client threads send base64 PNG demo images (256x256): :data:`REQUESTS`
+requests of 1 image, or an eighth as many of 8 images (a fixed count: the test stops by
+itself), after a warm-up of two requests per client and worker. Printed per case: failed
+requests (asserted 0), p50 and p95 latency per request and per image, images/s, and the
+server's memory (the sum of ``VmRSS`` over its process group) after warm-up, half-way and
+at the end; the second half must not grow by more than :data:`RSS_GROWTH` (memory flat
+under load). The CPU model is printed with the figures. Only loopback addresses are used.
 
-``DFMX_SERVE_REQUESTS`` sets the request count (default :data:`REQUESTS`).
+``DFMX_SERVE_REQUESTS`` sets the count of 1-image requests (default :data:`REQUESTS`).
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "serving"
 from served_model import LoggedModel, log_small_model, post, serve
 
 CLIENTS = 4
-REQUESTS = int(os.environ.get("DFMX_SERVE_REQUESTS", "200"))
+REQUESTS = int(os.environ.get("DFMX_SERVE_REQUESTS", "400"))
 #: Largest growth of the server's memory from half-way to the end of a case.
 RSS_GROWTH = 0.05
 CASES = [(1, 1), (2, 1), (1, 8), (2, 8), (4, 1)]  # (workers, images per request)
@@ -102,7 +101,7 @@ def payloads(model: LoggedModel) -> Iterator[dict[int, list[dict]]]:
 def test_served_model_under_load(benchmark, model: LoggedModel, payloads: dict,
                                  tmp_path: Path, workers: int, batch: int) -> None:
     requests = payloads[batch]
-    n_requests = max(4 * CLIENTS, REQUESTS * 2 // batch)
+    n_requests = max(4 * CLIENTS, REQUESTS // batch)
     with serve(model, tmp_path, workers=workers) as server:
         pgid = server.process.pid
         with ThreadPoolExecutor(CLIENTS) as pool:  # warm-up: every worker sees requests
