@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from dfmx.engine.pca import PCA
-from dfmx.scorers.base import ScoreOutput, Scorer
+from dfmx.engine.scorer import ScoreOutput, Scorer
 
 # Rows of features converted to float64 at a time when summing the total variance.
 _BLOCK = 256

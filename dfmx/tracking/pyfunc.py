@@ -1,32 +1,44 @@
-"""The fitted model as an MLflow pyfunc model: image paths in, anomaly scores out.
+"""The fitted model as an MLflow pyfunc model: image files or image bytes in, scores,
+decisions and (on request) anomaly maps out.
 
 The pyfunc holds no weights itself: the saved ``model/`` folder (safetensors + JSON) is an
-MLflow artifact, loaded by :func:`dfmx.experiment.saved_model.load_model` in
-:meth:`DfmxPyfuncModel.load_context`. The model object is logged "from code"
-(:mod:`dfmx.tracking.pyfunc_entry`), so nothing is pickled.
+MLflow artifact, loaded by :func:`dfmx.load_model` in :meth:`DfmxPyfuncModel.load_context`.
+The model object is logged "from code" (:mod:`dfmx.tracking.pyfunc_entry`), so nothing is
+pickled. Requests: :mod:`dfmx.tracking.pyfunc_inputs`; answers:
+:mod:`dfmx.tracking.pyfunc_outputs`; the HTTP side is described in ``docs/serving.md``.
 
->>> import mlflow                                               # doctest: +SKIP
+>>> import mlflow, pandas as pd                                  # doctest: +SKIP
 >>> scorer = mlflow.pyfunc.load_model("models:/m-...")          # doctest: +SKIP
->>> scorer.predict(["a.png", "b.png"])                          # doctest: +SKIP
-    path      score
-0  a.png  1203.5...
+>>> scorer.predict(pd.DataFrame({"path": ["a.png"]}))           # doctest: +SKIP
+    path        score    threshold  anomalous
+0  a.png  1203.5...  1187.2...       True
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
+import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
-import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from dfmx.errors import ConfigError
+from dfmx.tracking.pyfunc_inputs import (
+    IMAGE_COLUMN,
+    PATH_COLUMN,
+    BadRequest,
+    image_files,
+    request_images,
+)
+from dfmx.tracking.pyfunc_outputs import MAP_CHOICES, answer_table
 
 #: The artifact key of the saved model folder.
 MODEL_ARTIFACT = "model"
@@ -34,37 +46,70 @@ MODEL_ARTIFACT = "model"
 PYFUNC_NAME = "pyfunc"
 #: The models-from-code file that builds the pyfunc object.
 ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")
+#: Largest ``map_size``.
+MAX_MAP_SIZE = 256
 
 
-def input_paths(model_input: Any) -> list[str]:
-    """Image paths from a list/array/Series of paths, one path, or a DataFrame whose ``path``
-    column (or only column) holds them."""
-    if isinstance(model_input, pd.DataFrame):
-        if "path" in model_input.columns:
-            column = model_input["path"]
-        elif len(model_input.columns) == 1:
-            column = model_input.iloc[:, 0]
-        else:
-            raise ConfigError(
-                f"a DataFrame input needs a 'path' column; got columns {list(model_input.columns)}"
-            )
-        return [str(p) for p in column]
-    if isinstance(model_input, (str, Path)):
-        return [str(model_input)]
-    if isinstance(model_input, (pd.Series, np.ndarray, Iterable)):
-        return [str(p) for p in model_input]
-    raise TypeError(f"cannot read image paths from a {type(model_input).__name__}")
+def model_signature() -> ModelSignature:
+    """Two optional input columns (``path`` text, ``image`` bytes: base64 over HTTP) and
+    the parameters ``batch_size`` (16), ``map`` (``"none"``, ``"grid"``, ``"png"`` or
+    ``"both"``) and ``map_size`` (16)."""
+    return ModelSignature(
+        inputs=Schema([
+            ColSpec("string", PATH_COLUMN, required=False),
+            ColSpec("binary", IMAGE_COLUMN, required=False),
+        ]),
+        params=ParamSchema([
+            ParamSpec("batch_size", "long", 16),
+            ParamSpec("map", "string", "none"),
+            ParamSpec("map_size", "long", 16),
+        ]),
+    )
+
+
+def input_example() -> pd.DataFrame:
+    """A one-row request: a 32x32 grey PNG's bytes in the ``image`` column."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (128, 128, 128)).save(buffer, format="PNG")
+    return pd.DataFrame({IMAGE_COLUMN: [buffer.getvalue()]})
+
+
+def _bad_request(message: str) -> MlflowException:
+    """MLflow's scoring server answers this with HTTP 400 and ``message``, no traceback."""
+    return MlflowException(f"dfmx: {message}", error_code=INVALID_PARAMETER_VALUE)
+
+
+def _options(params: dict[str, Any] | None, batch_size: int) -> tuple[int, str, int]:
+    """``(batch_size, map, map_size)`` from the request's ``params``, checked."""
+    params = params or {}
+    try:
+        size = int(params.get("batch_size", batch_size))
+        map_size = int(params.get("map_size", 16))
+    except (TypeError, ValueError):
+        raise BadRequest("params 'batch_size' and 'map_size' must be whole numbers") from None
+    choice = str(params.get("map", "none"))
+    if choice not in MAP_CHOICES:
+        raise BadRequest(f"param 'map' must be one of {', '.join(MAP_CHOICES)}; got {choice!r}")
+    if size < 1:
+        raise BadRequest(f"param 'batch_size' must be >= 1; got {size}")
+    if not 1 <= map_size <= MAX_MAP_SIZE:
+        raise BadRequest(f"param 'map_size' must be between 1 and {MAX_MAP_SIZE}; got {map_size}")
+    return size, choice, map_size
 
 
 class DfmxPyfuncModel(mlflow.pyfunc.PythonModel):
-    """Scores image files with a saved dfmx model.
+    """Scores images with a saved dfmx model.
 
-    ``predict(paths)`` returns a DataFrame with columns ``path`` and ``score`` (higher is
-    more anomalous), images resized to the model's saved ``image_size`` with the
-    backbone's interpolation, as in training.
+    ``predict`` takes a DataFrame with a ``path`` or ``image`` column (see
+    :mod:`dfmx.tracking.pyfunc_inputs`) and returns one row per image (see
+    :mod:`dfmx.tracking.pyfunc_outputs`). Images are resized to the model's saved
+    ``image_size`` with the backbone's interpolation, as in training. A bad request raises
+    :class:`~mlflow.exceptions.MlflowException` ``INVALID_PARAMETER_VALUE`` (HTTP 400).
 
     Args:
-        batch_size: images per forward pass.
+        batch_size: images per forward pass unless the request says otherwise.
     """
 
     def __init__(self, batch_size: int = 16) -> None:
@@ -73,28 +118,43 @@ class DfmxPyfuncModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Load the saved model folder (the ``model`` artifact)."""
-        from dfmx.experiment.saved_model import load_model
+        from dfmx import load_model
 
         self._model = load_model(context.artifacts[MODEL_ARTIFACT])
         self._model.eval()
 
-    # MLflow turns most input type hints into a schema it enforces; a DataFrame hint is left
-    # alone, so lists of paths and one path pass through as well.
+    # MLflow turns most input type hints into a schema; a DataFrame hint is left alone and
+    # the logged signature (:func:`model_signature`) describes the input.
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        """Scores of the images named by ``model_input`` (see :func:`input_paths`)."""
-        from dfmx.experiment.predict import predict_images
-
+        """One answer row per image of ``model_input``."""
         if self._model is None:
             self.load_context(context)
-        paths = input_paths(model_input)
-        if not paths:
-            return pd.DataFrame({"path": [], "score": []})
-        batch_size = int((params or {}).get("batch_size", self.batch_size))
-        result = predict_images(self._model, paths, batch_size=batch_size, num_workers=0,
-                                keep_maps=False)
-        return pd.DataFrame({"path": paths, "score": result.scores})
+        try:
+            return self._answer(model_input, params)
+        except BadRequest as exc:
+            raise _bad_request(str(exc)) from None
+
+    def _answer(self, model_input: Any, params: dict[str, Any] | None) -> pd.DataFrame:
+        from dfmx.data.images import ImageLoadError
+        from dfmx.experiment.predict import predict_images
+
+        batch_size, choice, map_size = _options(params, self.batch_size)
+        rows = request_images(model_input)
+        with image_files(rows) as files:
+            try:
+                result = predict_images(self._model, files, batch_size=batch_size,
+                                        num_workers=0, keep_maps=choice != "none")
+            except ImageLoadError as exc:
+                raise BadRequest(str(exc)) from None
+        if choice != "none" and result.maps is None:
+            score_type = getattr(self._model, "score_type", "this scorer")
+            raise BadRequest(f"the model's scorer ({score_type}) gives image scores only, "
+                             "no anomaly maps: send map=none")
+        threshold = float(result.threshold)
+        return answer_table([r.path for r in rows], result.scores, threshold, result.maps,
+                            choice, map_size)
 
 
 def pip_requirements() -> list[str]:
@@ -108,32 +168,19 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
-class _NoSignatureWarning(logging.Filter):
-    """Drops MLflow's "Failed to infer model signature" warning. :meth:`predict` takes a
-    path, a list of paths or a DataFrame, which no MLflow signature describes (a column
-    signature refuses a plain list), so the model has none on purpose and the warning
-    would be printed on every job."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Failed to infer model signature")
-
-
 _PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 @contextlib.contextmanager
 def _quiet_logging() -> Iterator[None]:
-    """No signature warning, and no "Downloading artifacts" bar for MLflow's copy of the
-    local model folder (unless the user set ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``)."""
-    logger, no_warning = logging.getLogger("mlflow.pyfunc"), _NoSignatureWarning()
-    logger.addFilter(no_warning)
+    """No "Downloading artifacts" bar for MLflow's copy of the local model folder (unless
+    the user set ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``)."""
     user_set = _PROGRESS_BAR_ENV in os.environ
     if not user_set:
         os.environ[_PROGRESS_BAR_ENV] = "false"
     try:
         yield
     finally:
-        logger.removeFilter(no_warning)
         if not user_set:
             os.environ.pop(_PROGRESS_BAR_ENV, None)
 
@@ -150,5 +197,7 @@ def log_pyfunc_model(model_dir: str | Path, run_id: str, tracking_uri: str) -> s
             python_model=str(ENTRY_FILE),  # models from code: nothing is pickled
             artifacts={MODEL_ARTIFACT: str(model_dir)},
             pip_requirements=pip_requirements(),
+            signature=model_signature(),
+            input_example=input_example(),
         )
     return str(info.model_uri)

@@ -100,18 +100,16 @@ def test_pyfunc_predicts_the_run_scores(sweep: dict) -> None:
     table = pd.read_csv(Path(run.data.tags["dfmx.output_dir"]) / "predictions.csv")
     picked = table.iloc[[0, len(table) - 1]]
     paths = list(picked["path"])
-    out = model.predict(paths)
-    assert list(out.columns) == ["path", "score"]
+    out = model.predict(pd.DataFrame({"path": paths}))
+    assert list(out.columns) == ["path", "score", "threshold", "anomalous"]
     assert list(out["path"]) == paths
     assert out["score"].to_numpy() == pytest.approx(picked["score"].to_numpy(), rel=1e-5)
-    framed = model.predict(pd.DataFrame({"path": paths}))
-    assert framed["score"].to_numpy() == pytest.approx(out["score"].to_numpy(), rel=1e-6)
+    assert list(out["anomalous"]) == [bool(p) for p in picked["prediction"]]
 
 
 def test_jobs_print_no_mlflow_model_logging_noise(sweep: dict) -> None:
-    """The pyfunc has no signature on purpose (it takes a path, a list or a DataFrame):
-    MLflow's warning about it, and its progress bar for copying the local model folder,
-    are kept out of every job's output."""
+    """The pyfunc declares its signature (no warning about inferring one) and MLflow's
+    progress bar for copying the local model folder is kept out of every job's output."""
     proc = sweep["proc"]
     output = proc.stdout + proc.stderr
     assert "Failed to infer model signature" not in output

@@ -1,0 +1,141 @@
+"""A logged model served by a real ``mlflow models serve`` (127.0.0.1): images sent as
+paths, base64 PNG and JPEG bytes, in batches, score as ``dfmx-predict`` scores them; bad
+requests get a 400 with one message and no traceback."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from served_model import LoggedModel, Server, image_request, path_request, post
+
+from dfmx.experiment.saved_model import load_model_metadata
+
+
+def dfmx_predict(model: LoggedModel, files: list[Path], out: Path) -> dict[str, dict]:
+    """``dfmx-predict`` rows (score, prediction) by file path."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dfmx.cli.predict", str(model.model_dir), *map(str, files),
+         "--output", str(out), "--overlays", "0"],
+        env=model.env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with (out / "predictions.csv").open() as fh:
+        return {str(Path(r["path"]).resolve()): r for r in csv.DictReader(fh)}
+
+
+@pytest.fixture(scope="module")
+def jpeg_file(demo_images: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("jpeg") / "stain.jpg"
+    Image.open(demo_images[-1]).convert("RGB").save(path, format="JPEG", quality=85)
+    return path
+
+
+@pytest.fixture(scope="module")
+def expected(logged_model: LoggedModel, demo_images: list[Path], jpeg_file: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    return dfmx_predict(logged_model, [*demo_images, jpeg_file],
+                        tmp_path_factory.mktemp("dfmx-predict"))
+
+
+def _threshold(model: LoggedModel) -> float:
+    return float(load_model_metadata(model.model_dir)["metadata"]["threshold"])
+
+
+def _check_row(row: dict, want: dict, threshold: float) -> None:
+    assert row["score"] == pytest.approx(float(want["score"]), rel=1e-6)
+    assert row["threshold"] == pytest.approx(threshold)
+    assert row["anomalous"] == (want["prediction"] == "anomalous")
+
+
+def test_paths_batch_scores_as_dfmx_predict(server: Server, logged_model: LoggedModel,
+                                            demo_images: list[Path], expected: dict) -> None:
+    status, body = post(server.url, path_request(demo_images))
+    assert status == 200, body
+    rows = body["predictions"]
+    assert [r["path"] for r in rows] == [str(p) for p in demo_images]
+    for row, path in zip(rows, demo_images, strict=True):
+        _check_row(row, expected[str(path.resolve())], _threshold(logged_model))
+    assert "map" not in rows[0] and "map_png" not in rows[0]
+    # The sent decision follows the saved threshold: the defective images score higher.
+    assert min(r["score"] for r in rows[2:]) > max(r["score"] for r in rows[:2])
+
+
+def test_base64_png_batch_scores_as_the_files(server: Server, logged_model: LoggedModel,
+                                              demo_images: list[Path], expected: dict) -> None:
+    status, body = post(server.url, image_request([p.read_bytes() for p in demo_images]))
+    assert status == 200, body
+    rows = body["predictions"]
+    assert len(rows) == len(demo_images)
+    for row, path in zip(rows, demo_images, strict=True):
+        assert row["path"] == ""
+        _check_row(row, expected[str(path.resolve())], _threshold(logged_model))
+
+
+def test_base64_jpeg_scores_as_the_file(server: Server, logged_model: LoggedModel,
+                                        jpeg_file: Path, expected: dict) -> None:
+    status, body = post(server.url, image_request([jpeg_file.read_bytes()]))
+    assert status == 200, body
+    want = expected[str(jpeg_file.resolve())]
+    _check_row(body["predictions"][0], want, _threshold(logged_model))
+
+
+def test_maps_on_request(server: Server, logged_model: LoggedModel,
+                         demo_images: list[Path]) -> None:
+    status, body = post(server.url, image_request([demo_images[2].read_bytes()],
+                                                  map="both", map_size=8))
+    assert status == 200, body
+    row = body["predictions"][0]
+    grid = np.asarray(row["map"])
+    assert grid.shape == (8, 8)
+    assert np.all(grid >= 0) and grid.max() > 0
+    png = Image.open(io.BytesIO(base64.b64decode(row["map_png"])))
+    size = int(load_model_metadata(logged_model.model_dir)["metadata"]["image_size"])
+    assert png.mode == "L" and png.size == (size, size)
+    pixels = np.asarray(png, dtype=np.float64) / 255 * row["map_max"]
+    # The grid is the PNG's map averaged over 8x8 blocks (up to 8-bit rounding).
+    blocks = pixels.reshape(8, size // 8, 8, size // 8).mean(axis=(1, 3))
+    assert blocks == pytest.approx(grid, abs=row["map_max"] / 255)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG signature and header declaring ``width x height`` (no pixel data): a file
+    whose size is read without decoding anything."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+            + struct.pack(">I", zlib.crc32(chunk)) + struct.pack(">I", 0) + b"IEND"
+            + struct.pack(">I", zlib.crc32(b"IEND")))
+
+
+BAD_REQUESTS = {
+    "not an image": (image_request([b"this is not an image"]), "is not an image"),
+    "not base64": ({"dataframe_split": {"columns": ["image"], "data": [["%%%"]]}},
+                   "image"),
+    "wrong column": ({"dataframe_split": {"columns": ["file"], "data": [["a.png"]]}},
+                     "the request holds no images"),
+    "empty batch": ({"dataframe_split": {"columns": ["image"], "data": []}},
+                    "the request holds no images"),
+    "oversized image": (image_request([_png_header(20000, 20000)]), "is too large"),
+    "missing file": (path_request(["/nonexistent/a.png"]), "no such file on the server"),
+    "unknown map": (image_request([_png_header(8, 8)], map="heat"), "param 'map'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_request_is_a_400_with_one_message(server: Server, case: str) -> None:
+    body, phrase = BAD_REQUESTS[case]
+    status, answer = post(server.url, body)
+    assert status == 400, answer
+    assert phrase in answer["message"], answer
+    text = json.dumps(answer)
+    assert "Traceback" not in text and "stack_trace" not in answer
