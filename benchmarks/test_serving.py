@@ -31,6 +31,7 @@ import pytest
 
 from dfmx.data.demo import demo_root
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "serving"))
 from served_model import LoggedModel, log_small_model, post, serve
 

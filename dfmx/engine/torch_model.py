@@ -34,44 +34,35 @@ def upsample_maps(maps: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(maps, size=tuple(size), mode="bicubic", align_corners=False).clamp_min(0)
 
 
-def build_scorer(score_type: str, params: dict[str, Any] | None = None) -> Scorer:
-    """Instantiate the scorer plugin ``score_type`` with ``params`` (its Config fields)."""
+def _build_plugin(kind: str, label: str, name: str, params: dict[str, Any] | None) -> Any:
+    """Instantiate the ``kind`` plugin ``name`` with ``params`` (its Config fields); every
+    problem is a :class:`~dfmx.errors.ConfigError` naming the plugin as ``label``."""
     try:
-        cls = registry.load("scorer", score_type)
+        cls = registry.load(kind, name)
     except registry.UnknownPluginError as exc:
-        raise ConfigError(f"unknown score_type: {exc}") from exc
+        raise ConfigError(f"unknown {label}: {exc}") from exc
     params = dict(params or {})
     allowed = _config_fields(cls)
     unknown = set(params) - allowed
     if unknown:
         raise ConfigError(
-            f"scorer {score_type!r} has no parameter(s) {sorted(unknown)}; "
+            f"{kind} {name!r} has no parameter(s) {sorted(unknown)}; "
             f"its parameters are {sorted(allowed) or 'none'}"
         )
     try:
         return cls(**params)
     except ValueError as exc:  # the plugin contract: a bad hyperparameter is a ValueError
-        raise ConfigError(f"scorer {score_type!r}: {exc}") from exc
+        raise ConfigError(f"{kind} {name!r}: {exc}") from exc
+
+
+def build_scorer(score_type: str, params: dict[str, Any] | None = None) -> Scorer:
+    """Instantiate the scorer plugin ``score_type`` with ``params`` (its Config fields)."""
+    return _build_plugin("scorer", "score_type", score_type, params)
 
 
 def build_pooling(name: str, params: dict[str, Any] | None = None) -> Any:
     """Instantiate the pooling plugin ``name`` with ``params`` (its whole Config)."""
-    try:
-        cls = registry.load("pooling", name)
-    except registry.UnknownPluginError as exc:
-        raise ConfigError(f"unknown pooling: {exc}") from exc
-    params = dict(params or {})
-    allowed = _config_fields(cls)
-    unknown = set(params) - allowed
-    if unknown:
-        raise ConfigError(
-            f"pooling {name!r} has no parameter(s) {sorted(unknown)}; "
-            f"its parameters are {sorted(allowed) or 'none'}"
-        )
-    try:
-        return cls(**params)
-    except ValueError as exc:  # the plugin contract: a bad hyperparameter is a ValueError
-        raise ConfigError(f"pooling {name!r}: {exc}") from exc
+    return _build_plugin("pooling", "pooling", name, params)
 
 
 def _config_fields(cls: Any) -> set[str]:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +17,10 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cli_runner import command_env, run_cli
+from demo_trees import tiny_folder_data
+from mlflow_server import free_port
 
 BIN = Path(sys.executable).parent
 #: Seconds a server may take to answer ``/ping`` (loading torch, timm and the model).
@@ -49,52 +51,15 @@ class Server:
     log: Path
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def job_env(cache: Path) -> dict[str, str]:
-    """Environment of the CLI and server processes: the demo cache, quiet MLflow."""
-    env = dict(os.environ)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.update({"DFMX_CACHE_DIR": str(cache), "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
-                "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"})
-    return env
-
-
-def small_data(data_root: Path, dest: Path) -> list[str]:
-    """Overrides for a ``data=folder`` set of demo images: 8 train, 2 good + 3 defective
-    test."""
-    category = data_root / "demo"
-    parts = {
-        "normal": sorted((category / "train" / "good").glob("*.png"))[:8],
-        "test_normal": sorted((category / "test" / "good").glob("*.png"))[:2],
-        "abnormal": sorted(p for p in (category / "test").glob("*/*.png")
-                           if p.parent.name != "good")[:3],
-    }
-    for name, files in parts.items():
-        (dest / name).mkdir(parents=True, exist_ok=True)
-        for f in files:
-            shutil.copy(f, dest / name / f"{f.parent.name}_{f.name}")
-    return ["data=folder", f"data.normal_dir={dest / 'normal'}",
-            f"data.test_normal_dir={dest / 'test_normal'}",
-            f"data.abnormal_dir={dest / 'abnormal'}"]
-
-
 def log_small_model(cache: Path, data_root: Path, workdir: Path,
                     extra: Sequence[str] = ()) -> LoggedModel:
     """Fit and log a model with ``python -m dfmx`` in ``workdir`` (store ``mlflow.db``)."""
     from mlflow.tracking import MlflowClient
 
-    env = job_env(cache)
-    args = [sys.executable, "-m", "dfmx", *FAST, *small_data(data_root, workdir / "data"),
-            *extra]
-    proc = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = command_env(cache, MLFLOW_ENABLE_ASYNC_LOGGING="false")
+    result = run_cli([*FAST, *tiny_folder_data(data_root, workdir / "data"), *extra], workdir,
+                     env, timeout=600)
+    assert result.returncode == 0, result
     tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("dfmx")
