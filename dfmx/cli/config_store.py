@@ -9,12 +9,9 @@ under the matching group, with an added ``name`` field holding the plugin's name
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-
-from dfmx import registry
 
 
 class PluginConfigError(TypeError):
@@ -48,17 +45,18 @@ def node_for(kind: str, name: str, plugin: Any) -> type:
 
 
 def register_plugins(store: ConfigStore | None = None) -> dict[str, list[str]]:
-    """Store a config node for every loadable plugin; returns ``{kind: [names]}``."""
+    """Store a config node for every loadable plugin; returns ``{kind: [names]}``.
+
+    The nodes come from :func:`dfmx.cli.plugin_configs.plugin_nodes`: described in a file,
+    so that plugins (and torch) are imported only when a job uses them.
+    """
+    from dfmx.cli.plugin_configs import plugin_nodes
+
     store = store or ConfigStore.instance()
     stored: dict[str, list[str]] = {}
-    for kind in registry.GROUPS:
+    for kind, nodes in plugin_nodes().items():
         stored[kind] = []
-        for name, plugin in registry.load_all(kind).items():
-            try:
-                node = node_for(kind, name, plugin)
-            except PluginConfigError as exc:
-                warnings.warn(f"skipping a plugin: {exc}", RuntimeWarning, stacklevel=2)
-                continue
+        for name, node in nodes.items():
             store.store(group=kind, name=name, node=node)
             stored[kind].append(name)
     return stored

@@ -25,12 +25,17 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     PluginError,
 )
 
-try:  # the feature layer's own error for missing pretrained weights
-    from dfmx.features import WeightsUnavailableError
+#: Modules (imported only by the jobs that need them) holding more errors of the user's to
+#: fix, by attribute name: importing them here would load torch for ``--help``.
+_LAZY_USER_ERRORS = (("dfmx.features.weights", "WeightsUnavailableError"),)
 
-    USER_ERRORS = (*USER_ERRORS, WeightsUnavailableError)
-except ImportError:  # pragma: no cover
-    pass
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """:data:`USER_ERRORS` plus the user-error classes of the lazily imported modules that
+    are loaded (an error of a module never imported cannot have been raised)."""
+    extra = tuple(getattr(sys.modules[module], name) for module, name in _LAZY_USER_ERRORS
+                  if module in sys.modules)
+    return (*USER_ERRORS, *extra)
 
 # torch's DataLoader (used with the ImageDataset API) re-raises an error of a worker process
 # with the worker's formatted traceback inside the message; the user needs only its last line.
@@ -116,6 +121,7 @@ def _check_overrides(argv: list[str], config_module: str) -> str | None:
         groups = set(loader.list_groups("")) - {"hydra"}
         choices: list[str] = []
         keys = []
+        settings = []  # the key overrides' lines, sweeps left out
         for ov in overrides:
             key = ov.get_key_element()
             if ov.is_delete() or ov.is_add() or ov.is_force_add() or key.startswith("hydra"):
@@ -136,9 +142,16 @@ def _check_overrides(argv: list[str], config_module: str) -> str | None:
                 choices.append(f"{ov.key_or_group}={_values(ov)[0]}")
             else:
                 keys.append(ov.key_or_group)
+                if not ov.is_sweep_override():
+                    settings.append(ov.input_line)
         if not keys:
             return None
-        cfg = compose(config_name="config", overrides=choices)
+        bad_value = None
+        try:
+            cfg = compose(config_name="config", overrides=choices + settings)
+        except Exception as exc:  # an unknown key (found below) or a value of a wrong type
+            bad_value = _bad_value(exc)
+            cfg = compose(config_name="config", overrides=choices)
     missing = object()
     known = [k for k in _keys(cfg) if not k.startswith("hydra")]
     for key in keys:
@@ -160,7 +173,19 @@ def _check_overrides(argv: list[str], config_module: str) -> str | None:
             f"unknown config key {key!r}.{hint} "
             f"(python -m dfmx --cfg job shows every key; +{key}=VALUE adds a new one)"
         )
-    return None
+    return bad_value
+
+
+def _bad_value(exc: BaseException) -> str | None:
+    """The one-line message for a composition error caused by a value its typed config
+    refuses (``scorer.n_neighbors=abc``), else ``None``."""
+    from omegaconf.errors import ValidationError
+
+    cause = exc.__cause__
+    if not isinstance(cause, ValidationError):
+        return None
+    key = getattr(cause, "full_key", "") or "an option"
+    return f"bad value for {key}: {str(cause).splitlines()[0]}"
 
 
 def _unusable_plugin(group: str, name: str) -> str | None:
@@ -191,8 +216,9 @@ def _options_with_key(group: str, key: str) -> list[str]:
 
 
 def exit_on_bad_overrides(argv: Sequence[str] | None = None) -> None:
-    """Print :func:`check_overrides`'s message to stderr and exit with status 1, if any."""
+    """Print :func:`check_overrides`'s message to stderr and exit with status 2 (a usage
+    error, as argparse's), if any."""
     message = check_overrides(sys.argv[1:] if argv is None else argv)
     if message:
         print(f"dfmx: error: {message}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        sys.exit(2)

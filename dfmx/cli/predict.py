@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dfmx.cli.errors import USER_ERRORS, describe
+from dfmx.cli.errors import describe, user_errors
 
 
 def _whole_number(minimum: int):
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         if args.debug:
             raise
         print(f"dfmx-predict: {describe(exc, '--debug')}", file=sys.stderr)
