@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dfmx import registry
 from dfmx.cli.config_store import config_class, plugin_params
+from dfmx.cli.timings import job_timer
 
 #: Exit status of a command refused for its options (as argparse's usage errors).
 USAGE_ERROR = 2
@@ -109,8 +110,9 @@ class ConfigCheckCallback(Callback):
     """Refuse a run or sweep whose options a plugin or the job would refuse later."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        plain = _plain(config)
-        problem = job_problem(plain) if plain is not None else None
+        with job_timer("check"):
+            plain = _plain(config)
+            problem = job_problem(plain) if plain is not None else None
         if problem:
             _refuse(problem)
 
