@@ -112,7 +112,7 @@ def breakdown(result: dict[str, Any], metrics: dict[str, float]) -> list[tuple[s
     rows = [
         ("interpreter + dfmx/Hydra imports", ph["startup"]["start"] - t0),
         ("plugin configs + override check", sec("startup")),
-        ("Hydra compose + job setup", ph["check"]["start"] - end("startup")),
+        ("Hydra compose + job setup", ph["check"]["start"] - t0 - end("startup")),
         ("option checks (imports torch, timm)", sec("check")),
         ("experiment imports (beside MLflow start)", sec("import_experiment")),
         ("wait for MLflow run start", sec("tracking_wait")),
