@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from concurrent.futures import Future, wait
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from dfmx.cli.compose import share_config_store
 from dfmx.cli.config_store import register_plugins
 from dfmx.cli.overrides import exit_on_bad_overrides
+from dfmx.cli.timings import job_timer, log_job_timings
 from dfmx.errors import USER_ERRORS, describe
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import JobContext
@@ -88,10 +91,29 @@ def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: 
     sys.exit(1)
 
 
+def _start_tracking(tracker: Any, plain: dict[str, Any]) -> Future:
+    """Open the store and create the run (or find the finished one, ``resume=true``) in a
+    thread, beside the import of the experiment code in the caller's thread: both are
+    mostly imports (MLflow, torch). Returns a future of the finished prior run or ``None``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def start() -> Any:
+        with job_timer("tracking_start"):
+            if plain.get("resume"):
+                prior = tracker.find_finished(plain)
+                if prior is not None:
+                    return prior
+            tracker.start(plain)  # fails fast when the tracking server is unreachable
+            return None
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="dfmx-tracking")
+    future = pool.submit(start)
+    pool.shutdown(wait=False)
+    return future
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _run(cfg: DictConfig) -> float | None:
-    from dfmx.experiment.run import run_experiment
-
     install_log_redaction()  # again: a launcher's worker process did not run main()
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     context = JobContext.from_hydra(HydraConfig.get())
@@ -101,32 +123,46 @@ def _run(cfg: DictConfig) -> float | None:
         from dfmx.tracking.job_run import JobRun
 
         tracker = JobRun(settings, context)
+    started = None
     try:
-        if tracker is not None and plain.get("resume"):
-            prior = tracker.find_finished(plain)
+        started = _start_tracking(tracker, plain) if tracker is not None else None
+        with job_timer("import_experiment"):
+            from dfmx.experiment.run import run_experiment
+        if started is not None:
+            with job_timer("tracking_wait"):
+                prior = started.result()  # before any data is read: a dead server stops here
             if prior is not None:
                 return _skip_finished(context, prior)
-        if tracker is not None:
-            tracker.start(plain)  # fails fast when the tracking server is unreachable
-        result = run_experiment(plain, context.output_dir)
+        with job_timer("run_experiment"):
+            result = run_experiment(plain, context.output_dir)
     except BaseException as exc:
+        if started is not None:
+            wait([started])  # a run being created is marked failed, not left running
         if tracker is not None:
             tracker.log_failure(exc)
         if not isinstance(exc, Exception):  # interrupts and exits go through
             raise
         return _failed(context, plain, exc, tracker.run_id if tracker else None)
     run_id = tracker.run_id if tracker else None
+    # The summary first: the results are on disk; MLflow gets them next, and a job whose
+    # logging fails (or is interrupted) still ends as a FAILED run with exit status 1.
+    with job_timer("summary"):
+        print(_summary(result, plain), flush=True)
     if tracker is not None:
         try:
-            tracker.log_result(result, OmegaConf.to_yaml(redact_config(plain)))
-        except Exception as exc:  # the server went away: the results are on disk already
+            with job_timer("tracking_log"):
+                tracker.log_result(result, OmegaConf.to_yaml(redact_config(plain)))
+        except BaseException as exc:  # the server went away: the results are on disk already
+            if not isinstance(exc, Exception):
+                tracker.log_failure(exc)
+                raise
             log.error("could not record the run in MLflow (%s: %s); its results are saved in "
                       "%s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
                       result.output_dir)
             tracker.log_failure(exc)
             return _failed(context, plain, exc, run_id, logged=True)
     _record(context, "FINISHED", run_id, metrics=result.metrics)
-    print(_summary(result, plain), flush=True)
+    log_job_timings()
     auroc = result.metrics.get("image_AUROC")
     return float(auroc) if auroc is not None else None
 
@@ -134,8 +170,10 @@ def _run(cfg: DictConfig) -> float | None:
 def main() -> None:
     """Console entry point: register plugin configs, then run the Hydra app."""
     install_log_redaction()  # secrets and non-UTF-8 file names, in every log line
-    register_plugins()
-    exit_on_bad_overrides()
+    with job_timer("startup"):
+        share_config_store()
+        register_plugins()
+        exit_on_bad_overrides()
     # Warnings (e.g. "image AUROC is undefined") become log lines in the run's log.
     logging.captureWarnings(True)
     _run()

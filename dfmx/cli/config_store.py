@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-import warnings
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from dfmx import registry
 from dfmx.experiment.job_config import CacheOptions, JobConfig, job_config_problems
 
 #: The name of the root config's schema, the first entry of conf/config.yaml's defaults.
@@ -60,18 +58,19 @@ def node_for(kind: str, name: str, plugin: Any) -> type:
 
 def register_plugins(store: ConfigStore | None = None) -> dict[str, list[str]]:
     """Store the root schema and a config node for every loadable plugin; returns
-    ``{kind: [names]}``."""
+    ``{kind: [names]}``.
+
+    The plugin nodes come from :func:`dfmx.cli.plugin_configs.plugin_nodes`: described in a
+    file, so that plugins (and torch) are imported only when a job uses them.
+    """
+    from dfmx.cli.plugin_configs import plugin_nodes
+
     store = store or ConfigStore.instance()
     register_schema(store)
     stored: dict[str, list[str]] = {}
-    for kind in registry.GROUPS:
+    for kind, nodes in plugin_nodes().items():
         stored[kind] = []
-        for name, plugin in registry.load_all(kind).items():
-            try:
-                node = node_for(kind, name, plugin)
-            except PluginConfigError as exc:
-                warnings.warn(f"skipping a plugin: {exc}", RuntimeWarning, stacklevel=2)
-                continue
+        for name, node in nodes.items():
             store.store(group=kind, name=name, node=node)
             stored[kind].append(name)
     return stored

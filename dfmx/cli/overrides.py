@@ -78,6 +78,7 @@ def _check_overrides(argv: list[str], config_module: str) -> str | None:
         groups = set(loader.list_groups("")) - {"hydra"}
         choices: list[str] = []
         keys = []
+        settings = []  # the key overrides' lines, sweeps left out
         for ov in overrides:
             key = ov.get_key_element()
             if ov.is_delete() or ov.is_add() or ov.is_force_add() or key.startswith("hydra"):
@@ -98,9 +99,16 @@ def _check_overrides(argv: list[str], config_module: str) -> str | None:
                 choices.append(f"{ov.key_or_group}={_values(ov)[0]}")
             else:
                 keys.append(ov.key_or_group)
+                if not ov.is_sweep_override():
+                    settings.append(ov.input_line)
         if not keys:
             return None
-        cfg = compose(config_name="config", overrides=choices)
+        bad_value = None
+        try:
+            cfg = compose(config_name="config", overrides=choices + settings)
+        except Exception as exc:  # an unknown key (found below) or a value of a wrong type
+            bad_value = _bad_value(exc)
+            cfg = compose(config_name="config", overrides=choices)
     missing = object()
     known = [k for k in _keys(cfg) if not k.startswith("hydra")]
     for key in keys:
@@ -124,8 +132,9 @@ def _check_overrides(argv: list[str], config_module: str) -> str | None:
         )
     from dfmx.cli.config_store import job_value_problem
 
-    return job_value_problem({ov.key_or_group: _parsed(ov) for ov in overrides
-                              if ov.key_or_group in keys})
+    problem = job_value_problem({ov.key_or_group: _parsed(ov) for ov in overrides
+                                 if ov.key_or_group in keys})
+    return problem or bad_value
 
 
 def _parsed(override: Any) -> list[Any]:
@@ -133,6 +142,18 @@ def _parsed(override: Any) -> list[Any]:
     if override.is_sweep_override():
         return list(override.sweep_iterator())
     return [override.value()]
+
+
+def _bad_value(exc: BaseException) -> str | None:
+    """The one-line message for a composition error caused by a value its typed config
+    refuses (``scorer.n_neighbors=abc``), else ``None``."""
+    from omegaconf.errors import ValidationError
+
+    cause = exc.__cause__
+    if not isinstance(cause, ValidationError):
+        return None
+    key = getattr(cause, "full_key", "") or "an option"
+    return f"bad value for {key}: {str(cause).splitlines()[0]}"
 
 
 def _unusable_plugin(group: str, name: str) -> str | None:
@@ -163,8 +184,9 @@ def _options_with_key(group: str, key: str) -> list[str]:
 
 
 def exit_on_bad_overrides(argv: Sequence[str] | None = None) -> None:
-    """Print :func:`check_overrides`'s message to stderr and exit with status 1, if any."""
+    """Print :func:`check_overrides`'s message to stderr and exit with status 2 (a usage
+    error, as argparse's), if any."""
     message = check_overrides(sys.argv[1:] if argv is None else argv)
     if message:
         print(f"dfmx: error: {message}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        sys.exit(2)

@@ -1,0 +1,143 @@
+"""Checks of a composed job config, run before Hydra creates a run folder or a job starts.
+
+:class:`ConfigCheckCallback` (the first of ``hydra.callbacks`` in ``conf/config.yaml``)
+checks the config Hydra composed for a run (``on_run_start``) or every job of a ``-m``
+sweep (``on_multirun_start``): each plugin's options are given to its ``Config``
+dataclass and, for plugins that are classes with a ``Config`` (scorers, poolings, data
+sources), to the plugin itself, which is cheap (no data is read, no backbone built); the
+job-level options go to :func:`~dfmx.experiment.job_config.check_job_config`. A bad value
+(``scorer=knn scorer.n_neighbors=0``) ends the command with one ``dfmx: error:`` line and
+exit status 2, before any run folder, MLflow run or sweep job exists.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from dfmx import registry
+from dfmx.cli.config_store import config_class, plugin_params
+from dfmx.cli.timings import job_timer
+
+#: Exit status of a command refused for its options (as argparse's usage errors).
+USAGE_ERROR = 2
+
+
+def plugin_problem(kind: str, node: Mapping[str, Any]) -> str | None:
+    """Why the resolved plugin node ``{"name": ..., **options}`` of ``kind`` cannot be
+    built (its ``Config`` or its constructor refuses the options), else ``None``."""
+    from dfmx.errors import USER_ERRORS
+
+    name, params = plugin_params(node)
+    try:
+        plugin = registry.load(kind, name)
+        cls = config_class(kind, name, plugin)
+        cls(**params)
+        if plugin is not cls and isinstance(plugin, type):
+            plugin(**params)
+    except (TypeError, ValueError, *USER_ERRORS) as exc:  # a plugin refuses with ValueError
+        options = " ".join(f"{kind}.{k}={v!r}" for k, v in params.items())
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        return f"{kind}={name} ({options or 'no options'}): {type(exc).__name__}: {message}"
+    return None
+
+
+def job_problem(cfg: Mapping[str, Any]) -> str | None:
+    """The first problem of a resolved job config (plugins, then job-level options)."""
+    for kind in registry.GROUPS:
+        node = cfg.get(kind)
+        if isinstance(node, Mapping) and "name" in node:
+            problem = plugin_problem(kind, node)
+            if problem:
+                return problem
+    from dfmx.experiment.job_config import check_job_config
+
+    try:
+        check_job_config(cfg)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _plain(cfg: DictConfig) -> dict[str, Any] | None:
+    """The job's part of ``cfg``, resolved; ``None`` when it cannot be resolved yet (an
+    interpolation of Hydra's job-time values): the job then checks itself."""
+    try:
+        node = OmegaConf.to_container(
+            OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    except Exception:
+        return None
+    assert isinstance(node, dict)
+    return node
+
+
+def _facet(override: str) -> str:
+    """The plugin kind an override line sets (``scorer``, ``scorer.k=1``), else ``job``."""
+    key = override.partition("=")[0].lstrip("+~")
+    head = key.split(".", 1)[0].split("@", 1)[0]
+    return head if head in registry.GROUPS else "job"
+
+
+def sweep_probes(jobs: Sequence[Sequence[str]]) -> list[list[str]]:
+    """Few override lists that together give every plugin every options it gets in
+    ``jobs`` (each job's override lines): per plugin kind (and for the job-level rest)
+    the distinct lines that concern it, laid side by side. A sweep over 2 scorers x 2
+    pooling sizes x 2 PCA levels needs 2 configs, not 8."""
+    facets: dict[str, list[tuple[str, ...]]] = {}
+    for job in jobs:
+        by_facet: dict[str, list[str]] = {}
+        for line in job:
+            by_facet.setdefault(_facet(line), []).append(line)
+        for facet in sorted({_facet(line) for job in jobs for line in job}):
+            lines = tuple(by_facet.get(facet, ()))
+            if lines not in facets.setdefault(facet, []):
+                facets[facet].append(lines)
+    n = max((len(v) for v in facets.values()), default=1)
+    return [[line for options in facets.values() for line in options[i % len(options)]]
+            for i in range(n)]
+
+
+def _refuse(problem: str) -> None:
+    print(f"dfmx: error: {problem}", file=sys.stderr, flush=True)
+    sys.exit(USAGE_ERROR)
+
+
+class ConfigCheckCallback(Callback):
+    """Refuse a run or sweep whose options a plugin or the job would refuse later."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with job_timer("check"):
+            plain = _plain(config)
+            problem = job_problem(plain) if plain is not None else None
+        if problem:
+            _refuse(problem)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Check every job of a basic (grid) sweep; other sweepers' jobs are checked by
+        the job itself."""
+        from hydra import compose
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        sweeper = OmegaConf.select(config, "hydra.sweeper._target_", default="")
+        if not str(sweeper).endswith("BasicSweeper"):
+            return
+        lines = list(OmegaConf.select(config, "hydra.overrides.task", default=[]))
+        parsed = OverridesParser.create().parse_overrides(lines)
+        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        for overrides in sweep_probes(jobs):
+            try:
+                cfg = compose(config_name=kwargs.get("config_name") or "config",
+                              overrides=overrides)
+            except Exception as exc:  # e.g. a swept value of the wrong type
+                cause = exc.__cause__
+                detail = f": {str(cause).splitlines()[0]}" if cause is not None else ""
+                _refuse(f"{str(exc).splitlines()[0]}{detail}")
+            plain = _plain(cfg)
+            problem = job_problem(plain) if plain is not None else None
+            if problem:
+                _refuse(problem)

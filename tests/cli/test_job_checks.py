@@ -1,0 +1,86 @@
+"""Bad plugin options are refused before a run folder or an MLflow run exists."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dfmx.cli.compose import compose_config
+from dfmx.cli.job_checks import job_problem, plugin_problem, sweep_probes
+
+
+def test_good_config_has_no_problem() -> None:
+    assert job_problem(compose_config(["scorer=knn", "scorer.n_neighbors=3"])) is None
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["scorer=knn", "scorer.n_neighbors=0"], "n_neighbors must be >= 1; got 0"),
+    (["pooling.kernel_size=0"], "pooling=avg"),
+    (["image_size=0"], "image_size must be a whole number >= 1"),
+])
+def test_bad_options_are_named(overrides: list[str], needle: str) -> None:
+    problem = job_problem(compose_config(overrides))
+    assert problem is not None and needle in problem
+
+
+def test_unknown_option_of_a_plugin_is_a_problem() -> None:
+    problem = plugin_problem("scorer", {"name": "fre", "bogus": 1})
+    assert problem is not None and "bogus" in problem
+
+
+def test_sweep_probes_cover_every_option_with_few_configs() -> None:
+    jobs = [[f"scorer={s}", f"pooling.kernel_size={k}", f"pca_level={p}"]
+            for s, k, p in itertools.product(("fre", "nll"), (1, 2), (0.9, 0.97))]
+    probes = sweep_probes(jobs)
+    assert len(probes) == 2
+    lines = {line for probe in probes for line in probe}
+    assert lines == {line for job in jobs for line in job}
+    for probe in probes:  # each probe is one whole job: one value per option
+        keys = [line.partition("=")[0] for line in probe]
+        assert sorted(keys) == sorted(set(keys))
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def _dfmx(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DFMX_CACHE_DIR": str(workdir / "cache"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+    return subprocess.run([sys.executable, "-m", "dfmx", *args], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def _mlflow_runs(workdir: Path) -> int:
+    db = workdir / "mlflow.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as con:
+        try:
+            return con.execute("select count(*) from runs").fetchone()[0]
+        except sqlite3.OperationalError:  # no schema: no run
+            return 0
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["scorer=knn", "scorer.n_neighbors=0"], "n_neighbors must be >= 1; got 0"),
+    (["scorer=knn", "scorer.n_neighbors=abc"], "bad value for scorer.n_neighbors"),
+    (["-m", "scorer=knn", "scorer.n_neighbors=3,0"], "n_neighbors must be >= 1; got 0"),
+    (["-m", "pooling.kernel_size=2,abc"], "could not be converted to Integer"),
+])
+def test_bad_plugin_option_stops_before_any_run(workdir: Path, args: list[str],
+                                                needle: str) -> None:
+    result = _dfmx(workdir, *args)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert output.count("dfmx: error:") == 1 and needle in output, output
+    assert "Traceback" not in output, output
+    assert not (workdir / "outputs").exists() and not (workdir / "multirun").exists()
+    assert _mlflow_runs(workdir) == 0

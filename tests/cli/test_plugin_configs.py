@@ -1,0 +1,165 @@
+"""The described plugin configs: start-up without importing plugins, and never stale."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import OmegaConf
+
+from dfmx import registry
+from dfmx.cli import plugin_configs
+from dfmx.cli.config_store import node_for
+from dfmx.cli.plugin_configs import (
+    cache_file,
+    decode_type,
+    describe_node,
+    encode_type,
+    plugin_nodes,
+    rebuild_node,
+)
+
+
+@pytest.mark.parametrize("tp", [int, float, bool, str, Any, list, dict, int | None,
+                                list[str], tuple[int, ...], dict[str, float],
+                                list[str] | None])
+def test_types_survive_the_file(tp: Any) -> None:
+    spec = encode_type(tp)
+    assert spec is not None
+    assert json.loads(json.dumps(spec)) == spec
+    rebuilt = decode_type(spec)
+    assert OmegaConf.structured(dataclasses.make_dataclass("A", [("x", rebuilt)])) \
+        .keys() == {"x"}
+
+
+class _Colour(enum.Enum):
+    RED = 1
+
+
+@dataclasses.dataclass
+class _Inner:
+    a: int = 1
+
+
+@pytest.mark.parametrize("tp", [_Colour, _Inner, int | str, tuple[int, str]])
+def test_types_the_file_cannot_hold_are_refused(tp: Any) -> None:
+    assert encode_type(tp) is None
+
+
+@dataclasses.dataclass
+class _Options:
+    k: int = 3
+    ratio: float | None = None
+    names: list[str] = dataclasses.field(default_factory=lambda: ["a", "b"])
+    required: str = "???"
+    table: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class _NoDefault:
+    k: int
+
+
+def test_rebuilt_node_composes_like_the_original() -> None:
+    for cls in (_Options, _NoDefault):
+        fields = describe_node(cls)
+        assert fields is not None
+        rebuilt = rebuild_node(cls.__name__, json.loads(json.dumps(fields)))
+        assert OmegaConf.to_yaml(OmegaConf.structured(rebuilt)) == \
+            OmegaConf.to_yaml(OmegaConf.structured(cls))
+        with pytest.raises(Exception, match="abc"):  # still typed
+            OmegaConf.merge(OmegaConf.structured(rebuilt), {"k": "abc"})
+
+
+def test_path_default_is_not_described() -> None:
+    @dataclasses.dataclass
+    class WithPath:
+        where: Any = dataclasses.field(default_factory=lambda: Path("/x"))
+
+    assert describe_node(WithPath) is None
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DFMX_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_every_installed_plugin_is_described_exactly(cache_dir: Path) -> None:
+    nodes = plugin_nodes()
+    data = json.loads(cache_file().read_text())
+    for kind in registry.GROUPS:
+        for name in registry.names(kind):
+            assert f"{kind}:{name}" in data["entries"], (kind, name)
+    again = plugin_nodes()  # from the file now
+    for kind, by_name in again.items():
+        for name, node in by_name.items():
+            real = node_for(kind, name, registry.load(kind, name))
+            assert OmegaConf.to_yaml(OmegaConf.structured(node)) == \
+                OmegaConf.to_yaml(OmegaConf.structured(real)), (kind, name)
+            assert node.__name__ == nodes[kind][name].__name__
+
+
+def test_a_changed_source_file_is_imported_again(cache_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    plugin_nodes(["scorer"])
+    path = cache_file()
+    data = json.loads(path.read_text())
+    entry = data["entries"]["scorer:fre"]
+    entry["fields"] = [{"name": "name", "type": "str", "default": "stale"}]
+    entry["sources"][0][1] -= 1  # an older modification time: the file changed since
+    path.write_text(json.dumps(data))
+    imported = []
+    real_load = registry.load
+    monkeypatch.setattr(plugin_configs.registry, "load",
+                        lambda kind, name: imported.append(name) or real_load(kind, name))
+    node = plugin_nodes(["scorer"])["scorer"]["fre"]
+    assert imported == ["fre"]
+    assert OmegaConf.structured(node).name == "fre"
+    fresh = json.loads(path.read_text())["entries"]["scorer:fre"]
+    src = fresh["sources"][0][0]
+    assert fresh["sources"][0] == [src, os.stat(src).st_mtime_ns, os.stat(src).st_size]
+
+
+def test_a_plugin_of_another_version_is_imported_again(cache_dir: Path) -> None:
+    plugin_nodes(["pooling"])
+    path = cache_file()
+    data = json.loads(path.read_text())
+    data["entries"]["pooling:avg"]["identity"]["dist"] = "dfmx 0.0.0"
+    path.write_text(json.dumps(data))
+    plugin_nodes(["pooling"])
+    assert json.loads(path.read_text())["entries"]["pooling:avg"]["identity"]["dist"] \
+        != "dfmx 0.0.0"
+
+
+_PROBE = """
+import runpy, sys
+sys.argv = ["dfmx", *sys.argv[1:]]
+code = 0
+try:
+    runpy.run_module("dfmx", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+print("torch imported:", "torch" in sys.modules, "exit:", code, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "scorer=nll"],
+                                  ["pca_levle=0.9"], ["scorer.n_neighbors=abc", "scorer=knn"]])
+def test_quick_commands_do_not_import_torch(cache_dir: Path, args: list[str]) -> None:
+    env = {**os.environ, "DFMX_CACHE_DIR": str(cache_dir)}
+    env.pop("PYTHONPATH", None)
+    first = subprocess.run([sys.executable, "-m", "dfmx", "--help"], env=env, cwd=cache_dir,
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    probe = subprocess.run([sys.executable, "-c", _PROBE, *args], env=env, cwd=cache_dir,
+                           capture_output=True, text=True, timeout=600)
+    assert "torch imported: False" in probe.stderr, probe.stderr
+    assert not (cache_dir / "outputs").exists()
