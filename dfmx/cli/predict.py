@@ -116,9 +116,9 @@ def _load(model_dir: str) -> DFMModel:
 
 def run(args: argparse.Namespace) -> Path:
     """Score the inputs and write the outputs; returns the CSV path."""
-    from dfmx.data.path_text import path_text
     from dfmx.experiment.overlays import write_prediction_overlays
     from dfmx.experiment.predict import expand_inputs, predict_images
+    from dfmx.path_text import path_text
 
     model = _load(args.model)
     paths = expand_inputs(args.inputs)

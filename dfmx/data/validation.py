@@ -44,9 +44,9 @@ from PIL import Image
 
 from dfmx.atomic import atomic_open
 from dfmx.data.overlaps import check_overlaps
-from dfmx.data.path_text import path_text, text_safe
 from dfmx.data.samples import Sample
 from dfmx.errors import DataError
+from dfmx.path_text import path_text, text_safe
 
 __all__ = [
     "MIN_TRAIN_IMAGES",
@@ -343,7 +343,7 @@ def write_skipped_csv(path: str | Path, skipped: Sequence[tuple[Path | str, str]
     """Write ``path,reason`` rows (a header first) for the skipped files; returns ``path``.
 
     File names that are not valid UTF-8 are written with ``\\xNN`` escapes
-    (:func:`~dfmx.data.path_text.path_text`).
+    (:func:`~dfmx.path_text.path_text`).
 
     Nothing is written (and ``None`` returned) when nothing was skipped.
     """

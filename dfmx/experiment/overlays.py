@@ -17,9 +17,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from dfmx.data.path_text import path_text
 from dfmx.experiment.labelled_scores import as_labels_scores
 from dfmx.experiment.plots import save_figure, set_title
+from dfmx.path_text import path_text
 
 __all__ = ["top_indices", "write_overlays", "write_prediction_overlays"]
 

@@ -21,7 +21,6 @@ import torch
 from dfmx import registry
 from dfmx.data import Sample, load_mask
 from dfmx.data.batches import files_fingerprint
-from dfmx.data.path_text import path_text
 from dfmx.data.sources import mask_locations
 from dfmx.data.validation import (
     MISSING_MASKS_METRIC,
@@ -42,6 +41,7 @@ from dfmx.features.cache import FeatureCache, feature_key
 from dfmx.memo import Memo
 from dfmx.metrics import compute_metrics
 from dfmx.metrics.pixel import pixel_metrics
+from dfmx.path_text import path_text
 
 log = logging.getLogger(__name__)
 

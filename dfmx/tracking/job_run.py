@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dfmx.data.path_text import path_text, text_safe
+from dfmx.path_text import path_text, text_safe
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import JobContext
 from dfmx.tracking.params import MAX_TAG_LENGTH, choice_tags, flatten_params, version_tags

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dfmx.data.path_text import text_safe
+from dfmx.path_text import text_safe
 
 REDACTED = "***"
 _SECRET_WORDS = r"(?:token|password|passwd|secret|api[_-]?key|credential)"
@@ -67,7 +67,7 @@ def _redacting_factory(base: Any) -> Any:
 
 def install_log_redaction() -> None:
     """Make every log record of the process (dfmx's, Hydra's, MLflow's) carry its message
-    through :func:`redact_text` and :func:`~dfmx.data.path_text.text_safe` (file names
+    through :func:`redact_text` and :func:`~dfmx.path_text.text_safe` (file names
     that are not valid UTF-8), whatever handlers are configured later. Idempotent."""
     base = logging.getLogRecordFactory()
     if not getattr(base, "_dfmx_redacting", False):

@@ -88,7 +88,7 @@ def read_parent(sweep_dir: str | Path) -> ParentInfo | None:
 def write_job_record(sweep_dir: str | Path, record: JobRecord) -> Path:
     """Record how a job ended (secrets in its error line hidden: the sweep's summary line
     and table repeat it)."""
-    from dfmx.data.path_text import text_safe
+    from dfmx.path_text import text_safe
     from dfmx.tracking.redact import redact_text
 
     if record.error is not None:

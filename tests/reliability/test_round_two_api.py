@@ -13,8 +13,8 @@ import torch
 
 from dfmx.data import Sample
 from dfmx.data.overlaps import DataOverlapError, check_overlaps
-from dfmx.data.path_text import path_text, text_safe
 from dfmx.engine.pca import PCA, NoVariationError
+from dfmx.path_text import path_text, text_safe
 
 from . import corpus as c
 
