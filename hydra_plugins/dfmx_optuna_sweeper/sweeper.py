@@ -43,7 +43,7 @@ def _import_optuna() -> Any:
         import optuna
     except ImportError as exc:
         raise OptunaSweeperError(
-            "hydra/sweeper=optuna needs Optuna: pip install 'dfmx[optuna]'") from exc
+            "Optuna is not installed: pip install 'dfmx[optuna]'") from exc
     return optuna
 
 
@@ -132,14 +132,21 @@ class OptunaSweeper(Sweeper):
         cwd = OmegaConf.select(self.config, "hydra.runtime.cwd", default=None)
         storage = absolute_storage(self.storage, cwd)
         try:
-            return optuna.create_study(storage=storage, study_name=self.study_name,
-                                       direction=self.direction, sampler=sampler,
-                                       load_if_exists=True)
-        except Exception as exc:  # a bad URL, an unreachable database, a direction clash
+            study = optuna.create_study(storage=storage, study_name=self.study_name,
+                                        direction=self.direction, sampler=sampler,
+                                        load_if_exists=True)
+        except Exception as exc:  # a bad URL, an unreachable database
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             raise OptunaSweeperError(
                 f"cannot open Optuna study {self.study_name!r} in storage "
                 f"{self.storage!r}: {reason}") from exc
+        stored = study.direction.name.lower()
+        if stored != self.direction:  # Optuna loads a stored study as it is, silently
+            raise OptunaSweeperError(
+                f"Optuna study {self.study_name!r} in storage {self.storage!r} is set to "
+                f"{stored}, not hydra.sweeper.direction={self.direction}: give another "
+                f"study_name or the same direction")
+        return study
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
         """Run the study to ``n_trials`` finished trials; the launched jobs' returns.

@@ -3,6 +3,7 @@ search space, a job's return value as a trial value, the storage path."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ optuna = pytest.importorskip("optuna")
 
 from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 from hydra.core.utils import JobReturn, JobStatus  # noqa: E402
+from hydra.types import HydraContext  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 from optuna.distributions import (  # noqa: E402
     CategoricalDistribution,
     FloatDistribution,
@@ -22,6 +25,8 @@ from hydra_plugins.dfmx_optuna_sweeper.search_space import (  # noqa: E402
     SearchSpaceError,
 )
 from hydra_plugins.dfmx_optuna_sweeper.sweeper import (  # noqa: E402
+    OptunaSweeper,
+    OptunaSweeperError,
     absolute_storage,
     trial_value,
 )
@@ -111,3 +116,53 @@ def test_a_relative_sqlite_storage_is_taken_against_the_start_folder(tmp_path: P
     for unchanged in ("sqlite:////abs/optuna.db", "sqlite:///:memory:",
                       "postgresql://host/db", None):
         assert absolute_storage(unchanged, str(tmp_path)) == unchanged
+
+
+def sweeper(**options: object) -> OptunaSweeper:
+    defaults = dict(direction="maximize", n_trials=4, n_jobs=2, sampler="tpe", seed=0,
+                    n_startup_trials=10, storage=None, study_name="dfmx", params=None)
+    made = OptunaSweeper(**{**defaults, **options})
+    made.hydra_context = HydraContext(config_loader=None, callbacks=None)
+    return made
+
+
+def test_params_from_a_config_join_the_command_line() -> None:
+    """``hydra.sweeper.params`` may arrive nested (``pooling: {kernel_size: ...}``); a key
+    also on the command line takes the command line's value."""
+    made = sweeper(params={"pca_level": "interval(0.8,0.9)",
+                           "pooling": {"kernel_size": "choice(2,4)"}})
+    s = made._search_space(["pca_level=0.85", "scorer=choice(fre,nll)"])
+    assert s.fixed == ["pca_level=0.85"]
+    assert s.distributions == {"pooling.kernel_size": CategoricalDistribution(["2", "4"]),
+                               "scorer": CategoricalDistribution(["fre", "nll"])}
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"direction": "up"}, "direction='up': use maximize or minimize"),
+    ({"sampler": "cmaes"}, "sampler='cmaes': use tpe or random"),
+    ({"n_trials": 0}, "n_trials=0: must be at least 1"),
+    ({"n_jobs": 0}, "n_jobs=0: must be at least 1"),
+])
+def test_unusable_options_are_named(options: dict, message: str) -> None:
+    with pytest.raises(OptunaSweeperError, match=re.escape(message)):
+        sweeper(**options)
+
+
+def test_nothing_to_search_is_an_error() -> None:
+    with pytest.raises(SearchSpaceError, match="nothing to search"):
+        sweeper()._search_space(["image_size=128"])
+
+
+def test_a_stored_study_keeps_its_direction(tmp_path: Path) -> None:
+    """Optuna loads a stored study as it is: asking it for the other direction is an
+    error, not a study that silently maximises what was to be minimised."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    config = OmegaConf.create({"hydra": {"runtime": {"cwd": str(tmp_path)}}})
+    made = {d: sweeper(storage=storage, direction=d) for d in ("maximize", "minimize")}
+    for one in made.values():
+        one.config = config
+    assert made["maximize"]._study(optuna).direction.name == "MAXIMIZE"
+    assert made["maximize"]._study(optuna).direction.name == "MAXIMIZE"  # loaded again
+    with pytest.raises(OptunaSweeperError, match=re.escape(
+            "is set to maximize, not hydra.sweeper.direction=minimize")):
+        made["minimize"]._study(optuna)
