@@ -5,12 +5,16 @@ cache_dir) < data < features < metrics < engine < scorers < experiment < trackin
 Every import counts, also one inside a function or under ``TYPE_CHECKING``: a lazy import
 up a layer is still a dependency up a layer. The package's ``__init__`` (the public API,
 which names classes of every layer) and ``__main__`` (the command line) stand above all.
+
+The Hydra sweeper plugin ``hydra_plugins/dfmx_optuna_sweeper`` sits outside the package, a
+thin adapter: it imports the standard library, Hydra, OmegaConf, Optuna and itself only.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +124,38 @@ def test_the_check_passes_a_package_in_order(tmp_path: Path) -> None:
     _write(root, {"__init__.py": "", "memo.py": "", "data/a.py": "from pkg import memo\n",
                   "cli/app.py": "from pkg.data import a\nfrom pkg.engine import b\n"})
     assert layer_violations(root, "pkg") == []
+
+
+#: What the Optuna sweeper adapter may import (besides the standard library and itself).
+ADAPTER_ALLOWED = ("hydra", "omegaconf", "optuna")
+ADAPTER = Path(__file__).resolve().parents[1] / "hydra_plugins" / "dfmx_optuna_sweeper"
+
+
+def foreign_imports(root: Path, package: str, allowed: tuple[str, ...]) -> list[str]:
+    """``file:line: imported`` for every import under ``root`` (the folder of the dotted
+    ``package``) of a module that is neither in the standard library, nor under one of
+    ``allowed`` top-level names, nor in ``package`` itself."""
+    problems = []
+    for path in sorted(root.rglob("*.py")):
+        module = _module_name(path, root, package)
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for line, imported in _imports(tree, module, path.name == "__init__.py"):
+            top = imported.split(".")[0]
+            if (top in sys.stdlib_module_names or top in allowed or top == "__future__"
+                    or imported.startswith(f"{package}.")):
+                continue
+            problems.append(f"{path.name}:{line}: {imported}")
+    return problems
+
+
+def test_the_optuna_sweeper_is_a_thin_adapter() -> None:
+    assert sorted(p.name for p in ADAPTER.glob("*.py"))  # the check sees the files
+    assert foreign_imports(ADAPTER, "hydra_plugins.dfmx_optuna_sweeper", ADAPTER_ALLOWED) == []
+
+
+def test_the_adapter_check_catches_a_dfmx_import(tmp_path: Path) -> None:
+    root = tmp_path / "adapter"
+    _write(root, {"__init__.py": "", "a.py": "import json\nfrom hydra.core import plugins\n"
+                  "from . import b\n", "b.py": "def f():\n    from dfmx.tracking import x\n"})
+    assert foreign_imports(root, "pkg.adapter", ADAPTER_ALLOWED) == \
+        ["b.py:2: dfmx.tracking.x"]
