@@ -19,7 +19,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dfmx.cli.config_store import register_plugins
+from dfmx.cli import interrupts
+from dfmx.cli.config_store import register_plugins, register_resolvers
 from dfmx.cli.overrides import exit_on_bad_overrides
 from dfmx.errors import USER_ERRORS, describe
 from dfmx.tracking import sweep_state
@@ -28,6 +29,7 @@ from dfmx.tracking.redact import install_log_redaction, redact_config
 from dfmx.tracking.settings import TrackingSettings
 
 log = logging.getLogger("dfmx")
+register_resolvers()  # here, so that a launcher's worker process has it too
 
 
 def _summary(result: Any, cfg: dict[str, Any]) -> str:
@@ -72,6 +74,11 @@ def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: 
             logged: bool = False) -> None:
     """A job failed: in a sweep, record it and let the others go on (the callback reports
     at the end); alone, one clear line for the user's own errors and exit status 1."""
+    from dfmx.system_errors import as_user_error
+
+    exc = as_user_error(exc, f"the run folder {context.output_dir}",
+                        "write elsewhere with hydra.run.dir=<a folder with room>",
+                        "use a smaller image_size or batch_size")
     one_line = f"{type(exc).__name__}: {exc}".splitlines()[0]
     show_traceback = bool(plain.get("debug")) or not isinstance(exc, USER_ERRORS)
     if context.multirun:
@@ -88,11 +95,18 @@ def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: 
     sys.exit(1)
 
 
+def _note_interrupt(context: JobContext, tracker: Any) -> None:
+    """Say on the final line of an interrupted job where its files are, and its run."""
+    run = f"MLflow run {tracker.run_id} marked KILLED; " if tracker and tracker.run_id else ""
+    interrupts.on_interrupt(lambda: f"{run}files written so far are in {context.output_dir}")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _run(cfg: DictConfig) -> float | None:
     from dfmx.experiment.run import run_experiment
 
     install_log_redaction()  # again: a launcher's worker process did not run main()
+    interrupts.install()
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     context = JobContext.from_hydra(HydraConfig.get())
     settings = TrackingSettings.from_config(plain.get("tracking"))
@@ -112,6 +126,8 @@ def _run(cfg: DictConfig) -> float | None:
     except BaseException as exc:
         if tracker is not None:
             tracker.log_failure(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            _note_interrupt(context, tracker)
         if not isinstance(exc, Exception):  # interrupts and exits go through
             raise
         return _failed(context, plain, exc, tracker.run_id if tracker else None)
@@ -125,6 +141,10 @@ def _run(cfg: DictConfig) -> float | None:
                       result.output_dir)
             tracker.log_failure(exc)
             return _failed(context, plain, exc, run_id, logged=True)
+        except KeyboardInterrupt as exc:  # the results are on disk already
+            tracker.log_failure(exc)
+            _note_interrupt(context, tracker)
+            raise
     _record(context, "FINISHED", run_id, metrics=result.metrics)
     print(_summary(result, plain), flush=True)
     auroc = result.metrics.get("image_AUROC")
@@ -133,12 +153,19 @@ def _run(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console entry point: register plugin configs, then run the Hydra app."""
+    interrupts.install()  # Ctrl-C and SIGTERM end the MLflow runs and exit 130 / 143
     install_log_redaction()  # secrets and non-UTF-8 file names, in every log line
     register_plugins()
     exit_on_bad_overrides()
     # Warnings (e.g. "image AUROC is undefined") become log lines in the run's log.
     logging.captureWarnings(True)
-    _run()
+    try:
+        _run()
+    except KeyboardInterrupt as exc:
+        notes = interrupts.run_cleanups()
+        print(f"dfmx: stopped by {interrupts.signal_name(exc)}"
+              + "".join(f"; {n}" for n in notes), file=sys.stderr, flush=True)
+        sys.exit(interrupts.exit_code(exc))
 
 
 if __name__ == "__main__":
