@@ -38,8 +38,8 @@ def write_error(exc: OSError, place: str, way_out: str) -> OutputWriteError:
                 "size limit is full); free some space or raise the limit, or")
     else:
         what = f"cannot write {where} ({reason}); "
-    error = OutputWriteError(exc.errno, f"{what} {way_out}".replace(";  ", "; "))
-    error.filename = exc.filename
+    error = OutputWriteError(f"{what} {way_out}".replace(";  ", "; "))
+    error.errno = exc.errno  # the message stays as it is (no "[Errno N]", no file name)
     return error
 
 

@@ -54,9 +54,10 @@ class PredictionFolder:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.staging = self.folder / f".dfmx-predict.{secrets.token_hex(4)}.tmp"
             self.staging.mkdir()
-        except FileExistsError as exc:  # a parent of the folder is a file
-            raise OutputPathError(f"--output {self.folder} cannot be a folder: "
-                                  f"{exc.filename} is a file; {WAY_OUT}") from exc
+        except (FileExistsError, NotADirectoryError) as exc:  # a parent is a file
+            blocker = next((p for p in self.folder.parents if p.is_file()), exc.filename)
+            raise OutputPathError(f"--output {self.folder} cannot be a folder: {blocker} is "
+                                  f"a file; {WAY_OUT}") from exc
         except OSError as exc:
             raise write_error(exc, f"the output folder {self.folder}", WAY_OUT) from exc
 
