@@ -5,9 +5,10 @@ Run and sweep folders are named by the time of day plus a random suffix
 in the same second get folders of their own. A folder the user names (``hydra.run.dir=``,
 ``hydra.sweep.dir=``) is claimed before Hydra writes into it: a second run given the folder
 of a run that is still going is refused with one line instead of overwriting its model,
-metrics and ``.hydra`` files. The claim is an exclusive ``flock`` on ``<folder>/.dfmx.lock``,
-held until the process ends (also when it is killed), so a folder left by a finished or
-killed run can be used again.
+metrics and ``.hydra`` files; a folder holding the results of an earlier run is used with a
+warning (the new run's files replace those it writes, the others stay). The claim is an
+exclusive ``flock`` on ``<folder>/.dfmx.lock``, held until the process ends (also when it
+is killed), so a folder left by a finished or killed run can be used again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import errno
 import fcntl
 import os
 import socket
+import sys
 from pathlib import Path
 
 from dfmx.errors import UserError
@@ -23,6 +25,9 @@ from dfmx.system_errors import OutputWriteError, write_error
 
 #: The lock file in a claimed folder.
 LOCK_FILE = ".dfmx.lock"
+
+#: Files of a finished run whose presence says a folder holds earlier results.
+EARLIER_RESULTS = ("metrics.json", "predictions.csv", "model", "sweep_table.csv")
 
 _held: dict[Path, int] = {}
 
@@ -70,4 +75,9 @@ def claim(folder: Path, option: str) -> Path:
         os.close(fd)
         raise write_error(exc, f"the run folder {folder}", way_out) from exc
     _held[folder] = fd  # kept open: the lock lasts until this process ends
+    earlier = [name for name in EARLIER_RESULTS if (folder / name).exists()]
+    if earlier:
+        print(f"dfmx: warning: {option}={folder} holds the results of an earlier run "
+              f"({', '.join(earlier)}); this run replaces the files it writes, and the "
+              "others stay beside them", file=sys.stderr, flush=True)
     return folder

@@ -139,6 +139,8 @@ def test_a_folder_in_use_is_refused_to_a_second_run(tmp_path: Path) -> None:
     # The folder is free again once the first run has ended.
     again = runner.run(*SMALL, "save_model=false", "tracking=none", f"hydra.run.dir={run_dir}")
     assert again.returncode == 0, again
+    assert f"hydra.run.dir={run_dir} holds the results of an earlier run (metrics.json" \
+        in again.stderr, again
 
 
 # --------------------------------------------------------------- item 3: dfmx-predict
