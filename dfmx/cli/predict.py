@@ -1,6 +1,6 @@
 """``dfmx-predict`` / ``python -m dfmx.cli.predict``: score new images with a saved model.
 
-    dfmx-predict outputs/2026-11-29/10-00-00/model images/ more.png --output preds/
+    dfmx-predict outputs/2026-11-29/10-00-00-3fa2c1/model images/ more.png --output preds/
 
 writes ``preds/predictions.csv`` (path, score, prediction) and overlays of the
 highest-scored images (``preds/overlays/``), and prints a short summary. The output folder
