@@ -40,15 +40,26 @@ def _raise(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-def install() -> None:
+def install() -> dict[int, object]:
     """Make ``SIGINT`` and ``SIGTERM`` raise :class:`Interrupted` (main thread only; a
-    signal that the parent process set to be ignored stays ignored)."""
+    signal that the parent process set to be ignored stays ignored); returns the handlers
+    it replaced, for :func:`restore`."""
+    previous: dict[int, object] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
-            if signal.getsignal(signum) is not signal.SIG_IGN:
+            handler = signal.getsignal(signum)
+            if handler is not signal.SIG_IGN:
                 signal.signal(signum, _raise)
+                previous[signum] = handler
         except ValueError:  # not the main thread: signals go to the main thread anyway
-            return
+            break
+    return previous
+
+
+def restore(previous: dict[int, object]) -> None:
+    """Put back the handlers :func:`install` replaced (for a ``main()`` called in-process)."""
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)  # type: ignore[arg-type]
 
 
 def exit_code(exc: KeyboardInterrupt) -> int:

@@ -168,10 +168,18 @@ def _predict(args: argparse.Namespace, target: PredictionFolder) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from dfmx.cli import interrupts
+
+    previous = interrupts.install()
+    try:
+        return _main(build_parser().parse_args(argv))
+    finally:
+        interrupts.restore(previous)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from dfmx.cli import interrupts
     from dfmx.system_errors import as_user_error
 
-    interrupts.install()
-    args = build_parser().parse_args(argv)
     try:
         run(args)
     except KeyboardInterrupt as exc:
