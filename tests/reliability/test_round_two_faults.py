@@ -197,6 +197,21 @@ def test_predict_keeps_or_wholly_replaces_earlier_results(tmp_path: Path,
     assert len(names) == 2 and all(any(p.stem in n for p in two) for n in names), names
     assert (out / "mine.txt").read_text() == "the user's\n"
 
+    # SIGTERM while it works (its staging folder exists): exit 143, earlier results kept.
+    before = (out / "predictions.csv").read_bytes()
+    running = CliRunner(_env(tmp_path), tmp_path).start(Job(
+        [str(saved_model), str(images), "-o", str(out)], module="dfmx.cli.predict"))
+    while not list(out.glob(".dfmx-predict.*.tmp")):
+        assert running.poll() is None, running.wait(5)
+        time.sleep(0.05)
+    running.process.send_signal(signal.SIGTERM)
+    stopped = running.wait(120)
+    assert stopped.returncode == 143, stopped
+    assert f"dfmx-predict: stopped by SIGTERM; earlier results in {out} are unchanged" \
+        in stopped.stderr and TRACEBACK not in stopped.output, stopped
+    assert (out / "predictions.csv").read_bytes() == before
+    assert not list(out.glob(".dfmx-predict.*")), sorted(out.iterdir())
+
     # --output naming a file (or a path through one) stops before the model is read: the
     # model path given here does not exist, and the message is about the output.
     for target in (out / "mine.txt", out / "mine.txt" / "sub"):
