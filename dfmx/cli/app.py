@@ -20,8 +20,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from dfmx.cli import interrupts
 from dfmx.cli.compose import share_config_store
-from dfmx.cli.config_store import register_plugins
+from dfmx.cli.config_store import register_plugins, register_resolvers
 from dfmx.cli.overrides import exit_on_bad_overrides
 from dfmx.cli.timings import job_timer, log_job_timings
 from dfmx.errors import USER_ERRORS, describe
@@ -31,6 +32,7 @@ from dfmx.tracking.redact import install_log_redaction, redact_config
 from dfmx.tracking.settings import TrackingSettings
 
 log = logging.getLogger("dfmx")
+register_resolvers()  # here, so that a launcher's worker process has it too
 
 
 def _summary(result: Any, cfg: dict[str, Any]) -> str:
@@ -75,6 +77,11 @@ def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: 
             logged: bool = False) -> None:
     """A job failed: in a sweep, record it and let the others go on (the callback reports
     at the end); alone, one clear line for the user's own errors and exit status 1."""
+    from dfmx.system_errors import as_user_error
+
+    exc = as_user_error(exc, f"the run folder {context.output_dir}",
+                        "write elsewhere with hydra.run.dir=<a folder with room>",
+                        "use a smaller image_size or batch_size")
     one_line = f"{type(exc).__name__}: {exc}".splitlines()[0]
     show_traceback = bool(plain.get("debug")) or not isinstance(exc, USER_ERRORS)
     if context.multirun:
@@ -112,9 +119,16 @@ def _start_tracking(tracker: Any, plain: dict[str, Any]) -> Future:
     return future
 
 
+def _note_interrupt(context: JobContext, tracker: Any) -> None:
+    """Say on the final line of an interrupted job where its files are, and its run."""
+    run = f"MLflow run {tracker.run_id} marked KILLED; " if tracker and tracker.run_id else ""
+    interrupts.on_interrupt(lambda: f"{run}files written so far are in {context.output_dir}")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _run(cfg: DictConfig) -> float | None:
     install_log_redaction()  # again: a launcher's worker process did not run main()
+    interrupts.install()
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     context = JobContext.from_hydra(HydraConfig.get())
     settings = TrackingSettings.from_config(plain.get("tracking"))
@@ -140,6 +154,8 @@ def _run(cfg: DictConfig) -> float | None:
             wait([started])  # a run being created is marked failed, not left running
         if tracker is not None:
             tracker.log_failure(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            _note_interrupt(context, tracker)
         if not isinstance(exc, Exception):  # interrupts and exits go through
             raise
         return _failed(context, plain, exc, tracker.run_id if tracker else None)
@@ -153,8 +169,10 @@ def _run(cfg: DictConfig) -> float | None:
             with job_timer("tracking_log"):
                 tracker.log_result(result, OmegaConf.to_yaml(redact_config(plain)))
         except BaseException as exc:  # the server went away: the results are on disk already
-            if not isinstance(exc, Exception):
+            if not isinstance(exc, Exception):  # an interrupt: the results are on disk
                 tracker.log_failure(exc)
+                if isinstance(exc, KeyboardInterrupt):
+                    _note_interrupt(context, tracker)
                 raise
             log.error("could not record the run in MLflow (%s: %s); its results are saved in "
                       "%s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
@@ -169,6 +187,7 @@ def _run(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console entry point: register plugin configs, then run the Hydra app."""
+    interrupts.install()  # Ctrl-C and SIGTERM end the MLflow runs and exit 130 / 143
     install_log_redaction()  # secrets and non-UTF-8 file names, in every log line
     with job_timer("startup"):
         share_config_store()
@@ -176,7 +195,13 @@ def main() -> None:
         exit_on_bad_overrides()
     # Warnings (e.g. "image AUROC is undefined") become log lines in the run's log.
     logging.captureWarnings(True)
-    _run()
+    try:
+        _run()
+    except KeyboardInterrupt as exc:
+        notes = interrupts.run_cleanups()
+        print(f"dfmx: stopped by {interrupts.signal_name(exc)}"
+              + "".join(f"; {n}" for n in notes), file=sys.stderr, flush=True)
+        sys.exit(interrupts.exit_code(exc))
 
 
 if __name__ == "__main__":

@@ -9,15 +9,34 @@ under the matching group, with an added ``name`` field holding the plugin's name
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import typing
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from dfmx.experiment.job_config import CacheOptions, JobConfig, job_config_problems
 
 #: The name of the root config's schema, the first entry of conf/config.yaml's defaults.
 SCHEMA = "dfmx_schema"
+
+
+#: The resolver that ``conf/config.yaml`` puts in ``hydra.run.dir`` and ``hydra.sweep.dir``.
+UNIQUE_RESOLVER = "dfmx_unique"
+
+
+def register_resolvers() -> None:
+    """Register ``${dfmx_unique:}``: six random hex digits, drawn once per composed config.
+
+    The value is cached in the config (as Hydra's ``${now:...}`` is), so a run's folder
+    name is the same wherever it is read, and a sweep's launcher copies it into every job
+    (also in other processes: this runs when :mod:`dfmx.cli.app` is imported). Two runs
+    started in the same second get different folders.
+    """
+    if not OmegaConf.has_resolver(UNIQUE_RESOLVER):
+        OmegaConf.register_new_resolver(UNIQUE_RESOLVER, lambda: secrets.token_hex(3),
+                                        use_cache=True)
 
 
 def register_schema(store: ConfigStore | None = None) -> None:

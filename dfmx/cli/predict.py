@@ -1,9 +1,11 @@
 """``dfmx-predict`` / ``python -m dfmx.cli.predict``: score new images with a saved model.
 
-    dfmx-predict outputs/2026-11-29/10-00-00/model images/ more.png --output preds/
+    dfmx-predict outputs/2026-11-29/10-00-00-3fa2c1/model images/ more.png --output preds/
 
 writes ``preds/predictions.csv`` (path, score, prediction) and overlays of the
-highest-scored images (``preds/overlays/``), and prints a short summary.
+highest-scored images (``preds/overlays/``), and prints a short summary. The output folder
+is checked before the model is loaded; the results replace those of an earlier prediction
+there only once every file is written (:mod:`dfmx.cli.predict_output`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from dfmx.errors import USER_ERRORS, UserError, describe
 
 if TYPE_CHECKING:
+    from dfmx.cli.predict_output import PredictionFolder
     from dfmx.engine.torch_model import DFMModel
 
 
@@ -116,6 +119,18 @@ def _load(model_dir: str) -> DFMModel:
 
 def run(args: argparse.Namespace) -> Path:
     """Score the inputs and write the outputs; returns the CSV path."""
+    from dfmx.cli.predict_output import PredictionFolder
+
+    target = PredictionFolder(args.output)  # before any work: a bad --output stops here
+    try:
+        return _predict(args, target)
+    finally:
+        target.discard()
+
+
+def _predict(args: argparse.Namespace, target: PredictionFolder) -> Path:
+    """Score into ``target``'s staging folder, then move the results into place."""
+    from dfmx.cli.predict_output import CSV_NAME, OVERLAYS_NAME
     from dfmx.experiment.overlays import write_prediction_overlays
     from dfmx.experiment.predict import expand_inputs, predict_images
     from dfmx.path_text import path_text
@@ -127,9 +142,7 @@ def run(args: argparse.Namespace) -> Path:
                             keep_maps=args.overlays > 0)
     if args.threshold is not None:
         result.threshold = args.threshold
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "predictions.csv"
+    csv_path = target.staging / CSV_NAME
     with csv_path.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "score", "prediction"])
@@ -138,9 +151,14 @@ def run(args: argparse.Namespace) -> Path:
             verdict = "" if np.isnan(result.threshold) else ("anomalous" if pred else "normal")
             writer.writerow([path_text(path), repr(float(score)), verdict])
     size = model.metadata.get("image_size")
-    write_prediction_overlays(out / "overlays", result.paths, result.scores, result.maps,
-                              result.threshold, size, k=args.overlays)
+    write_prediction_overlays(target.staging / OVERLAYS_NAME, result.paths, result.scores,
+                              result.maps, result.threshold, size, k=args.overlays)
     n_anomalous = int(result.predictions.sum()) if not np.isnan(result.threshold) else None
+    replaced = target.commit()
+    csv_path = target.folder / CSV_NAME
+    if replaced:
+        print(f"replaced {replaced} earlier file(s) in {target.folder} "
+              f"({CSV_NAME}, {OVERLAYS_NAME}/)")
     print(f"scored {len(paths)} image(s) with {args.model}; "
           + (f"{n_anomalous} predicted anomalous at threshold {result.threshold:.6g}; "
              if n_anomalous is not None else "no threshold known; ")
@@ -149,11 +167,30 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from dfmx.cli import interrupts
+
+    previous = interrupts.install()
+    try:
+        return _main(build_parser().parse_args(argv))
+    finally:
+        interrupts.restore(previous)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from dfmx.cli import interrupts
+    from dfmx.system_errors import as_user_error
+
     try:
         run(args)
-    except USER_ERRORS as exc:
-        if args.debug:
+    except KeyboardInterrupt as exc:
+        print(f"dfmx-predict: stopped by {interrupts.signal_name(exc)}; earlier results in "
+              f"{args.output} are unchanged", file=sys.stderr)
+        return interrupts.exit_code(exc)
+    except Exception as exc:
+        exc = as_user_error(exc, f"the output folder {args.output}",
+                            "name another folder with --output",
+                            "use a smaller --batch-size")
+        if args.debug or not isinstance(exc, USER_ERRORS):
             raise
         print(f"dfmx-predict: {describe(exc, '--debug')}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from dfmx.cli import interrupts
 from dfmx.errors import USER_ERRORS, describe
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import absolute_dir
@@ -53,6 +54,46 @@ def _settings(config: DictConfig) -> TrackingSettings:
     return TrackingSettings.from_config(plain)  # type: ignore[arg-type]
 
 
+def _claim(config: DictConfig, folder: Path, option: str) -> None:
+    """Hold ``folder`` for this process, or stop with one line (a callback's exception
+    would only be a warning to Hydra)."""
+    from dfmx.cli.run_folder import claim
+
+    try:
+        claim(folder, option)
+    except USER_ERRORS as exc:
+        if OmegaConf.select(config, "debug", default=False):
+            raise
+        print(f"dfmx: {describe(exc)}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def _end_interrupted_sweep(sweep_dir: Path) -> str:
+    """After Ctrl-C or ``SIGTERM``: the sweep table of the jobs that finished, every child
+    run still ``RUNNING`` and the parent run marked ``KILLED``; returns words for the
+    final line."""
+    records = sweep_state.read_job_records(sweep_dir)
+    note = f"{len(records)} finished job(s) in {sweep_dir}"
+    if records:
+        write_sweep_table(sweep_dir / SWEEP_TABLE, records)
+    info = sweep_state.read_parent(sweep_dir)
+    if info is None or not (info.run_id and info.tracking_uri):
+        return note
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=info.tracking_uri)
+    children = retry_locked(
+        client.search_runs, [info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{info.run_id}' "
+                      "and attributes.status = 'RUNNING'")
+    for child in children:
+        retry_locked(client.set_terminated, child.info.run_id, "KILLED")
+    retry_locked(client.set_tag, info.run_id, "dfmx.n_jobs", str(len(records)))
+    retry_locked(client.set_terminated, info.run_id, "KILLED")
+    return f"{note}; MLflow parent run {info.run_id} and {len(children)} running job(s) " \
+           "marked KILLED"
+
+
 class SweepCallback(Callback):
     """Parent MLflow run, sweep table and failure report for ``-m`` sweeps.
 
@@ -75,10 +116,15 @@ class SweepCallback(Callback):
                                                                     "MULTIRUN"):
             redact_hydra_dir(_sweep_dir(config))
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Claim the run folder before Hydra writes into it (:mod:`dfmx.cli.run_folder`)."""
+        cwd = OmegaConf.select(config, "hydra.runtime.cwd", default=None)
+        _claim(config, absolute_dir(str(config.hydra.run.dir), cwd), "hydra.run.dir")
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Create the parent run (when tracking is on) and record it in the sweep folder."""
         sweep_dir = _sweep_dir(config)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        _claim(config, sweep_dir, "hydra.sweep.dir")
         sweep_state.reset(sweep_dir)
         settings = _settings(config)
         info = sweep_state.ParentInfo(run_id=None, tracking_uri=None, experiment_id=None)
@@ -104,6 +150,7 @@ class SweepCallback(Callback):
                                run_name=f"sweep {sweep_dir.name}")
             info = sweep_state.ParentInfo(run.info.run_id, uri, experiment_id)
             log.info("MLflow parent run %s in %s", info.run_id, uri)
+        interrupts.on_interrupt(lambda: _end_interrupted_sweep(sweep_dir))
         sweep_state.write_parent(sweep_dir, info)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

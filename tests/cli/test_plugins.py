@@ -31,7 +31,7 @@ def test_help_lists_an_installed_plugin_and_warns_about_a_broken_one(cli) -> Non
     assert result.returncode == 0, result
     scorers = next(ln for ln in result.stdout.splitlines() if ln.startswith("scorer:"))
     assert [s.strip() for s in scorers.split(":", 1)[1].split(",")] == [
-        "fre", "knn", "maxerr", "nll"
+        "fre", "knn", "maxerr", "nll", "ppca"
     ]
     assert BROKEN_WARNING.search(result.stderr), result
 

@@ -1,0 +1,104 @@
+"""Ctrl-C (``SIGINT``) and ``SIGTERM`` (``kill``, SLURM, container stops) end a run cleanly.
+
+:func:`install` makes both signals raise :class:`Interrupted` (a ``KeyboardInterrupt``) in
+the main thread, so the code that is running unwinds: a job marks its MLflow run
+``KILLED`` (:meth:`dfmx.tracking.job_run.JobRun.log_failure`), atomic writes leave no
+partial file. Code that started something that must be ended when the process stops (a
+sweep's parent run) registers a cleanup with :func:`on_interrupt`; the command line calls
+:func:`run_cleanups`, prints one line and exits with the shell's code for the signal:
+``128 + signal number`` (130 for ``SIGINT``, 143 for ``SIGTERM``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+_cleanups: list[Callable[[], str | None]] = []
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process got ``SIGINT`` or ``SIGTERM``; :attr:`exit_code` is ``128 + signum``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+def _raise(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def install() -> dict[int, object]:
+    """Make ``SIGINT`` and ``SIGTERM`` raise :class:`Interrupted` (main thread only; a
+    signal that the parent process set to be ignored stays ignored); returns the handlers
+    it replaced, for :func:`restore`."""
+    previous: dict[int, object] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            handler = signal.getsignal(signum)
+            if handler is not signal.SIG_IGN:
+                signal.signal(signum, _raise)
+                previous[signum] = handler
+        except ValueError:  # not the main thread: signals go to the main thread anyway
+            break
+    return previous
+
+
+def restore(previous: dict[int, object]) -> None:
+    """Put back the handlers :func:`install` replaced (for a ``main()`` called in-process)."""
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+def exit_code(exc: KeyboardInterrupt) -> int:
+    """The conventional exit status for ``exc``: 130 for Ctrl-C, 143 for ``SIGTERM``."""
+    return exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
+
+
+def signal_name(exc: KeyboardInterrupt) -> str:
+    return exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+
+
+def on_interrupt(cleanup: Callable[[], str | None]) -> None:
+    """Run ``cleanup`` when the process is interrupted; it may return a few words for the
+    final line (``parent MLflow run ... marked KILLED``)."""
+    _cleanups.append(cleanup)
+
+
+def run_cleanups() -> list[str]:
+    """Run the registered cleanups (newest first), each once, ignoring further signals
+    meanwhile; returns their notes. A failing cleanup is logged, never raised."""
+    notes: list[str] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
+    except ValueError:
+        previous = {}
+    try:
+        while _cleanups:
+            cleanup = _cleanups.pop()
+            try:
+                note = cleanup()
+            except Exception as exc:  # the others still run
+                log.warning("cleanup after the interrupt failed: %s: %s",
+                            type(exc).__name__, exc)
+                continue
+            if note:
+                notes.append(note)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return notes
