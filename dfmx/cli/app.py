@@ -38,7 +38,8 @@ def _summary(result: Any, cfg: dict[str, Any]) -> str:
         "layers": ",".join(result.model.layers),
         "pooling": f"{cfg['pooling']['name']} k={cfg['pooling'].get('kernel_size', 1)}",
         "scorer": cfg["scorer"]["name"],
-        "data": f"{cfg['data']['name']}: {result.n_train} train / {result.n_test} test",
+        "data": (f"{cfg['data']['name']}: {result.n_train} train / "
+                 f"{getattr(result, 'n_val', 0)} val / {result.n_test} test"),
         "output": str(result.output_dir),
         **getattr(result, "notes", {}),
     }
