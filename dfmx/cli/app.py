@@ -59,14 +59,21 @@ def _record(context: JobContext, status: str, run_id: str | None,
     ))
 
 
-def _skip_finished(context: JobContext, prior: Any) -> float | None:
+def _selected(metrics: dict[str, float], plain: dict[str, Any]) -> float | None:
+    """The value of the config's ``select_metric``: what Hydra's sweepers maximise."""
+    from dfmx.experiment.job_config import DEFAULT_SELECT_METRIC
+
+    value = metrics.get(str(plain.get("select_metric") or DEFAULT_SELECT_METRIC))
+    return float(value) if value is not None else None
+
+
+def _skip_finished(context: JobContext, prior: Any, plain: dict[str, Any]) -> float | None:
     """``resume=true`` found this job's config finished before: record it, do nothing."""
     metrics = dict(prior.data.metrics)
     log.info("skipped: this configuration already finished as MLflow run %s (resume=true)",
              prior.info.run_id)
     _record(context, "FINISHED", prior.info.run_id, metrics=metrics)
-    auroc = metrics.get("image_AUROC")
-    return float(auroc) if auroc is not None else None
+    return _selected(metrics, plain)
 
 
 def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: str | None,
@@ -106,7 +113,7 @@ def _run(cfg: DictConfig) -> float | None:
         if tracker is not None and plain.get("resume"):
             prior = tracker.find_finished(plain)
             if prior is not None:
-                return _skip_finished(context, prior)
+                return _skip_finished(context, prior, plain)
         if tracker is not None:
             tracker.start(plain)  # fails fast when the tracking server is unreachable
         result = run_experiment(plain, context.output_dir)
@@ -128,8 +135,7 @@ def _run(cfg: DictConfig) -> float | None:
             return _failed(context, plain, exc, run_id, logged=True)
     _record(context, "FINISHED", run_id, metrics=result.metrics)
     print(_summary(result, plain), flush=True)
-    auroc = result.metrics.get("image_AUROC")
-    return float(auroc) if auroc is not None else None
+    return _selected(result.metrics, plain)
 
 
 def main() -> None:

@@ -24,7 +24,12 @@ import numpy as np
 
 from dfmx.errors import ConfigError
 
-__all__ = ["CacheOptions", "JobConfig", "check_job_config", "job_config_problems"]
+__all__ = ["DEFAULT_SELECT_METRIC", "CacheOptions", "JobConfig", "check_job_config",
+           "job_config_problems"]
+
+#: The metric a sweep picks its best job by unless ``select_metric`` says otherwise: the
+#: label-free one (validation normals against synthetic anomalies on them).
+DEFAULT_SELECT_METRIC = "val_synthetic_AUROC"
 
 
 # The annotations stay evaluable (Optional/Union, no PEP 604) for OmegaConf's schema.
@@ -83,7 +88,7 @@ class JobConfig:
     device: str = "cpu"
     seed: int = 0
     threshold_fpr: float = 0.01
-    select_metric: str = "val_synthetic_AUROC"
+    select_metric: str = DEFAULT_SELECT_METRIC
     save_model: bool = True
     overlays: int = 4
     resume: bool = False
