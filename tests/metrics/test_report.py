@@ -41,7 +41,8 @@ def test_all_keys_and_values() -> None:
     assert all(isinstance(v, float) for v in result.values())
     assert result["image_AUROC"] == image_auroc(labels, scores)
     assert result["image_AUPR"] == image_aupr(labels, scores)
-    assert (result["image_F1_oracle"], result["image_F1_oracle_threshold"]) == f1_optimal(labels, scores)
+    assert (result["image_F1_oracle"], result["image_F1_oracle_threshold"]) == f1_optimal(
+        labels, scores)
     assert result["pixel_AUROC"] == pixel_auroc(masks, maps)
     assert result["pixel_AUPR"] == pixel_aupr(masks, maps)
     assert result["pixel_PRO"] == pro_auc(masks, maps)
