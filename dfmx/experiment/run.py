@@ -5,6 +5,7 @@ Takes a plain nested mapping (the resolved config); knows nothing of Hydra.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -163,8 +164,12 @@ def _load_samples(data_cfg: Mapping[str, Any]) -> tuple[
     """The source's ``(train, val or None, test)`` and where it looks for masks
     (:func:`mask_locations`)."""
     name, params = _split(data_cfg)
-    params.pop("val_fraction", None)  # dfmx's option, not the source's
-    source = registry.load("data", name)(**params)
+    cls = registry.load("data", name)
+    config = getattr(cls, "Config", None)
+    if not (dataclasses.is_dataclass(config)
+            and "val_fraction" in {f.name for f in dataclasses.fields(config)}):
+        params.pop("val_fraction", None)  # dfmx's option, not the source's
+    source = cls(**params)
     loaded = tuple(source.load())
     if len(loaded) == 3:
         train, val, test = (list(part) for part in loaded)

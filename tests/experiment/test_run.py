@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dfmx.data.demo import demo_root
+from dfmx.data.overlaps import DataOverlapError
 from dfmx.data.sources import FolderData, MVTecData
 from dfmx.experiment.run import (
     build_model,
@@ -169,6 +170,11 @@ def test_a_source_may_give_its_own_validation_images(tiny_config, folders, dfmx_
                             "val_dir": str(val_dir)}, save_model=False, overlays=0)
     result = run_experiment(cfg, tmp_path / "run")
     assert (result.n_train, result.n_val, result.n_test) == (4, 3, 5)
+    # a validation image that is also a test image (a held-out normal) is refused
+    _, test = load_samples(cfg["data"])
+    shutil.copyfile(next(s.path for s in test if s.label == 0), val_dir / "dup.png")
+    with pytest.raises(DataOverlapError, match="identical contents"):
+        run_experiment(cfg, tmp_path / "dup")
 
 
 def test_no_validation_images_no_threshold(tiny_config, folders, tmp_path: Path) -> None:
