@@ -411,10 +411,13 @@ def run_experiment(
         with _timer(timings, "time_validate"):
             val_raw, hit_val = raw_features(model, val, cfg, "val", feature_cache, "val features")
             model = model.calibrate(val_raw)
-            val_res = score_raw(model, val_raw, val, image_size, batch_size)
-            del val_raw
-            validation = _validation_metrics(
-                val_res, _score_synthetic(model, val, cfg, seed, feature_cache))
+            fake_raw, fake_masks = _synthetic_raw(model, val, cfg, seed, feature_cache)
+            # Clean and synthetic validation images scored in one pass.
+            both = score_raw(model, {n: torch.cat([val_raw[n], fake_raw[n]]) for n in val_raw},
+                             val + val, image_size, batch_size)
+            del val_raw, fake_raw
+            both["masks"][len(val):] = fake_masks
+            validation = _validation_metrics(both, len(val))
     else:
         log.warning("no validation images (%d training image(s), data.val_fraction=%s): no "
                     "threshold and no label-free selection metric", len(train),
@@ -480,12 +483,13 @@ def _checked_splits(data_cfg: Mapping[str, Any], image_size: int, seed: int) -> 
     return train, val, test, skipped, masks_at
 
 
-def _score_synthetic(model: DFMModel, val: list[Sample], cfg: Mapping[str, Any], seed: int,
-                     cache: FeatureCache | None) -> dict[str, Any]:
-    """Scores ``(M,)``, maps ``(M, H, W)`` or ``None`` and masks ``(M, H, W)`` of one
-    synthetic anomaly on each validation image (:func:`synthesise_anomalies`).
+def _synthetic_raw(model: DFMModel, val: list[Sample], cfg: Mapping[str, Any], seed: int,
+                   cache: FeatureCache | None) -> tuple[RawFeatures, np.ndarray]:
+    """Raw maps ``{layer: (N, C, h, w)}`` (on the backbone's device) and masks
+    ``(N, H, W)`` bool of one synthetic anomaly on each of the ``N`` validation images
+    (:func:`synthesise_anomalies`).
 
-    Their raw features go through ``cache`` under the validation images' key plus the
+    The raw maps go through ``cache`` under the validation images' key plus the
     synthesis version and ``seed``.
     """
     size, batch = int(cfg["image_size"]), int(cfg["batch_size"])
@@ -508,23 +512,20 @@ def _score_synthetic(model: DFMModel, val: list[Sample], cfg: Mapping[str, Any],
                "synthetic": {"version": SYNTHESIS_VERSION, "seed": seed}}
         raw, _ = cache.get_or_compute(key, "synthetic", compute)
     device = model.feature_extractor.device
-    res = score_raw(model, {n: raw[n].to(device) for n in model.layers}, val, size, batch)
-    res["masks"] = made.masks.numpy()
-    return res
+    return {n: raw[n].to(device) for n in model.layers}, made.masks.numpy()
 
 
-def _validation_metrics(val_res: dict[str, Any], synthetic: dict[str, Any]) -> dict[str, Any]:
-    """The validation normals' scores, and the label-free metrics: clean validation images
-    against their synthetic anomalies (``val_synthetic_AUROC``, and
-    ``val_synthetic_pixel_AUROC`` when the scorer gives maps)."""
-    clean, fake = val_res["scores"], synthetic["scores"]
-    labels = np.r_[np.zeros(clean.size, int), np.ones(fake.size, int)]
-    metrics = {"val_synthetic_AUROC": image_auroc(labels, np.r_[clean, fake]),
+def _validation_metrics(both: dict[str, Any], n_val: int) -> dict[str, Any]:
+    """The validation normals' scores, and the label-free metrics from ``both``
+    (:func:`score_raw` of the ``n_val`` clean validation images followed by their
+    synthetic anomalies, ``masks`` the paste masks): ``val_synthetic_AUROC``, and
+    ``val_synthetic_pixel_AUROC`` when the scorer gives maps."""
+    clean = both["scores"][:n_val]
+    labels = np.r_[np.zeros(n_val, int), np.ones(both["scores"].size - n_val, int)]
+    metrics = {"val_synthetic_AUROC": image_auroc(labels, both["scores"]),
                "val_score_mean": float(clean.mean()), "val_score_max": float(clean.max())}
-    if val_res["maps"] is not None and synthetic["maps"] is not None:
-        masks = np.concatenate([np.zeros_like(val_res["masks"]), synthetic["masks"]])
-        maps = np.concatenate([val_res["maps"], synthetic["maps"]])
-        metrics["val_synthetic_pixel_AUROC"] = pixel_auroc(masks, maps)
+    if both["maps"] is not None:
+        metrics["val_synthetic_pixel_AUROC"] = pixel_auroc(both["masks"], both["maps"])
     return {"scores": clean, "metrics": metrics}
 
 
