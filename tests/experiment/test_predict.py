@@ -93,6 +93,19 @@ def test_predict_main_writes_csv_and_overlays(saved, tmp_path: Path, capsys) -> 
     assert "scored 4 image(s)" in capsys.readouterr().out
 
 
+def test_predict_main_uses_the_saved_validation_threshold(saved, tmp_path: Path,
+                                                           capsys) -> None:
+    out = tmp_path / "out"
+    assert predict_cli.main([str(saved["model_dir"]), str(saved["new"]), "-o", str(out),
+                             "--overlays", "0"]) == 0
+    threshold = saved["result"].metrics["image_threshold"]  # the validation normals' one
+    with (out / "predictions.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["prediction"] for r in rows] == [
+        "anomalous" if float(r["score"]) >= threshold else "normal" for r in rows]
+    assert f"at threshold {threshold:.6g}" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("what", ["model", "input"])
 def test_predict_main_reports_user_errors_in_one_line(saved, tmp_path: Path, capsys,
                                                        what: str) -> None:
