@@ -43,7 +43,8 @@ def _summary(result: Any, cfg: dict[str, Any]) -> str:
         "layers": ",".join(result.model.layers),
         "pooling": f"{cfg['pooling']['name']} k={cfg['pooling'].get('kernel_size', 1)}",
         "scorer": cfg["scorer"]["name"],
-        "data": f"{cfg['data']['name']}: {result.n_train} train / {result.n_test} test",
+        "data": (f"{cfg['data']['name']}: {result.n_train} train / "
+                 f"{getattr(result, 'n_val', 0)} val / {result.n_test} test"),
         "output": str(result.output_dir),
         **getattr(result, "notes", {}),
     }
@@ -63,14 +64,21 @@ def _record(context: JobContext, status: str, run_id: str | None,
     ))
 
 
-def _skip_finished(context: JobContext, prior: Any) -> float | None:
+def _selected(metrics: dict[str, float], plain: dict[str, Any]) -> float | None:
+    """The value of the config's ``select_metric``: what Hydra's sweepers maximise."""
+    from dfmx.experiment.job_config import DEFAULT_SELECT_METRIC
+
+    value = metrics.get(str(plain.get("select_metric") or DEFAULT_SELECT_METRIC))
+    return float(value) if value is not None else None
+
+
+def _skip_finished(context: JobContext, prior: Any, plain: dict[str, Any]) -> float | None:
     """``resume=true`` found this job's config finished before: record it, do nothing."""
     metrics = dict(prior.data.metrics)
     log.info("skipped: this configuration already finished as MLflow run %s (resume=true)",
              prior.info.run_id)
     _record(context, "FINISHED", prior.info.run_id, metrics=metrics)
-    auroc = metrics.get("image_AUROC")
-    return float(auroc) if auroc is not None else None
+    return _selected(metrics, plain)
 
 
 def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: str | None,
@@ -146,7 +154,7 @@ def _run(cfg: DictConfig) -> float | None:
             with job_timer("tracking_wait"):
                 prior = started.result()  # before any data is read: a dead server stops here
             if prior is not None:
-                return _skip_finished(context, prior)
+                return _skip_finished(context, prior, plain)
         with job_timer("run_experiment"):
             result = run_experiment(plain, context.output_dir)
     except BaseException as exc:
@@ -181,8 +189,7 @@ def _run(cfg: DictConfig) -> float | None:
             return _failed(context, plain, exc, run_id, logged=True)
     _record(context, "FINISHED", run_id, metrics=result.metrics)
     log_job_timings()
-    auroc = result.metrics.get("image_AUROC")
-    return float(auroc) if auroc is not None else None
+    return _selected(result.metrics, plain)
 
 
 def main() -> None:

@@ -66,13 +66,16 @@ def config_class(kind: str, name: str, plugin: Any) -> type:
 
 
 def node_for(kind: str, name: str, plugin: Any) -> type:
-    """A dataclass with the plugin's fields plus ``name`` (defaulting to the plugin name)."""
+    """A dataclass with the plugin's fields plus ``name`` (defaulting to the plugin name);
+    a data source's node also gets ``val_fraction`` (the share of its training normals
+    dfmx holds out for validation) unless the source defines it."""
+    from dfmx.data.splits import DEFAULT_VAL_FRACTION
+
     base = config_class(kind, name, plugin)
-    return dataclasses.make_dataclass(
-        f"{base.__name__}Node",
-        [("name", str, dataclasses.field(default=name))],
-        bases=(base,),
-    )
+    fields: list[Any] = [("name", str, dataclasses.field(default=name))]
+    if kind == "data" and "val_fraction" not in {f.name for f in dataclasses.fields(base)}:
+        fields.append(("val_fraction", float, dataclasses.field(default=DEFAULT_VAL_FRACTION)))
+    return dataclasses.make_dataclass(f"{base.__name__}Node", fields, bases=(base,))
 
 
 def register_plugins(store: ConfigStore | None = None) -> dict[str, list[str]]:

@@ -2,8 +2,11 @@
 
 A data-source plugin is a class with a ``Config`` dataclass (its options, ``data.<field>``
 on the command line) taking those fields as keyword arguments, and a ``load()`` method that
-returns ``(train_samples, test_samples)``, lists of :class:`dfmx.data.Sample`. An optional
-``mask_locations()`` method says, for messages, where the source looks for masks.
+returns ``(train_samples, test_samples)`` or ``(train_samples, val_samples, test_samples)``,
+lists of :class:`dfmx.data.Sample` (``val``: normal images never used to fit; when a
+source gives none, dfmx holds out ``data.val_fraction`` of ``train``, see
+:mod:`dfmx.data.splits`). An optional ``mask_locations()`` method says, for messages,
+where the source looks for masks.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dfmx.data.samples import (
     NORMAL_TYPE,
     Sample,
     check_distinct_folders,
+    folder_samples,
     folder_split,
     mvtec_samples,
 )
@@ -110,6 +114,8 @@ class FolderData:
             is held out.
         normal_test_fraction: share of ``normal_dir`` held out as normal test images
             when ``test_normal_dir`` is not given.
+        val_dir: normal validation images (thresholds and the label-free selection
+            metric); when given, none of ``normal_dir`` is held out for validation.
         seed: seed of the hold-out split.
     """
 
@@ -120,6 +126,7 @@ class FolderData:
         mask_dir: str | None = None
         test_normal_dir: str | None = None
         normal_test_fraction: float = 0.2
+        val_dir: str | None = None
         seed: int = 0
 
     def __init__(self, **options: object) -> None:
@@ -131,16 +138,25 @@ class FolderData:
             return "nowhere: data.mask_dir is not set"
         return f"{mask_dir}/<stem>.png or <stem>_mask.png"
 
-    def load(self) -> tuple[list[Sample], list[Sample]]:
+    def load(self) -> tuple[list[Sample], list[Sample]] | tuple[
+            list[Sample], list[Sample], list[Sample]]:
         opts = dict(self.options)
+        val_dir = opts.pop("val_dir", None)
         opts["normal_dir"] = _required(
             opts.get("normal_dir"), "data.normal_dir", "data.normal_dir=/data/good"
         )
-        check_distinct_folders({f"data.{k}": opts.get(k) for k in (
-            "normal_dir", "abnormal_dir", "mask_dir", "test_normal_dir")})
+        check_distinct_folders({f"data.{k}": (opts if k != "val_dir" else {k: val_dir}).get(k)
+                                for k in ("normal_dir", "abnormal_dir", "mask_dir",
+                                          "test_normal_dir", "val_dir")})
         train, test = folder_split(**opts)
         hint = "" if opts.get("test_normal_dir") else (
             f" after holding out {len(test) - sum(s.label for s in test)} for testing "
             "(data.normal_test_fraction; or give data.test_normal_dir)"
         )
-        return _check_train(train, f"data.normal_dir={opts['normal_dir']}", hint), test
+        train = _check_train(train, f"data.normal_dir={opts['normal_dir']}", hint)
+        if not val_dir:
+            return train, test
+        val = folder_samples(val_dir)
+        if not val:
+            raise DataError(f"no images in data.val_dir={val_dir}")
+        return train, val, test

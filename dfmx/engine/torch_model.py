@@ -296,6 +296,16 @@ class DFMModel(FittedModule):
         self.feature_shape_ = torch.tensor(chw, dtype=torch.long)
         return self
 
+    def calibrate(self, raw: dict[str, Tensor]) -> DFMModel:
+        """Adjust the fitted model to held-out normal images; returns ``self``.
+
+        ``raw`` holds the raw backbone maps ``{layer: (N, C_layer, h, w)}`` of validation
+        normals, as :meth:`raw_features` returns them, never used by :meth:`fit`. The
+        experiment job calls it once after :meth:`fit` and before scoring anything. A
+        model with a single fused PCA has nothing to calibrate.
+        """
+        return self
+
     def _resolve_shape(self, features: Tensor, shape: Sequence[int] | None) -> tuple[int, ...]:
         if shape is None:
             if self.feature_shape_.numel() == 3:

@@ -24,7 +24,12 @@ import numpy as np
 
 from dfmx.errors import ConfigError
 
-__all__ = ["CacheOptions", "JobConfig", "check_job_config", "job_config_problems"]
+__all__ = ["DEFAULT_SELECT_METRIC", "CacheOptions", "JobConfig", "check_job_config",
+           "job_config_problems"]
+
+#: The metric a sweep picks its best job by unless ``select_metric`` says otherwise: the
+#: label-free one (validation normals against synthetic anomalies on them).
+DEFAULT_SELECT_METRIC = "val_synthetic_AUROC"
 
 
 # The annotations stay evaluable (Optional/Union, no PEP 604) for OmegaConf's schema.
@@ -53,7 +58,12 @@ class JobConfig:
         optimize: how the backbone runs: ``auto`` (a frozen TorchScript graph on the CPU,
             eager elsewhere), ``none``, ``freeze``, ``compile``.
         device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``.
-        seed: seeds torch before the job.
+        seed: seeds torch before the job, the validation split and the synthetic anomalies.
+        threshold_fpr: target false-positive rate of the decision threshold, which is set
+            on the validation normals' scores (:func:`dfmx.metrics.threshold.fpr_threshold`).
+        select_metric: the metric (higher is better) by which a sweep picks its best job
+            and whose value the command returns to Hydra's sweepers; the default needs no
+            test labels, ``image_AUROC`` suits labelled benchmark studies.
         save_model: write the fitted model to the run folder.
         overlays: overlay pictures of the top-scored images of each class.
         resume: skip jobs whose resolved config already finished in the tracking store.
@@ -77,6 +87,8 @@ class JobConfig:
     optimize: str = "auto"
     device: str = "cpu"
     seed: int = 0
+    threshold_fpr: float = 0.01
+    select_metric: str = DEFAULT_SELECT_METRIC
     save_model: bool = True
     overlays: int = 4
     resume: bool = False
@@ -119,12 +131,40 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def _fraction_problem(name: str, value: Any, meaning: str, low_open: bool) -> str | None:
+    """A problem with a number that must lie in ``(0, 1)`` (``low_open``) or ``[0, 1)``."""
+    ok = (isinstance(value, (int, float, np.integer, np.floating))
+          and not isinstance(value, (bool, np.bool_))
+          and (0.0 < value < 1.0 if low_open else 0.0 <= value < 1.0))
+    if ok:
+        return None
+    interval = "(0, 1)" if low_open else "[0, 1)"
+    return f"{name} must be a number in {interval} ({meaning}); got {value!r}"
+
+
 def job_config_problems(cfg: Mapping[str, Any]) -> list[str]:
     """One line per bad job-level option of ``cfg`` (empty: all good).
 
     Options that are absent and not required keep their defaults.
     """
     problems = []
+    if "threshold_fpr" in cfg:
+        problem = _fraction_problem("threshold_fpr", cfg["threshold_fpr"],
+                                    "target false-positive rate on the validation normals",
+                                    low_open=True)
+        if problem:
+            problems.append(problem)
+    data = cfg.get("data")
+    if isinstance(data, Mapping) and "val_fraction" in data:
+        problem = _fraction_problem("data.val_fraction", data["val_fraction"],
+                                    "share of the training normals held out for validation",
+                                    low_open=False)
+        if problem:
+            problems.append(problem)
+    if "select_metric" in cfg and not (isinstance(cfg["select_metric"], str)
+                                       and cfg["select_metric"]):
+        problems.append("select_metric must be a metric name such as val_synthetic_AUROC or "
+                        f"image_AUROC; got {cfg['select_metric']!r}")
     for name, option in _WHOLE_OPTIONS.items():
         if name not in cfg:
             if option.required:

@@ -173,6 +173,7 @@ def plot_score_histogram(
     labels: np.ndarray,
     scores: np.ndarray,
     threshold: float,
+    threshold_label: str = "threshold",
 ) -> Path:
     """Write overlaid histograms of normal vs anomalous scores (shared bins) as a PNG.
 
@@ -182,6 +183,7 @@ def plot_score_histogram(
         scores: ``(N,)``; non-finite scores are left out (and the count noted).
         threshold: drawn as a vertical line (skipped when not finite); the legend gives
             each class's count and how many of it score ``>= threshold``.
+        threshold_label: what the line is called in the legend (e.g. where it was set).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -213,7 +215,7 @@ def plot_score_histogram(
         ax.stairs(counts, edges, fill=True, color=colour, alpha=0.45, label=text)
         ax.stairs(counts, edges, color=colour, lw=1.2)
     if math.isfinite(thr):
-        ax.axvline(thr, color="black", ls="--", lw=1.5, label=f"threshold = {thr:.4g}")
+        ax.axvline(thr, color="black", ls="--", lw=1.5, label=f"{threshold_label} = {thr:.4g}")
     ax.set_xlabel("Anomaly score (higher = more anomalous)")
     ax.set_ylabel("Number of images")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))

@@ -5,6 +5,7 @@ Takes a plain nested mapping (the resolved config); knows nothing of Hydra.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -21,12 +22,17 @@ import torch
 from dfmx import registry
 from dfmx.data import Sample, load_mask
 from dfmx.data.batches import files_fingerprint
+from dfmx.data.overlaps import check_overlaps
 from dfmx.data.sources import mask_locations
+from dfmx.data.splits import DEFAULT_VAL_FRACTION, hold_out_validation
+from dfmx.data.synthetic import SYNTHESIS_VERSION, synthesise_anomalies
 from dfmx.data.validation import (
     MISSING_MASKS_METRIC,
     SKIPPED_CSV,
+    Skipped,
     count_missing_masks,
     missing_masks_note,
+    validate_samples,
     validate_split,
     write_skipped_csv,
 )
@@ -40,7 +46,14 @@ from dfmx.experiment.saved_model import save_model
 from dfmx.features.cache import FeatureCache, feature_key
 from dfmx.memo import Memo
 from dfmx.metrics import compute_metrics
-from dfmx.metrics.pixel import pixel_metrics
+from dfmx.metrics.image import image_auroc
+from dfmx.metrics.pixel import pixel_auroc, pixel_metrics
+from dfmx.metrics.threshold import (
+    DEFAULT_THRESHOLD_FPR,
+    at_threshold,
+    fpr_threshold,
+    score_statistics,
+)
 from dfmx.path_text import path_text
 
 log = logging.getLogger(__name__)
@@ -55,6 +68,8 @@ class RunResult:
     model: DFMModel
     n_train: int
     n_test: int
+    #: Validation normals (held out of training; they set the threshold).
+    n_val: int = 0
     files: dict[str, Path] = field(default_factory=dict)
     #: Lines for the summary (``{"masks": "..."}`` when anomalous images lack masks).
     notes: dict[str, str] = field(default_factory=dict)
@@ -125,22 +140,51 @@ def build_model(cfg: Mapping[str, Any]) -> DFMModel:
 
 
 def load_samples(data_cfg: Mapping[str, Any]) -> tuple[list[Sample], list[Sample]]:
-    """Training and test samples from the data-source plugin the config names."""
-    return _load_samples(data_cfg)[:2]
+    """Training and test samples from the data-source plugin the config names (the
+    training samples include those a job holds out for validation, see
+    :func:`load_splits`)."""
+    train, val, test, _ = _load_samples(data_cfg)
+    return train + (val or []), test
 
 
-def _load_samples(data_cfg: Mapping[str, Any]) -> tuple[list[Sample], list[Sample], str]:
-    """:func:`load_samples` and where the source looks for masks (:func:`mask_locations`)."""
+def load_splits(data_cfg: Mapping[str, Any], seed: int = 0) -> tuple[
+        list[Sample], list[Sample], list[Sample]]:
+    """``(train, val, test)`` as a job uses them: the source's validation images, or
+    ``data_cfg["val_fraction"]`` of its training images held out with ``seed``
+    (:func:`~dfmx.data.splits.hold_out_validation`). Files are not checked here."""
+    train, val, test, _ = _load_samples(data_cfg)
+    if val is None:
+        train, val = hold_out_validation(
+            train, float(data_cfg.get("val_fraction", DEFAULT_VAL_FRACTION)), seed)
+    return train, val, test
+
+
+def _load_samples(data_cfg: Mapping[str, Any]) -> tuple[
+        list[Sample], list[Sample] | None, list[Sample], str]:
+    """The source's ``(train, val or None, test)`` and where it looks for masks
+    (:func:`mask_locations`)."""
     name, params = _split(data_cfg)
-    source = registry.load("data", name)(**params)
-    train, test = source.load()
+    cls = registry.load("data", name)
+    config = getattr(cls, "Config", None)
+    if not (dataclasses.is_dataclass(config)
+            and "val_fraction" in {f.name for f in dataclasses.fields(config)}):
+        params.pop("val_fraction", None)  # dfmx's option, not the source's
+    source = cls(**params)
+    loaded = tuple(source.load())
+    if len(loaded) == 3:
+        train, val, test = (list(part) for part in loaded)
+    elif len(loaded) == 2:
+        (train, test), val = (list(part) for part in loaded), None
+    else:
+        raise DataError(f"data source {name!r} returned {len(loaded)} lists; a data source "
+                        "returns (train, test) or (train, val, test)")
     if len(train) < 2:
         raise DataError(
             f"data source {name!r} gave {len(train)} training image(s); DFM needs at least 2"
         )
     if not test:
         raise DataError(f"data source {name!r} gave no test images")
-    return train, test, mask_locations(source)
+    return train, val, test, mask_locations(source)
 
 
 @contextmanager
@@ -318,11 +362,20 @@ def run_experiment(
     Files: ``metrics.json``, ``predictions.csv``, ``roc.png``, ``score_histogram.png``,
     ``overlays/*.png`` (maps only) and ``model/`` (when ``save_model``).
 
-    Raw backbone features of the training and test images go through the feature cache
-    that ``cfg["cache"]`` describes (:meth:`FeatureCache.from_config`; on by default);
-    ``cache`` overrides it: a :class:`FeatureCache`, or ``False`` for none. The metrics
-    record ``cache_hit_train``/``cache_hit_test`` (1.0 or 0.0); ``time_extract_train``
-    and ``time_score_test`` include reading the cache or extracting.
+    The job fits on the training normals, then calls ``model.calibrate(val_raw)`` with the
+    raw maps of the validation normals (:func:`load_splits`), scores them and one
+    synthetic anomaly on each (:mod:`dfmx.data.synthetic`): the decision threshold is
+    :func:`~dfmx.metrics.threshold.fpr_threshold` of the validation scores at
+    ``cfg["threshold_fpr"]``, and ``val_synthetic_AUROC`` (``val_synthetic_pixel_AUROC``
+    with maps) rank configurations without test labels. Test labels give the reported
+    figures only: ``image_*_at_val_threshold`` at that threshold, and the oracle
+    ``image_F1_oracle`` whose threshold is chosen on the test labels.
+
+    Raw backbone features of the training, validation and test images go through the
+    feature cache that ``cfg["cache"]`` describes (:meth:`FeatureCache.from_config`; on by
+    default); ``cache`` overrides it: a :class:`FeatureCache`, or ``False`` for none. The
+    metrics record ``cache_hit_train``/``cache_hit_val``/``cache_hit_test`` (1.0 or 0.0);
+    the ``time_*`` figures include reading the cache or extracting.
 
     Raises:
         ValueError: for bad options (:func:`~dfmx.experiment.job_config.check_job_config`
@@ -334,11 +387,12 @@ def run_experiment(
     feature_cache = _cache_from(cfg, cache)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(int(cfg.get("seed", 0)))
+    seed = int(cfg.get("seed", 0))
+    torch.manual_seed(seed)
+    fpr = float(cfg.get("threshold_fpr", DEFAULT_THRESHOLD_FPR))
     timings: dict[str, float] = {}
     with _timer(timings, "time_load_data"):
-        train, test, masks_at = _load_samples(cfg["data"])
-        train, test, skipped = validate_split(train, test, image_size)
+        train, val, test, skipped, masks_at = _checked_splits(cfg["data"], image_size, seed)
     write_skipped_csv(out / SKIPPED_CSV, skipped)
     with _timer(timings, "time_build_model"):
         model = DFMModel.from_config(record)
@@ -351,6 +405,24 @@ def run_experiment(
     with _timer(timings, "time_fit"):
         model.fit(features, shape)
     del features
+    validation: dict[str, Any] = {}
+    hit_val = False
+    if val:
+        with _timer(timings, "time_validate"):
+            val_raw, hit_val = raw_features(model, val, cfg, "val", feature_cache, "val features")
+            model = model.calibrate(val_raw)
+            fake_raw, fake_masks = _synthetic_raw(model, val, cfg, seed, feature_cache)
+            # Clean and synthetic validation images scored in one pass.
+            both = score_raw(model, {n: torch.cat([val_raw[n], fake_raw[n]]) for n in val_raw},
+                             val + val, image_size, batch_size)
+            del val_raw, fake_raw
+            both["masks"][len(val):] = fake_masks
+            validation = _validation_metrics(both, len(val))
+    else:
+        log.warning("no validation images (%d training image(s), data.val_fraction=%s): no "
+                    "threshold and no label-free selection metric", len(train),
+                    cfg["data"].get("val_fraction", DEFAULT_VAL_FRACTION))
+    threshold = (fpr_threshold(validation["scores"], fpr) if validation else float("nan"))
     with _timer(timings, "time_score_test"):
         raw, hit_test = raw_features(model, test, cfg, "test", feature_cache, "score test")
         res = score_raw(model, raw, test, image_size, batch_size)
@@ -361,8 +433,12 @@ def run_experiment(
     with ThreadPoolExecutor(1, thread_name_prefix="dfmx-pixel-metrics") as pool:
         pixel = pool.submit(_pixel_metrics, res, test)
         metrics = compute_metrics(res["labels"], res["scores"])
-        threshold = _threshold(metrics, res["scores"])
-        files = _plot(out, res, metrics, threshold)
+        metrics["image_threshold"] = threshold
+        metrics["threshold_fpr"] = fpr
+        metrics.update({f"image_{k}_at_val_threshold": v for k, v in
+                        at_threshold(res["labels"], res["scores"], threshold).items()})
+        metrics.update(validation.get("metrics", {}))
+        files = _plot(out, res, metrics, threshold, fpr)
         metrics.update(pixel.result())
     n_images = len(train) + len(test)
     timings["time_total"] = sum(timings.values())
@@ -373,16 +449,84 @@ def run_experiment(
     metrics["n_components"] = float(model.pca_model.n_components_)
     metrics["feature_dim"] = float(model.pca_model.mean_.numel())
     metrics["n_train"] = float(len(train))
+    metrics["n_val"] = float(len(val))
     metrics["n_test"] = float(len(test))
     metrics["cache_hit_train"] = float(hit_train)
+    metrics["cache_hit_val"] = float(hit_val)
     metrics["cache_hit_test"] = float(hit_test)
     metrics["n_skipped"] = float(len(skipped))
     metrics[MISSING_MASKS_METRIC] = float(count_missing_masks(test))
     notes = {"masks": note} if (note := missing_masks_note(test, masks_at)) else {}
+    if not val:
+        notes["threshold"] = "none: no validation images (see data.val_fraction)"
 
-    files.update(_write_outputs(out, cfg, model, test, res, metrics, threshold))
+    val_stats = score_statistics(validation["scores"]) if validation else None
+    files.update(_write_outputs(out, cfg, model, test, res, metrics, threshold, fpr, val_stats))
     return RunResult(metrics=metrics, output_dir=out, model=model, n_train=len(train),
-                     n_test=len(test), files=files, notes=notes)
+                     n_test=len(test), n_val=len(val), files=files, notes=notes)
+
+
+def _checked_splits(data_cfg: Mapping[str, Any], image_size: int, seed: int) -> tuple[
+        list[Sample], list[Sample], list[Sample], list[Skipped], str]:
+    """``(train, val, test, skipped, masks_at)``: the source's samples with unreadable files
+    skipped, checked (:func:`validate_split`), and the validation normals the source gave
+    or ``data.val_fraction`` of the training ones held out with ``seed``."""
+    train, given_val, test, masks_at = _load_samples(data_cfg)
+    train, test, skipped = validate_split(train, test, image_size)
+    if given_val is None:
+        train, val = hold_out_validation(
+            train, float(data_cfg.get("val_fraction", DEFAULT_VAL_FRACTION)), seed)
+    else:
+        val, skipped_val = validate_samples(given_val, image_size)
+        skipped += skipped_val
+        check_overlaps(train + val, test)
+    return train, val, test, skipped, masks_at
+
+
+def _synthetic_raw(model: DFMModel, val: list[Sample], cfg: Mapping[str, Any], seed: int,
+                   cache: FeatureCache | None) -> tuple[RawFeatures, np.ndarray]:
+    """Raw maps ``{layer: (N, C, h, w)}`` (on the backbone's device) and masks
+    ``(N, H, W)`` bool of one synthetic anomaly on each of the ``N`` validation images
+    (:func:`synthesise_anomalies`).
+
+    The raw maps go through ``cache`` under the validation images' key plus the
+    synthesis version and ``seed``.
+    """
+    size, batch = int(cfg["image_size"]), int(cfg["batch_size"])
+    images = torch.cat(list(model_batches(model, val, size, batch, cfg.get("num_workers"),
+                                          "val images", cache)))
+    made = synthesise_anomalies(images, seed)
+
+    def compute() -> RawFeatures:
+        chunks: dict[str, list[torch.Tensor]] = {name: [] for name in model.layers}
+        for start in range(0, made.images.shape[0], batch):
+            raw = model.raw_features(made.images[start:start + batch])
+            for name in chunks:
+                chunks[name].append(raw[name].cpu())
+        return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+    if cache is None:
+        raw = compute()
+    else:
+        key = {**feature_key(model.feature_extractor, [s.path for s in val], size, batch),
+               "synthetic": {"version": SYNTHESIS_VERSION, "seed": seed}}
+        raw, _ = cache.get_or_compute(key, "synthetic", compute)
+    device = model.feature_extractor.device
+    return {n: raw[n].to(device) for n in model.layers}, made.masks.numpy()
+
+
+def _validation_metrics(both: dict[str, Any], n_val: int) -> dict[str, Any]:
+    """The validation normals' scores, and the label-free metrics from ``both``
+    (:func:`score_raw` of the ``n_val`` clean validation images followed by their
+    synthetic anomalies, ``masks`` the paste masks): ``val_synthetic_AUROC``, and
+    ``val_synthetic_pixel_AUROC`` when the scorer gives maps."""
+    clean = both["scores"][:n_val]
+    labels = np.r_[np.zeros(n_val, int), np.ones(both["scores"].size - n_val, int)]
+    metrics = {"val_synthetic_AUROC": image_auroc(labels, both["scores"]),
+               "val_score_mean": float(clean.mean()), "val_score_max": float(clean.max())}
+    if both["maps"] is not None:
+        metrics["val_synthetic_pixel_AUROC"] = pixel_auroc(both["masks"], both["maps"])
+    return {"scores": clean, "metrics": metrics}
 
 
 def _pixel_metrics(res: dict[str, Any], test: list[Sample]) -> dict[str, float]:
@@ -396,19 +540,13 @@ def _pixel_metrics(res: dict[str, Any], test: list[Sample]) -> dict[str, float]:
     return pixel_metrics(res["masks"][keep], res["maps"][keep])
 
 
-def _threshold(metrics: Mapping[str, float], scores: np.ndarray) -> float:
-    """The image threshold reported with the predictions: the F1-optimal one, or the
-    median score where that is undefined."""
-    threshold = metrics.get("image_F1_threshold", float("nan"))
-    return float(threshold) if np.isfinite(threshold) else float(np.median(scores))
-
-
 def _plot(out: Path, res: dict[str, Any], metrics: Mapping[str, float],
-          threshold: float) -> dict[str, Path]:
+          threshold: float, fpr: float) -> dict[str, Path]:
     """The ROC curve and the score histogram of the test set."""
     files = {"roc": out / "roc.png", "histogram": out / "score_histogram.png"}
     plots.plot_roc(files["roc"], res["labels"], res["scores"], metrics.get("image_AUROC"))
-    plots.plot_score_histogram(files["histogram"], res["labels"], res["scores"], threshold)
+    plots.plot_score_histogram(files["histogram"], res["labels"], res["scores"], threshold,
+                               threshold_label=f"validation threshold (FPR {fpr:g})")
     return files
 
 
@@ -420,6 +558,8 @@ def _write_outputs(
     res: dict[str, Any],
     metrics: dict[str, float],
     threshold: float,
+    fpr: float,
+    val_stats: dict[str, float] | None,
 ) -> dict[str, Path]:
     paths = [str(s.path) for s in test]
     defect_types = [s.defect_type for s in test]
@@ -438,6 +578,8 @@ def _write_outputs(
     if cfg.get("save_model", True):
         files["model"] = save_model(
             model, out / "model", image_size=int(cfg["image_size"]), threshold=threshold,
+            threshold_fpr=fpr, threshold_source="validation normals",
+            **({"val_scores": val_stats} if val_stats else {}),
             # What defines the model; where it ran (tracking, cache) stays out of the file.
             config=json.loads(json.dumps(
                 {k: v for k, v in cfg.items() if k not in ("tracking", "cache")}, default=str)),

@@ -24,7 +24,8 @@ def compute_metrics(
         maps: optional anomaly maps of the same shape as ``masks``; give both or neither.
 
     Returns:
-        ``image_AUROC``, ``image_AUPR``, ``image_F1``, ``image_F1_threshold`` and, when masks
+        ``image_AUROC``, ``image_AUPR``, ``image_F1_oracle``, ``image_F1_oracle_threshold``
+        (the F1-optimal threshold on these labels) and, when masks
         and maps are given, ``pixel_AUROC``, ``pixel_AUPR``, ``pixel_PRO``.
 
     Raises:
@@ -47,8 +48,10 @@ def compute_metrics(
     results = {
         "image_AUROC": image_auroc(y, s),
         "image_AUPR": image_aupr(y, s),
-        "image_F1": f1,
-        "image_F1_threshold": threshold,
+        # The best F1 over thresholds chosen on these very labels: an oracle figure, not
+        # what a deployed threshold achieves (see dfmx.metrics.threshold).
+        "image_F1_oracle": f1,
+        "image_F1_oracle_threshold": threshold,
     }
     if m is not None:
         results.update(pixel_metrics(m, a))

@@ -5,7 +5,8 @@ launching process, before any job) initialises the store, creates the parent run
 it to ``<sweep dir>/.dfmx/parent.json``, where every job, in whatever process or machine,
 finds it. ``on_multirun_end`` collects the job records into ``sweep_table.csv`` and its
 picture ``sweep_summary.png`` (in the sweep folder and as parent artifacts), logs the best
-job's metrics as ``best_*`` parent metrics, and exits non-zero with a one-line summary
+job's metrics as ``best_*`` parent metrics (the best job by the config's ``select_metric``,
+named in the parent's ``dfmx.best_metric`` tag), and exits non-zero with a one-line summary
 when any job failed.
 """
 
@@ -46,6 +47,11 @@ SWEEP_PLOT = "sweep_summary.png"
 def _sweep_dir(config: DictConfig) -> Path:
     cwd = OmegaConf.select(config, "hydra.runtime.cwd", default=None)
     return absolute_dir(str(config.hydra.sweep.dir), cwd)
+
+
+def select_metric(config: DictConfig) -> str:
+    """The metric that picks the sweep's best job: the config's ``select_metric``."""
+    return str(OmegaConf.select(config, "select_metric", default=None) or BEST_METRIC)
 
 
 def _settings(config: DictConfig) -> TrackingSettings:
@@ -157,25 +163,28 @@ class SweepCallback(Callback):
         """Sweep table and picture, a line naming the best job, parent status; exit 1
         when a job failed."""
         sweep_dir = _sweep_dir(config)
+        metric = select_metric(config)
         records = sweep_state.read_job_records(sweep_dir)
-        table = write_sweep_table(sweep_dir / SWEEP_TABLE, records)
+        table = write_sweep_table(sweep_dir / SWEEP_TABLE, records, metric)
         files = [table]
         try:
-            files.append(write_sweep_plot(sweep_dir / SWEEP_PLOT, records))
+            files.append(write_sweep_plot(sweep_dir / SWEEP_PLOT, records, metric))
         except Exception as exc:  # a picture is not worth failing a finished sweep over
             log.warning("could not draw %s: %s: %s", SWEEP_PLOT, type(exc).__name__, exc)
-        print(result_line(records, sweep_dir), flush=True)
+        print(result_line(records, sweep_dir, metric), flush=True)
         summary = failure_summary(records)
         info = sweep_state.read_parent(sweep_dir)
         if info is not None and info.run_id and info.tracking_uri:
-            self._finish_parent(info, files, records, failed=summary is not None)
+            self._finish_parent(info, files, records, failed=summary is not None,
+                                metric=metric)
         if summary and self.exit_on_failure:
             print(summary, file=sys.stderr, flush=True)
             sys.exit(1)
 
     @staticmethod
     def _finish_parent(info: sweep_state.ParentInfo, files: list[Path],
-                       records: list[sweep_state.JobRecord], failed: bool) -> None:
+                       records: list[sweep_state.JobRecord], failed: bool,
+                       metric: str = BEST_METRIC) -> None:
         import time
 
         from mlflow.entities import Metric
@@ -188,7 +197,8 @@ class SweepCallback(Callback):
         n_failed = sum(r.status != "FINISHED" for r in records)
         retry_locked(client.set_tag, run_id, "dfmx.n_jobs", str(len(records)))
         retry_locked(client.set_tag, run_id, "dfmx.n_failed", str(n_failed))
-        best = best_record(records)
+        retry_locked(client.set_tag, run_id, "dfmx.best_metric", metric)
+        best = best_record(records, metric)
         if best is not None:
             now = int(time.time() * 1000)
             metrics = [Metric(f"best_{k}", float(v), now, 0) for k, v in best.metrics.items()
@@ -198,5 +208,4 @@ class SweepCallback(Callback):
             retry_locked(client.set_tag, run_id, "dfmx.best_run_id", best.run_id or "")
             retry_locked(client.set_tag, run_id, "dfmx.best_job", str(best.num))
             retry_locked(client.set_tag, run_id, "dfmx.best_overrides", label[:5000])
-            retry_locked(client.set_tag, run_id, "dfmx.best_metric", BEST_METRIC)
         retry_locked(client.set_terminated, run_id, "FAILED" if failed else "FINISHED")

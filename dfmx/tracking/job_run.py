@@ -32,8 +32,8 @@ ARTIFACT_FILES = ("metrics", "predictions", "roc", "histogram", "overlays", "mod
 
 #: Tag holding :func:`config_hash`, matched by ``resume=true``.
 CONFIG_HASH_TAG = "dfmx.config_hash"
-#: Options that say how or where a job runs, not what it computes.
-_RUN_ONLY_KEYS = ("resume", "debug", "tracking", "cache", "num_workers")
+#: Options that say how or where a job runs (or how a sweep ranks it), not what it computes.
+_RUN_ONLY_KEYS = ("resume", "debug", "tracking", "cache", "num_workers", "select_metric")
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

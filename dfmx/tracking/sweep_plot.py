@@ -17,6 +17,7 @@ __all__ = ["SWEEP_METRICS", "SWEEP_ROWS", "plot_sweep", "sweep_rows"]
 
 #: Metrics a sweep picture shows, when the jobs have them: key, legend, colour, marker.
 SWEEP_METRICS = (
+    ("val_synthetic_AUROC", "label-free val. synthetic AUROC", "tab:purple", "^"),
     ("image_AUROC", "image AUROC", "tab:blue", "o"),
     ("pixel_AUROC", "pixel AUROC", "tab:orange", "s"),
     ("pixel_PRO", "pixel PRO", "tab:green", "D"),

@@ -8,31 +8,43 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dfmx.atomic import atomic_open
+from dfmx.experiment.job_config import DEFAULT_SELECT_METRIC
 from dfmx.tracking.sweep_state import JobRecord
 
-#: The metric that picks a sweep's best job (higher is better).
-BEST_METRIC = "image_AUROC"
+#: The metric that picks a sweep's best job (higher is better) unless the config's
+#: ``select_metric`` names another.
+BEST_METRIC = DEFAULT_SELECT_METRIC
 
 
-def table_columns(records: Sequence[JobRecord]) -> list[str]:
-    """``job, run_id, status``, the override keys, the metric names, ``error``."""
+def best_column(metric: str) -> str:
+    """The sweep table's column marking the best job: ``best_by_<metric>``."""
+    return f"best_by_{metric}"
+
+
+def table_columns(records: Sequence[JobRecord], metric: str = BEST_METRIC) -> list[str]:
+    """``job, run_id, status, best_by_<metric>``, the override keys, the metric names,
+    ``error``."""
     overrides: list[str] = []
     metrics: list[str] = []
     for record in records:
         overrides += [k for k in record.overrides if k not in overrides]
         metrics += [k for k in record.metrics if k not in metrics]
-    return ["job", "run_id", "status", *overrides, *metrics, "error"]
+    return ["job", "run_id", "status", best_column(metric), *overrides, *metrics, "error"]
 
 
-def write_sweep_table(path: str | Path, records: Sequence[JobRecord]) -> Path:
-    """Write the sweep table as CSV; returns ``path``."""
-    columns = table_columns(records)
+def write_sweep_table(path: str | Path, records: Sequence[JobRecord],
+                      metric: str = BEST_METRIC) -> Path:
+    """Write the sweep table as CSV; returns ``path``. The ``best_by_<metric>`` column is
+    1 for the job ``metric`` picks (:func:`best_record`), else 0."""
+    columns = table_columns(records, metric)
+    best = best_record(records, metric)
     path = Path(path)
     with atomic_open(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for r in records:
             row: dict[str, object] = {"job": r.num, "run_id": r.run_id or "", "status": r.status,
+                                      best_column(metric): int(r is best),
                                       "error": (r.error or "").splitlines()[0] if r.error else ""}
             row.update(r.overrides)
             row.update({k: repr(float(v)) if v is not None else "" for k, v in r.metrics.items()})
@@ -127,7 +139,7 @@ def result_line(records: Sequence[JobRecord], directory: str | Path,
     best = best_record(records, metric)
     if best is not None:
         label = job_labels(records)[records.index(best)]
-        count += f"; best {label}: {metric} {best.metrics[metric]:.4f}"
+        count += f"; best by {metric}: {label} ({metric} {best.metrics[metric]:.4f})"
     return f"dfmx sweep: {count}; table and picture in {directory}"
 
 

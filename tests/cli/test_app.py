@@ -16,7 +16,8 @@ from PIL import Image
 
 from .conftest import load_metrics
 
-IMAGE_METRICS = ("image_AUROC", "image_AUPR", "image_F1")
+IMAGE_METRICS = ("image_AUROC", "image_AUPR", "image_F1_oracle", "image_threshold",
+                 "image_FPR_at_val_threshold", "val_synthetic_AUROC")
 PIXEL_METRICS = ("pixel_AUROC", "pixel_AUPR", "pixel_PRO")
 CSV_COLUMNS = ["path", "defect_type", "label", "score", "prediction"]
 GROUPS = {
@@ -77,7 +78,7 @@ def test_default_run_writes_every_output(cli_runs: dict[str, CliResult]) -> None
 
     metrics = _check_job(run_dir, pixel=True)
     assert metrics["image_AUROC"] > 0.8, metrics
-    assert metrics["n_train"] == 60 and metrics["n_test"] == 50
+    assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (48, 12, 50)
 
     rows = _rows(run_dir)
     assert {r["defect_type"] for r in rows} == {"good", "scratch", "hole", "stain"}
@@ -97,7 +98,7 @@ def test_default_run_writes_every_output(cli_runs: dict[str, CliResult]) -> None
 
     # The summary table closes the run: configuration and metric rows.
     table = result.stdout[result.stdout.index("┌"):]
-    for needle in ("efficientnet_lite0", "fre", "demo: 60 train / 50 test", str(run_dir),
+    for needle in ("efficientnet_lite0", "fre", "demo: 48 train / 12 val / 50 test", str(run_dir),
                    *IMAGE_METRICS, *PIXEL_METRICS):
         assert needle in table, needle
 
@@ -164,7 +165,8 @@ def test_mvtec_layout_data(cli_runs: dict[str, CliResult]) -> None:
     cfg = _config(job)
     assert cfg["data"]["name"] == "mvtec" and cfg["data"]["category"] == "tiny"
     metrics = _check_job(job, pixel=True)   # the ground_truth masks were read
-    assert (metrics["n_train"], metrics["n_test"]) == (6, 6)
+    # 6 training normals: 4 held out for validation (the minimum of 5, lowered so 2 fit)
+    assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (2, 4, 6)
     rows = _rows(job)
     assert [r["defect_type"] for r in rows] == ["good"] * 3 + ["scratch"] * 3
     assert [r["label"] for r in rows] == ["0"] * 3 + ["1"] * 3
@@ -176,8 +178,9 @@ def test_plain_folder_data(cli_runs: dict[str, CliResult]) -> None:
     cfg = _config(job)
     assert cfg["data"]["name"] == "folder" and cfg["scorer"]["name"] == "fre"
     metrics = _check_job(job, pixel=True)
-    # normal_test_fraction 0.2 of 8 normals -> 2 held out; all 3 anomalies are test images
-    assert (metrics["n_train"], metrics["n_test"]) == (6, 5)
+    # normal_test_fraction 0.2 of 8 normals -> 2 held out; all 3 anomalies are test images;
+    # 4 of the 6 others held out for validation
+    assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (2, 4, 5)
     rows = _rows(job)
     assert [r["label"] for r in rows] == ["0", "0", "1", "1", "1"]
     assert [r["defect_type"] for r in rows[2:]] == ["abnormal"] * 3

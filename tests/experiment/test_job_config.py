@@ -40,6 +40,11 @@ def test_the_default_config_and_edge_values_pass(default: dict[str, Any]) -> Non
     ("seed", "abc", "seed must be a whole number"),
     ("save_model", "maybe", "save_model must be true or false; got 'maybe'"),
     ("debug", "maybe", "debug must be true or false; got 'maybe'"),
+    ("threshold_fpr", 0.0, "threshold_fpr must be a number in (0, 1)"),
+    ("threshold_fpr", 1.5, "got 1.5"),
+    ("select_metric", "", "select_metric must be a metric name"),
+    ("data", {"name": "demo", "val_fraction": 1.0},
+     "data.val_fraction must be a number in [0, 1) (share of the training normals"),
 ])
 def test_a_bad_value_is_named(default: dict[str, Any], key: str, value: Any,
                               needle: str) -> None:
@@ -78,9 +83,11 @@ def test_schema_types_and_defaults(default: dict[str, Any]) -> None:
     schema = dataclasses.asdict(JobConfig())
     for key in ("pca_level", "image_size", "batch_size", "num_workers", "precision",
                 "optimize", "device", "seed", "save_model", "overlays", "resume", "debug",
-                "cache"):
+                "cache", "threshold_fpr", "select_metric"):
         assert default[key] == schema[key], key
     assert default["pooling"]["kernel_size"] == 2   # the command line's own kernel
+    assert default["select_metric"] == "val_synthetic_AUROC"
+    assert default["data"]["val_fraction"] == 0.2   # added to every data source's node
     assert compose_config(["tracking=none", "image_size=64"])["image_size"] == 64
     with pytest.raises(ConfigCompositionException, match=r"cache\.max_gb"):
         compose_config(["tracking=none", "cache.max_gb=lots"])

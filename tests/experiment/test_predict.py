@@ -13,8 +13,9 @@ import pytest
 from dfmx.cli import predict as predict_cli
 from dfmx.data.demo import demo_root
 from dfmx.experiment.predict import expand_inputs, predict_images
-from dfmx.experiment.run import run_experiment
+from dfmx.experiment.run import load_splits, run_experiment, score_samples
 from dfmx.experiment.saved_model import load_model
+from dfmx.metrics.threshold import fpr_threshold
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def saved(job_config, dfmx_cache_dir: Path, tmp_path_factory) -> dict:
         mp.setenv("DFMX_CACHE_DIR", str(dfmx_cache_dir))
         result = run_experiment(cfg, root / "run")
     return {"result": result, "model_dir": root / "run" / "model", "new": root / "new",
-            "images": sorted(new.glob("*.png"))}
+            "images": sorted(new.glob("*.png")), "cfg": cfg}
 
 
 def test_expand_inputs_mixes_files_and_folders(saved, tmp_path: Path) -> None:
@@ -62,8 +63,13 @@ def test_predictions_equal_the_run_scores(saved) -> None:
     assert preds.paths == [str(p) for p in saved["images"]]
     expected = [float(run_rows[p.name]["score"]) for p in saved["images"]]
     np.testing.assert_allclose(preds.scores, expected, rtol=1e-6)
-    # the threshold saved with the model gives the run's decisions
-    assert preds.threshold == pytest.approx(result.metrics["image_F1_threshold"])
+    # the threshold saved with the model is the validation normals' one; it gives the
+    # run's decisions
+    cfg = saved["cfg"]
+    _, val, _ = load_splits(cfg["data"], cfg["seed"])
+    val_scores = score_samples(result.model, val, cfg, split="val")["scores"]
+    assert preds.threshold == fpr_threshold(val_scores, 0.01) == result.metrics["image_threshold"]
+    assert model.metadata["val_scores"]["n"] == len(val) == result.n_val
     assert preds.predictions.astype(int).tolist() == [
         int(run_rows[p.name]["prediction"]) for p in saved["images"]
     ]
@@ -85,6 +91,19 @@ def test_predict_main_writes_csv_and_overlays(saved, tmp_path: Path, capsys) -> 
     assert {r["prediction"] for r in rows} == {"anomalous"}  # every score >= the threshold
     assert len(list((out / "overlays").glob("top_*.png"))) == 3
     assert "scored 4 image(s)" in capsys.readouterr().out
+
+
+def test_predict_main_uses_the_saved_validation_threshold(saved, tmp_path: Path,
+                                                           capsys) -> None:
+    out = tmp_path / "out"
+    assert predict_cli.main([str(saved["model_dir"]), str(saved["new"]), "-o", str(out),
+                             "--overlays", "0"]) == 0
+    threshold = saved["result"].metrics["image_threshold"]  # the validation normals' one
+    with (out / "predictions.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["prediction"] for r in rows] == [
+        "anomalous" if float(r["score"]) >= threshold else "normal" for r in rows]
+    assert f"at threshold {threshold:.6g}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("what", ["model", "input"])

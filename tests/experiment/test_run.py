@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import shutil
 from pathlib import Path
@@ -11,8 +12,16 @@ import numpy as np
 import pytest
 
 from dfmx.data.demo import demo_root
+from dfmx.data.overlaps import DataOverlapError
 from dfmx.data.sources import FolderData, MVTecData
-from dfmx.experiment.run import build_model, load_samples, run_experiment
+from dfmx.experiment.run import (
+    build_model,
+    load_samples,
+    load_splits,
+    run_experiment,
+    score_samples,
+)
+from dfmx.metrics.threshold import fpr_threshold
 from dfmx.registry import UnknownPluginError
 
 
@@ -37,9 +46,10 @@ def folders(dfmx_cache_dir: Path, tmp_path_factory) -> dict[str, str]:
 def tiny_config(job_config, folders, dfmx_cache_dir, monkeypatch):
     monkeypatch.setenv("DFMX_CACHE_DIR", str(dfmx_cache_dir))
 
-    def make(**overrides):
+    def make(data=None, **overrides):
         return job_config(backbone="resnet18", pretrained=False, image_size=64,
-                          data={"name": "folder", **folders, "normal_test_fraction": 0.34},
+                          data=data or {"name": "folder", **folders,
+                                        "normal_test_fraction": 0.34},
                           **overrides)
     return make
 
@@ -51,19 +61,24 @@ def _scores(run_dir: Path) -> list[float]:
 
 def test_run_writes_its_files_and_returns_the_result(tiny_config, tmp_path: Path) -> None:
     result = run_experiment(tiny_config(overlays=2), tmp_path / "run")
-    assert (result.n_train, result.n_test) == (4, 5)
+    # 4 training normals: 2 held out for validation (the minimum of 5, lowered so 2 fit)
+    assert (result.n_train, result.n_val, result.n_test) == (2, 2, 5)
     assert result.output_dir == tmp_path / "run"
     assert set(result.files) >= {"metrics", "predictions", "roc", "histogram", "overlays",
                                  "model"}
     for key, path in result.files.items():
         assert path.exists(), key
     m = result.metrics
-    for key in ("image_AUROC", "image_AUPR", "image_F1", "pixel_AUROC", "pixel_AUPR",
-                "pixel_PRO", "time_total", "images_per_s"):
+    for key in ("image_AUROC", "image_AUPR", "image_F1_oracle", "pixel_AUROC", "pixel_AUPR",
+                "pixel_PRO", "time_total", "images_per_s", "image_threshold",
+                "image_FPR_at_val_threshold", "image_TPR_at_val_threshold",
+                "val_synthetic_AUROC", "val_synthetic_pixel_AUROC"):
         assert math.isfinite(m[key]), key
-    assert (m["n_train"], m["n_test"]) == (4.0, 5.0)
+    assert (m["n_train"], m["n_val"], m["n_test"]) == (2.0, 2.0, 5.0)
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (written["n_train"], written["n_val"], written["n_test"]) == (2, 2, 5)
     assert m["feature_dim"] == 256 * 2 * 2  # layer3 at 64 px: 4x4, avg-pooled by 2
-    assert 1 <= m["n_components"] <= 3      # at most n_train - 1
+    assert m["n_components"] == 1            # at most n_train - 1
     assert len(list((tmp_path / "run" / "overlays").glob("*.png"))) == 4
     assert result.model.is_fitted and result.model.layers == ["layer3"]
 
@@ -112,3 +127,60 @@ def test_data_sources_name_missing_required_options() -> None:
         MVTecData(root="/somewhere").load()
     with pytest.raises(ValueError, match=r"data\.normal_dir is required"):
         FolderData(abnormal_dir="/x").load()
+
+
+def test_threshold_is_set_on_the_validation_normals_only(tiny_config, folders,
+                                                          tmp_path: Path) -> None:
+    """Another test set (other labels, other scores) leaves the threshold where the
+    validation normals put it; predictions.csv and the saved model use it."""
+    cfg = tiny_config(overlays=0, data={"name": "folder", **folders,
+                                        "normal_test_fraction": 0.34, "val_fraction": 0.5})
+    few = tmp_path / "one-anomaly"
+    few.mkdir()
+    first = sorted(Path(folders["abnormal_dir"]).glob("*.png"))[0]
+    shutil.copyfile(first, few / first.name)
+    other = {**cfg, "data": {**cfg["data"], "abnormal_dir": str(few)}}
+    a = run_experiment(cfg, tmp_path / "a")
+    b = run_experiment(other, tmp_path / "b")
+    assert a.n_test == 5 and b.n_test == 3 and a.n_val == b.n_val == 2
+    assert a.metrics["image_threshold"] == b.metrics["image_threshold"]
+
+    _, val, _ = load_splits(cfg["data"], cfg["seed"])
+    val_scores = score_samples(a.model, val, cfg, split="val")["scores"]
+    assert a.metrics["image_threshold"] == fpr_threshold(val_scores, cfg.get("threshold_fpr",
+                                                                            0.01))
+    assert a.metrics["image_threshold"] > val_scores.max()  # 2 images < 1 / 0.01
+    with (tmp_path / "a" / "predictions.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["prediction"]) for r in rows] == [
+        int(float(r["score"]) >= a.metrics["image_threshold"]) for r in rows]
+    saved = json.loads((tmp_path / "a" / "model" / "model.json").read_text())
+    assert saved["metadata"]["threshold"] == a.metrics["image_threshold"]
+    assert saved["metadata"]["threshold_fpr"] == 0.01
+
+
+def test_a_source_may_give_its_own_validation_images(tiny_config, folders, dfmx_cache_dir,
+                                                       tmp_path: Path) -> None:
+    val_dir = tmp_path / "val"
+    val_dir.mkdir()
+    demo = demo_root(dfmx_cache_dir) / "demo" / "train" / "good"
+    for i, src in enumerate(sorted(demo.glob("*.png"))[6:9]):  # not among the fixture's 6
+        shutil.copyfile(src, val_dir / f"v{i}.png")
+    cfg = tiny_config(data={"name": "folder", **folders, "normal_test_fraction": 0.34,
+                            "val_dir": str(val_dir)}, save_model=False, overlays=0)
+    result = run_experiment(cfg, tmp_path / "run")
+    assert (result.n_train, result.n_val, result.n_test) == (4, 3, 5)
+    # a validation image that is also a test image (a held-out normal) is refused
+    _, test = load_samples(cfg["data"])
+    shutil.copyfile(next(s.path for s in test if s.label == 0), val_dir / "dup.png")
+    with pytest.raises(DataOverlapError, match="identical contents"):
+        run_experiment(cfg, tmp_path / "dup")
+
+
+def test_no_validation_images_no_threshold(tiny_config, folders, tmp_path: Path) -> None:
+    cfg = tiny_config(data={"name": "folder", **folders, "normal_test_fraction": 0.34,
+                            "val_fraction": 0.0}, save_model=False, overlays=0)
+    result = run_experiment(cfg, tmp_path / "run")
+    assert result.n_val == 0 and math.isnan(result.metrics["image_threshold"])
+    assert "val_synthetic_AUROC" not in result.metrics
+    assert "threshold" in result.notes

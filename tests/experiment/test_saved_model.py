@@ -94,7 +94,7 @@ def test_loaded_model_scores_exactly_like_the_run(job: dict[str, Any]) -> None:
         assert again["maps"] is None and theirs["maps"] is None
 
     assert loaded.metadata["image_size"] == cfg["image_size"]
-    threshold = result.metrics["image_F1_threshold"]
+    threshold = result.metrics["image_threshold"]
     assert loaded.metadata["threshold"] == pytest.approx(threshold)
     assert loaded.score_type == cfg["scorer"]["name"]
     assert loaded.feature_extractor.precision == result.model.feature_extractor.precision

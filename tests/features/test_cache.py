@@ -313,12 +313,15 @@ def test_run_experiment_twice_hits_and_gives_identical_metrics(
     second = run_experiment(cfg, tmp_path / "run2")
     assert (first.metrics["cache_hit_train"], first.metrics["cache_hit_test"]) == (0.0, 0.0)
     assert (second.metrics["cache_hit_train"], second.metrics["cache_hit_test"]) == (1.0, 1.0)
+    assert (first.metrics["cache_hit_val"], second.metrics["cache_hit_val"]) == (0.0, 1.0)
     assert _comparable(second.metrics) == _comparable(first.metrics)
     assert (tmp_path / "run1/predictions.csv").read_text() == (
         tmp_path / "run2/predictions.csv").read_text()
     store = FeatureCache(tmp_path / "cache/features")
     kinds = sorted(p.name.split("-")[0] for p in store.entries())
-    assert kinds == ["images", "images", "test", "train"]  # decoded images, then features
+    # decoded images of each split, then the features of each split and of the synthetic
+    # anomalies on the validation images
+    assert kinds == ["images"] * 3 + ["synthetic", "test", "train", "val"]
     # Another scorer and pooling on the same backbone reuse the entries.
     other = run_experiment(_config(data_dirs, scorer={"name": "nll"},
                                    pooling={"name": "max", "kernel_size": 1}), tmp_path / "run3")
@@ -328,7 +331,7 @@ def test_run_experiment_twice_hits_and_gives_identical_metrics(
     monkeypatch.setattr(batches_module, "decode_image", lambda p, *a: decoded.append(p))
     bf16 = run_experiment({**cfg, "precision": "bf16"}, tmp_path / "run5")
     assert (bf16.metrics["cache_hit_train"], bf16.metrics["cache_hit_test"]) == (0.0, 0.0)
-    assert decoded == [] and len(store.entries()) == 6
+    assert decoded == [] and len(store.entries()) == 11
     monkeypatch.undo()
     # The same job without the cache: the same metrics, nothing written.
     monkeypatch.setenv("DFMX_CACHE_DIR", str(tmp_path / "nocache"))

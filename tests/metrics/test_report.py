@@ -18,7 +18,7 @@ from dfmx.metrics import (
     pro_auc,
 )
 
-IMAGE_KEYS = {"image_AUROC", "image_AUPR", "image_F1", "image_F1_threshold"}
+IMAGE_KEYS = {"image_AUROC", "image_AUPR", "image_F1_oracle", "image_F1_oracle_threshold"}
 PIXEL_KEYS = {"pixel_AUROC", "pixel_AUPR", "pixel_PRO"}
 
 
@@ -41,7 +41,8 @@ def test_all_keys_and_values() -> None:
     assert all(isinstance(v, float) for v in result.values())
     assert result["image_AUROC"] == image_auroc(labels, scores)
     assert result["image_AUPR"] == image_aupr(labels, scores)
-    assert (result["image_F1"], result["image_F1_threshold"]) == f1_optimal(labels, scores)
+    assert (result["image_F1_oracle"], result["image_F1_oracle_threshold"]) == f1_optimal(
+        labels, scores)
     assert result["pixel_AUROC"] == pixel_auroc(masks, maps)
     assert result["pixel_AUPR"] == pixel_aupr(masks, maps)
     assert result["pixel_PRO"] == pro_auc(masks, maps)
@@ -52,8 +53,8 @@ def test_image_only() -> None:
     assert set(result) == IMAGE_KEYS
     assert result["image_AUROC"] == pytest.approx(0.75)
     assert result["image_AUPR"] == pytest.approx(5 / 6)
-    assert result["image_F1"] == pytest.approx(0.8)
-    assert result["image_F1_threshold"] == pytest.approx(0.35)
+    assert result["image_F1_oracle"] == pytest.approx(0.8)
+    assert result["image_F1_oracle_threshold"] == pytest.approx(0.35)
 
 
 def test_single_class_keeps_pixel_metrics() -> None:

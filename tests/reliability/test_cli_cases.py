@@ -29,7 +29,7 @@ def test_skip_bundle_finishes(cli: CliResult) -> None:
     assert TRACEBACK not in cli.output, cli
     assert "skipped 5 unreadable file(s) (3 training, 2 test)" in cli.output, cli
     # train: 8 textures + CMYK + palette + 8000x8000; test: 3 good, 3 crack, 2 scratch
-    assert "11 train / 8 test" in cli.output, cli
+    assert "6 train / 5 val / 8 test" in cli.output, cli
 
 
 @pytest.mark.cli_case("skip_bundle")

@@ -82,13 +82,21 @@ def test_parent_sweep_table_and_best(sweep: dict, tmp_path: Path) -> None:
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"sweep_table.csv", "sweep_summary.png"} <= names
     assert (sweep["cwd"] / "multirun" / "sweep_summary.png").is_file()
-    # The sweep ends with one line naming the best job, as the parent's tags do.
+    # The label-free metric (the default select_metric) picks the best job; the closing
+    # line, the parent's tags and the table's marker column all name it.
+    metric = "val_synthetic_AUROC"
+    assert parent.data.tags["dfmx.best_metric"] == metric
     best_num = parent.data.tags["dfmx.best_job"]
-    assert f"dfmx sweep: 8 jobs finished; best #{best_num} " in sweep["proc"].stdout
+    assert f"dfmx sweep: 8 jobs finished; best by {metric}: #{best_num} " in sweep["proc"].stdout
     best_id = parent.data.tags["dfmx.best_run_id"]
-    best_auroc = max(r.data.metrics["image_AUROC"] for r in children.values())
-    assert children[best_id].data.metrics["image_AUROC"] == best_auroc
-    assert parent.data.metrics["best_image_AUROC"] == pytest.approx(best_auroc)
+    values = {run_id: r.data.metrics[metric] for run_id, r in children.items()}
+    assert len(set(values.values())) > 1, "the jobs differ on the selection metric"
+    top = max(values.values())
+    first_top = min(int(children[i].data.tags["dfmx.job_num"]) for i, v in values.items()
+                    if v == top)  # ties go to the lowest job number
+    assert values[best_id] == top and int(best_num) == first_top
+    assert parent.data.metrics[f"best_{metric}"] == pytest.approx(top)
+    assert [r["run_id"] for r in rows if r[f"best_by_{metric}"] == "1"] == [best_id]
     assert math.isfinite(parent.data.metrics["best_n_components"])
 
 

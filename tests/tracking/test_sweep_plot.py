@@ -17,13 +17,13 @@ def test_sweep_rows_best_first_failed_last() -> None:
     metrics = [{"image_AUROC": 0.9}, {"image_AUROC": nan}, {"image_AUROC": 0.99}, {}, {},
                {"image_AUROC": 0.99}]
     errors = [None, None, None, None, "ValueError: boom", None]
-    order, best = sweep_plot.sweep_rows(metrics, errors)
+    order, best = sweep_plot.sweep_rows(metrics, errors, "image_AUROC")
     assert order == [2, 5, 0, 1, 3, 4]  # ties by job, no AUROC after the rest, failed last
     assert best == 2
-    assert sweep_plot.sweep_rows([{}, {}], ["a", "b"]) == ([0, 1], None)
-    assert sweep_plot.sweep_rows([{"image_AUROC": nan}], [None]) == ([0], None)
+    assert sweep_plot.sweep_rows([{}, {}], ["a", "b"], "image_AUROC") == ([0, 1], None)
+    assert sweep_plot.sweep_rows([{"image_AUROC": nan}], [None], "image_AUROC") == ([0], None)
     many = [{"image_AUROC": i / 100} for i in range(sweep_plot.SWEEP_ROWS + 5)]
-    order, best = sweep_plot.sweep_rows(many, [None] * len(many))
+    order, best = sweep_plot.sweep_rows(many, [None] * len(many), "image_AUROC")
     assert len(order) == sweep_plot.SWEEP_ROWS and order[0] == best == len(many) - 1
 
 

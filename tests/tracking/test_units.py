@@ -80,19 +80,21 @@ def test_sweep_state_table_best_and_failures(tmp_path: Path) -> None:
     write_job_record(tmp_path, JobRecord(2, {"k": "64"}, "FAILED", "r2", error="Boom: x\ny"))
     records = read_job_records(tmp_path)
     assert [r.num for r in records] == [0, 1, 2]
-    assert best_record(records).run_id == "r0"
+    assert best_record(records, "image_AUROC").run_id == "r0"
+    assert best_record(records) is None  # no job has the default, label-free metric
     summary = failure_summary(records)
     assert summary == "dfmx sweep: 1 of 3 jobs failed: #2 (k=64): Boom: x"
     assert failure_summary(records[:2]) is None
-    assert result_line(records, "/sweeps/1") == (
-        "dfmx sweep: 2 of 3 jobs finished; best #0 k=2: image_AUROC 0.9500; "
+    assert result_line(records, "/sweeps/1", "image_AUROC") == (
+        "dfmx sweep: 2 of 3 jobs finished; best by image_AUROC: #0 k=2 (image_AUROC 0.9500); "
         "table and picture in /sweeps/1")
-    assert result_line(records[:2], "d").startswith("dfmx sweep: 2 jobs finished; best #0 k=2")
+    assert result_line(records[:2], "d", "image_AUROC").startswith(
+        "dfmx sweep: 2 jobs finished; best by image_AUROC: #0 k=2")
     assert result_line(records[2:], "d") == (
         "dfmx sweep: 0 of 1 jobs finished; table and picture in d")
-    lines = write_sweep_table(tmp_path / "t.csv", records).read_text().splitlines()
-    assert lines[0] == "job,run_id,status,k,image_AUROC,error"
-    assert len(lines) == 4
+    lines = write_sweep_table(tmp_path / "t.csv", records, "image_AUROC").read_text().splitlines()
+    assert lines[0] == "job,run_id,status,best_by_image_AUROC,k,image_AUROC,error"
+    assert [line.split(",")[3] for line in lines[1:]] == ["1", "0", "0"]
 
 
 def test_parallel_processes_open_a_fresh_sqlite_store(tmp_path: Path) -> None:
