@@ -43,12 +43,16 @@ def _identity(path: Path) -> tuple[tuple[int, int] | str, int | None]:
     return (st.st_dev, st.st_ino), st.st_size
 
 
-def _digest(path: Path) -> str | None:
+def file_digest(path: Path) -> str | None:
+    """SHA-256 of the file's contents (hex), or ``None`` when it cannot be read."""
+    digest = hashlib.sha256()
     try:
         with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
     except OSError:
         return None
+    return digest.hexdigest()
 
 
 def _roles(train: Iterable[Sample], test: Iterable[Sample]) -> list[tuple[int, Path]]:
@@ -129,7 +133,7 @@ def check_overlaps(train: Sequence[Sample], test: Sequence[Sample]) -> None:
             continue  # equal contents within one set are not an overlap
         by_digest: dict[str, tuple[int, Path]] = {}
         for role, path in group:
-            digest = _digest(path)
+            digest = file_digest(path)
             if digest is None:
                 continue
             first = by_digest.setdefault(digest, (role, path))

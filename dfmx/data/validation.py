@@ -32,7 +32,6 @@ second decode.
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import os
 import warnings
@@ -43,7 +42,7 @@ from typing import NamedTuple
 from PIL import Image
 
 from dfmx.atomic import atomic_open
-from dfmx.data.overlaps import check_overlaps
+from dfmx.data.overlaps import check_overlaps, file_digest
 from dfmx.data.samples import Sample
 from dfmx.errors import DataError
 from dfmx.path_text import path_text, text_safe
@@ -248,14 +247,6 @@ def validate_samples(
     return good, skipped
 
 
-def _file_digest(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-    except OSError:
-        return None
-
-
 def check_training_variation(train: Sequence[Sample]) -> None:
     """Refuse a training set whose files all have the same contents (one image repeated):
     a PCA of identical samples has nothing to model. Reads the files only when they all
@@ -273,7 +264,7 @@ def check_training_variation(train: Sequence[Sample]) -> None:
         return  # unreadable files are reported (and skipped) by validate_samples
     if len(sizes) > 1:
         return
-    digests = {_file_digest(Path(s.path)) for s in train}
+    digests = {file_digest(Path(s.path)) for s in train}
     if len(digests) == 1 and None not in digests:
         raise DataError(
             f"the {len(train)} training images in {_folders(train)} all have the same "
