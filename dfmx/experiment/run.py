@@ -95,7 +95,9 @@ def model_config(cfg: Mapping[str, Any]) -> ModelConfig:
         "scorer_params": scorer_params,
     }
     for record_name, job_name in (("n_comps", "pca_level"), ("precision", "precision"),
-                                  ("device", "device"), ("optimize", "optimize")):
+                                  ("device", "device"), ("optimize", "optimize"),
+                                  ("combine", "combine"), ("reduction", "reduction"),
+                                  ("reduction_topk", "reduction_topk")):
         if job_name in cfg:
             options[record_name] = cfg[job_name]
     try:
@@ -370,8 +372,8 @@ def run_experiment(
     metrics["images_per_s"] = n_images / max(
         timings["time_extract_train"] + timings["time_score_test"], 1e-9
     )
-    metrics["n_components"] = float(model.pca_model.n_components_)
-    metrics["feature_dim"] = float(model.pca_model.mean_.numel())
+    metrics["n_components"] = float(model.n_components)
+    metrics["feature_dim"] = float(model.feature_dim)
     metrics["n_train"] = float(len(train))
     metrics["n_test"] = float(len(test))
     metrics["cache_hit_train"] = float(hit_train)
