@@ -108,6 +108,23 @@ def check_plugin_options(config: ModelConfig) -> None:
     check_reduction(config, build_scorer(config.score_type, dict(config.scorer_params)))
 
 
+#: The job-level reduction that :func:`resolve_reduction` turns into a record's value.
+AUTO_REDUCTION = "auto"
+
+
+def resolve_reduction(reduction: str, score_type: str,
+                      scorer_params: Mapping[str, Any] | None = None) -> str:
+    """``"auto"`` (a job-level choice, not a record value) as ``"topk"`` for a scorer that
+    gives maps and ``"sum"`` for an image-only one; any other value unchanged."""
+    if reduction != AUTO_REDUCTION:
+        return reduction
+    try:
+        maps = build_scorer(score_type, dict(scorer_params or {})).produces_maps
+    except (ValueError, TypeError):
+        return "sum"  # the record's check names the bad scorer
+    return "topk" if maps else "sum"
+
+
 def check_reduction(config: ModelConfig, scorer: Scorer) -> None:
     """Refuse a reduction other than ``"sum"`` for a scorer that gives no maps.
 

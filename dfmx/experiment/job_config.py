@@ -60,7 +60,8 @@ class JobConfig:
         debug: show full tracebacks instead of one-line errors.
         cache: :class:`CacheOptions`.
         combine: ``concat`` or ``ensemble`` (one PCA + scorer per layer).
-        reduction: the image score from the map: ``sum``, ``max`` or ``topk``.
+        reduction: the image score from the map: ``sum``, ``max``, ``topk``, or ``auto``
+            (``topk`` for scorers with maps, ``sum`` for image-only ones).
         reduction_topk: the share of the map ``topk`` averages, in (0, 1].
     """
 

@@ -32,7 +32,12 @@ from dfmx.data.validation import (
     write_skipped_csv,
 )
 from dfmx.engine.model_config import ModelConfig, ModelConfigError
-from dfmx.engine.torch_model import DFMModel, check_plugin_options, upsample_maps
+from dfmx.engine.torch_model import (
+    DFMModel,
+    check_plugin_options,
+    resolve_reduction,
+    upsample_maps,
+)
 from dfmx.errors import DataError
 from dfmx.experiment import overlays, plots, result_files
 from dfmx.experiment.job_config import job_config_problems
@@ -100,6 +105,9 @@ def model_config(cfg: Mapping[str, Any]) -> ModelConfig:
                                   ("reduction_topk", "reduction_topk")):
         if job_name in cfg:
             options[record_name] = cfg[job_name]
+    if "reduction" in options:
+        options["reduction"] = resolve_reduction(options["reduction"], scorer_name,
+                                                 scorer_params)
     try:
         record = ModelConfig(**options)
         check_plugin_options(record)
