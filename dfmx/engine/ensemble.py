@@ -15,7 +15,7 @@ slice with its own PCA and scorer; then
 
 Calibration. :meth:`LayerEnsemble.calibrate` sets the statistics from validation normals.
 Until it is called, :meth:`LayerEnsemble.fit` leaves the statistics of the training images
-themselves, which are biased (each PCA was fitted on them: their errors are smaller and
+themselves, which are biased (each PCA is fitted on them: their errors are smaller and
 less spread than a new normal image's, by a different amount per layer); scoring then
 warns once (``UncalibratedEnsembleWarning``). ``calibrated_`` records which statistics a
 (saved) model holds.
