@@ -177,3 +177,23 @@ def test_image_only_scorers_refuse_map_reductions() -> None:
     with pytest.raises(ModelConfigError, match="reduction=sum only"):
         DFMModel("resnet18", "layer2", pre_trained=False, score_type="nll", reduction="topk")
     assert not build_scorer("nll").produces_maps
+
+
+def test_dfmx_predict_path_scores_a_saved_ensemble_like_the_fitted_one(images, tmp_path) -> None:
+    from PIL import Image
+
+    from dfmx.experiment.predict import predict_images
+
+    model = _ensemble(images)
+    save_model(model, tmp_path / "m", image_size=64)
+    paths = []
+    for i, image in enumerate(images["test"][:3]):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray((image.permute(1, 2, 0) * 255).byte().numpy()).save(path)
+        paths.append(path)
+    model.metadata = {"image_size": 64}
+    fitted = predict_images(model, paths, num_workers=0)
+    loaded = predict_images(load_model(tmp_path / "m"), paths, num_workers=0)
+    assert fitted.maps.shape == (3, 64, 64)
+    torch.testing.assert_close(torch.from_numpy(loaded.scores), torch.from_numpy(fitted.scores))
+    torch.testing.assert_close(torch.from_numpy(loaded.maps), torch.from_numpy(fitted.maps))
