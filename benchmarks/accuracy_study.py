@@ -21,10 +21,15 @@ Configurations:
 
 * ``concat``: the layers resized to the first one's grid, concatenated, pooled, one PCA and
   one scorer (what ``DFMModel(layer=[...])`` does).
-* ``ensemble``: one PCA and scorer per layer; each layer's image scores are standardised
-  by the mean and standard deviation of its validation-normal scores and summed; each
-  layer's map is divided by the standard deviation of its validation-normal map values,
-  resized (bilinear) to the finest grid and summed (offsets do not change rankings).
+* ``ensemble``: dfmx's own per-layer ensemble (``DFMModel`` with ``combine="ensemble"``,
+  :mod:`dfmx.engine.ensemble`): each layer pooled onto the finest layer's pooled grid, one
+  PCA and scorer per layer, calibrated on the validation normals
+  (``DFMModel.calibrate``); its reductions are the model's own (``max`` and ``topk`` of
+  each layer's feature-grid map, before standardising).
+* ``ensemble-own-grid``: one PCA and scorer per layer, each layer pooled with the same
+  kernel on its own grid; image scores standardised by the validation normals' mean and
+  standard deviation and summed; maps divided by the standard deviation of the validation
+  map values, resized (bilinear) to the finest grid and summed.
 * ``--blur``: Gaussian smoothing (sigma in pixels) of the image-size maps before the pixel
   metrics and the map reductions (0: none, dfmx's maps as they are).
 * reductions of the image score: ``sum`` (the scorer's own score; for ensembles the sum of
@@ -57,6 +62,7 @@ from scipy.ndimage import gaussian_filter
 from dfmx.data import load_mask, mvtec_samples
 from dfmx.data.batches import image_batches
 from dfmx.data.sources import DemoData
+from dfmx.engine.model_config import ModelConfig
 from dfmx.engine.pca import PCA
 from dfmx.engine.torch_model import DFMModel, build_scorer, upsample_maps
 from dfmx.features.pooling import pool_features
@@ -231,6 +237,36 @@ class Study:
                                       pca_cpu + time.process_time() - cpu)
         return self.scored[key]
 
+    def real_ensemble(self, layers: tuple[str, ...], k: int, level: float, scorer: str,
+                      how: str):
+        """dfmx's ensemble: ``(image scores (N,), grid maps or None, seconds, cpu seconds,
+        n_components)`` with reduction ``how`` (a study name: sum, max, top1, top5)."""
+        key = ("real", layers, k, level, scorer)
+        name, _, shrink = scorer.partition(":")
+        if key not in self.pcas:
+            params = {"shrinkage": float(shrink)} if shrink else {}
+            model = DFMModel.from_config(ModelConfig(
+                backbone="efficientnet_lite0", layers=layers, pooling_params={"kernel_size": k},
+                n_comps=level, score_type=name, scorer_params=params, combine="ensemble"))
+            start, cpu = time.perf_counter(), time.process_time()
+            sub = {s: {n: self.raw[s][n] for n in layers} for s in ("fit", "val", "test")}
+            feats = {s: model.pool_and_fuse(r) for s, r in sub.items()}
+            model.fit(feats["fit"].reshape(feats["fit"].shape[0], -1), feats["fit"].shape)
+            self.pcas[key] = (model, feats, time.perf_counter() - start,
+                              time.process_time() - cpu)
+        model, feats, fit_s, fit_cpu = self.pcas[key]
+        start, cpu = time.perf_counter(), time.process_time()
+        reduction, share = {"sum": ("sum", 0.05), "max": ("max", 0.05),
+                            "top1": ("topk", 0.01), "top5": ("topk", 0.05)}[how]
+        if reduction != "sum" and not model.produces_maps:
+            raise ValueError(f"{name} gives no maps to reduce")
+        model.ensemble.reduction, model.ensemble.share = reduction, share
+        model.ensemble.calibrate(feats["val"])
+        scores, maps = model.score(feats["test"].reshape(feats["test"].shape[0], -1),
+                                   feats["test"].shape)
+        return (scores.double(), maps, fit_s + time.perf_counter() - start,
+                fit_cpu + time.process_time() - cpu, str(model.n_components))
+
     def ensemble(self, layers: tuple[str, ...], k: int, level: float, scorer: str):
         """``(image scores (N,), grid maps (N, 1, h, w) or None, seconds, cpu seconds,
         n_components)``."""
@@ -271,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="scorer names; ppca:S sets its shrinkage to S")
     parser.add_argument("--layer-sets", nargs="+", default=None,
                         help="layer sets such as blocks.4 blocks.2+blocks.4 (default: all)")
-    parser.add_argument("--combinations", nargs="+", default=["concat", "ensemble"])
+    parser.add_argument("--combinations", nargs="+", default=["concat", "ensemble"],
+                        choices=("concat", "ensemble", "ensemble-own-grid"))
     parser.add_argument("--blur", type=float, nargs="+", default=[0.0],
                         help="Gaussian sigmas (pixels) applied to the image-size maps")
     parser.add_argument("--val-fraction", type=float, default=0.2)
@@ -308,10 +345,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = []
     for layers, k, level, scorer, comb in itertools.product(
             layer_sets, args.kernels, args.levels, args.scorers, args.combinations):
-        if comb == "ensemble" and len(layers) == 1:
+        if comb.startswith("ensemble") and len(layers) == 1:
             continue
         try:
-            if comb == "concat":
+            real: dict[str, torch.Tensor] = {}
+            if comb == "ensemble":
+                for how in REDUCTIONS:
+                    try:
+                        got = study.real_ensemble(layers, k, level, scorer, how)
+                    except ValueError:
+                        if how == "sum":
+                            raise
+                        continue
+                    real[how] = got[0]
+                    if how == "sum":
+                        scores, maps, secs, cpu, ncomp = got
+            elif comb == "concat":
                 one = study.single(layers, k, level, scorer)
                 scores, maps, secs, cpu, ncomp = (one.test_scores, one.test_maps, one.seconds,
                                                   one.cpu_seconds, str(one.n_components))
@@ -337,7 +386,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             for how in REDUCTIONS:
                 if how != "sum" and big is None:
                     continue
-                image = scores.numpy() if how == "sum" else reduce_map(big, how)
+                if real:
+                    if how not in real:
+                        continue
+                    image = real[how].numpy()
+                else:
+                    image = scores.numpy() if how == "sum" else reduce_map(big, how)
                 mine.append({**base, "blur": sigma, "reduction": how,
                              "image_AUROC": round(image_auroc(labels, image), 4),
                              "pixel_AUROC": round(pix["pixel_AUROC"], 4),

@@ -20,7 +20,12 @@ from typing import Any
 
 from dfmx.errors import ConfigError
 
-__all__ = ["ModelConfig", "ModelConfigError"]
+__all__ = ["COMBINES", "REDUCTIONS", "ModelConfig", "ModelConfigError"]
+
+#: The values of ``ModelConfig.combine``.
+COMBINES = ("concat", "ensemble")
+#: The values of ``ModelConfig.reduction``.
+REDUCTIONS = ("sum", "max", "topk")
 
 
 class ModelConfigError(ConfigError):
@@ -69,6 +74,13 @@ class ModelConfig:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``.
         optimize: how the backbone runs: ``"auto"``, ``"none"``, ``"freeze"``,
             ``"compile"`` (see :mod:`dfmx.features.graph`).
+        combine: how several layers make one model: ``"concat"`` (one PCA and scorer
+            on the layers' concatenated maps) or ``"ensemble"`` (one PCA and scorer per
+            layer, scores standardised and summed; see :mod:`dfmx.engine.ensemble`).
+        reduction: how a map becomes an image score: ``"sum"`` (the scorer's own score),
+            ``"max"`` or ``"topk"`` (the mean of the top ``reduction_topk`` share of the
+            feature-grid map); scorers without maps take ``"sum"`` only.
+        reduction_topk: the share in ``(0, 1]`` of map cells ``"topk"`` averages.
     """
 
     backbone: str
@@ -83,6 +95,9 @@ class ModelConfig:
     precision: str = "auto"
     device: str = "cpu"
     optimize: str = "auto"
+    combine: str = "concat"
+    reduction: str = "sum"
+    reduction_topk: float = 0.05
 
     def __post_init__(self) -> None:
         layers = (self.layers,) if isinstance(self.layers, str) else self.layers
@@ -101,6 +116,7 @@ class ModelConfig:
 
     def _problems(self):
         """The rule of each field, in field order."""
+        yield from self._choice_problems()
         for name in ("backbone", "pooling", "score_type", "precision", "device", "optimize"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
@@ -122,6 +138,17 @@ class ModelConfig:
             yield ModelConfigError(
                 "n_comps", "a variance ratio in (0, 1), e.g. 0.97, or a whole number of "
                 "components >= 1", n)
+
+    def _choice_problems(self):
+        if self.combine not in COMBINES:
+            yield ModelConfigError("combine", f"one of {', '.join(COMBINES)}", self.combine)
+        if self.reduction not in REDUCTIONS:
+            yield ModelConfigError("reduction", f"one of {', '.join(REDUCTIONS)}",
+                                   self.reduction)
+        k = self.reduction_topk
+        if isinstance(k, bool) or not isinstance(k, (int, float)) \
+                or not (math.isfinite(k) and 0.0 < k <= 1.0):
+            yield ModelConfigError("reduction_topk", "a share of the map in (0, 1], e.g. 0.05", k)
 
     # ------------------------------------------------------------------ as data
     def to_dict(self) -> dict[str, Any]:

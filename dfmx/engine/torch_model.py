@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dfmx import registry
+from dfmx.engine.ensemble import LayerEnsemble
 from dfmx.engine.fitted import FittedModule
 from dfmx.engine.model_config import ModelConfig, ModelConfigError
 from dfmx.engine.pca import PCA
+from dfmx.engine.reduction import reduce_maps
 from dfmx.engine.scorer import Scorer
 from dfmx.errors import ConfigError
 
@@ -94,6 +96,37 @@ def check_plugin_options(config: ModelConfig) -> None:
             own = exc.__cause__ if isinstance(exc.__cause__, (ValueError, TypeError)) else exc
             raise ModelConfigError(name, f"options that {plugin!r} takes", dict(params),
                                    reason=str(own)) from None
+    check_reduction(config, build_scorer(config.score_type, dict(config.scorer_params)))
+
+
+#: The job-level reduction that :func:`resolve_reduction` turns into a record's value.
+AUTO_REDUCTION = "auto"
+
+
+def resolve_reduction(reduction: str, score_type: str,
+                      scorer_params: Mapping[str, Any] | None = None) -> str:
+    """``"auto"`` (a job-level choice, not a record value) as ``"topk"`` for a scorer that
+    gives maps and ``"sum"`` for an image-only one; any other value unchanged."""
+    if reduction != AUTO_REDUCTION:
+        return reduction
+    try:
+        maps = build_scorer(score_type, dict(scorer_params or {})).produces_maps
+    except (ValueError, TypeError):
+        return "sum"  # the record's check names the bad scorer
+    return "topk" if maps else "sum"
+
+
+def check_reduction(config: ModelConfig, scorer: Scorer) -> None:
+    """Refuse a reduction other than ``"sum"`` for a scorer that gives no maps.
+
+    Raises:
+        ModelConfigError: naming ``reduction``.
+    """
+    if config.reduction != "sum" and not scorer.produces_maps:
+        raise ModelConfigError(
+            "reduction", "sum", config.reduction,
+            reason=f"scorer {config.score_type!r} gives image scores only, no maps to reduce: "
+                   f"it takes reduction=sum only; got {config.reduction!r}")
 
 
 #: anomalib's default pooling kernel, the default of ``DFMModel`` and ``Dfm``.
@@ -120,7 +153,11 @@ class DFMModel(FittedModule):
     explicit weights file), ``precision`` (``"auto"``: bf16 only where the hardware has
     fast bf16, else fp32; ``"fp32"``; ``"bf16"``), ``scorer_params`` (the scorer's
     hyperparameters), ``device``, ``optimize`` (how the backbone runs: ``"auto"``,
-    ``"none"``, ``"freeze"``, ``"compile"``; see :mod:`dfmx.features.graph`).
+    ``"none"``, ``"freeze"``, ``"compile"``; see :mod:`dfmx.features.graph`), ``combine``
+    (``"concat"`` or ``"ensemble"``: one PCA + scorer per layer, see
+    :mod:`dfmx.engine.ensemble` and :meth:`calibrate`), ``reduction`` (``"sum"``, ``"max"``,
+    ``"topk"``: how the feature-grid map becomes the image score, see
+    :mod:`dfmx.engine.reduction`) and ``reduction_topk`` (the share ``"topk"`` averages).
 
     The options form one record, :class:`~dfmx.engine.model_config.ModelConfig`:
     :meth:`get_config` returns it as a JSON-able dict and :meth:`from_config` builds a
@@ -156,6 +193,9 @@ class DFMModel(FittedModule):
         scorer_params: dict[str, Any] | None = None,
         device: str | torch.device = ModelConfig.device,
         optimize: str = ModelConfig.optimize,
+        combine: str = ModelConfig.combine,
+        reduction: str = ModelConfig.reduction,
+        reduction_topk: float = ModelConfig.reduction_topk,
         config: ModelConfig | None = None,
     ) -> None:
         super().__init__()
@@ -168,6 +208,7 @@ class DFMModel(FittedModule):
                 pooling=pooling, pooling_params=params, n_comps=n_comps,
                 score_type=score_type, scorer_params=dict(scorer_params or {}),
                 precision=precision, device=str(device), optimize=optimize,
+                combine=combine, reduction=reduction, reduction_topk=reduction_topk,
             )
         self._build(config)
 
@@ -187,14 +228,25 @@ class DFMModel(FittedModule):
         from dfmx.features import FeatureExtractor
 
         self.config = config
-        self.scorer = build_scorer(config.score_type, dict(config.scorer_params))
+        scorer = build_scorer(config.score_type, dict(config.scorer_params))
+        check_reduction(config, scorer)
         self.pool = build_pooling(config.pooling, dict(config.pooling_params))
-        self.pca_model = PCA(n_components=config.n_comps)
         self.feature_extractor = FeatureExtractor(
             config.backbone, list(config.layers), pre_trained=config.pre_trained,
             weights=config.weights, precision=config.precision, device=config.device,
             optimize=config.optimize,
         )
+        #: One PCA + scorer per layer (``combine="ensemble"``), else ``None``.
+        self.ensemble: LayerEnsemble | None = None
+        if config.combine == "ensemble":
+            self.ensemble = LayerEnsemble(
+                len(config.layers), lambda: PCA(n_components=config.n_comps),
+                lambda: build_scorer(config.score_type, dict(config.scorer_params)),
+                config.reduction, config.reduction_topk)
+            self._layer_pools = self._common_grid_pools()
+        else:
+            self.scorer = scorer
+            self.pca_model = PCA(n_components=config.n_comps)
         # (C, h, w) of the pooled features seen in training; saved with the model.
         self.register_buffer("feature_shape_", torch.zeros(0, dtype=torch.long))
         self._last_shape: tuple[int, ...] | None = None
@@ -219,7 +271,28 @@ class DFMModel(FittedModule):
 
     @property
     def is_fitted(self) -> bool:
+        if self.ensemble is not None:
+            return self.ensemble.is_fitted
         return self.pca_model.is_fitted
+
+    @property
+    def produces_maps(self) -> bool:
+        """Whether scoring gives maps (an ensemble: only if every member's scorer does)."""
+        if self.ensemble is not None:
+            return self.ensemble.produces_maps
+        return bool(self.scorer.produces_maps)
+
+    @property
+    def n_components(self) -> int:
+        """PCA components kept by the fit (an ensemble: all its members' together)."""
+        if self.ensemble is not None:
+            return self.ensemble.n_components
+        return self.pca_model.n_components_
+
+    @property
+    def feature_dim(self) -> int:
+        """Values per image of the pooled features, ``C·h·w``."""
+        return int(torch.prod(self.feature_shape_)) if self.feature_shape_.numel() else 0
 
     # ---------------------------------------------------------------- features
     def raw_features(self, batch: Tensor) -> dict[str, Tensor]:
@@ -232,18 +305,61 @@ class DFMModel(FittedModule):
             raise ValueError(f"expected images of shape (N, 3, H, W); got {tuple(batch.shape)}")
         return self.feature_extractor(batch)
 
+    def _common_grid_pools(self) -> dict[str, Any]:
+        """One pooling per layer for ``combine="ensemble"``: the configured kernel on the
+        finest layer (smallest stride), the kernel shrunk by the stride ratio on the
+        others, so that they all pool to (about) the same grid."""
+        reductions = self.feature_extractor.reductions
+        finest = min(reductions[n] for n in self.layers)
+        params = dict(self.config.pooling_params)
+        pools = {}
+        for name in self.layers:
+            layer_params = dict(params)
+            if "kernel_size" in layer_params or "kernel_size" in _pooling_fields(self.pooling):
+                kernel = int(getattr(self.pool, "kernel_size", 1))
+                layer_params["kernel_size"] = max(1, kernel * finest // reductions[name])
+            pools[name] = build_pooling(self.pooling, layer_params)
+        return pools
+
+    def _pool_to_common_grid(self, raw: dict[str, Tensor]) -> Tensor:
+        """Each layer pooled by its own pooling, resized to the finest pooled grid (adaptive
+        average where larger, bilinear where smaller), concatenated: ``(N, ΣC, h, w)``."""
+        pooled = [self._layer_pools[name](raw[name]) for name in self.layers]
+        grid = max((p.shape[-2:] for p in pooled), key=lambda s: s[0] * s[1])
+        same = []
+        for p in pooled:
+            if p.shape[-2:] == grid:
+                same.append(p)
+            elif p.shape[-2] >= grid[0] and p.shape[-1] >= grid[1]:
+                same.append(F.adaptive_avg_pool2d(p, grid))
+            else:
+                same.append(F.interpolate(p, size=grid, mode="bilinear", align_corners=False))
+        return torch.cat(same, dim=1)
+
     def pool_and_fuse(
         self, raw: dict[str, Tensor], image_size: Sequence[int] | None = None
     ) -> Tensor:
         """Fuse the layers of ``raw`` (:meth:`raw_features`) and pool: ``(N, C, h, w)``.
 
-        Several layers are resized (bilinear) to the grid of the first and concatenated
-        along channels, then pooled once, so every layer keeps the first layer's
-        resolution. (On MVTec bottle this beats pooling each layer first on pixel AUROC
-        and matches or beats one model per layer with summed scores on image AUROC; see
-        ``benchmarks/test_multilayer.py``.) ``image_size`` ``(H, W)`` only words the
-        error for maps that pool to nothing.
+        ``combine="ensemble"``: each layer is pooled onto one common grid (the finest
+        layer pooled with the configured kernel; deeper layers with the kernel divided by
+        their stride ratio, resized where that is not whole) and the results are
+        concatenated along channels; the ensemble splits them again by layer.
+
+        ``combine="concat"``: several layers are resized (bilinear) to the grid of the
+        first and concatenated along channels, then pooled once, so every layer keeps the
+        first layer's resolution. (On MVTec bottle this beats pooling each layer first on
+        pixel AUROC; see ``benchmarks/test_multilayer.py``.) ``image_size`` ``(H, W)``
+        only words the error for maps that pool to nothing.
         """
+        if self.ensemble is not None:
+            try:
+                pooled = self._pool_to_common_grid(raw)
+            except ValueError as exc:  # a map smaller than the pooling window
+                raise ConfigError(self._too_small(raw, image_size)) from exc
+            if pooled.shape[-2] < 1 or pooled.shape[-1] < 1:
+                raise ConfigError(self._too_small(raw, image_size))
+            return pooled
         grid = raw[self.layers[0]].shape[-2:]
         maps = [raw[name] if raw[name].shape[-2:] == grid else
                 F.interpolate(raw[name], size=grid, mode="bilinear", align_corners=False)
@@ -291,19 +407,43 @@ class DFMModel(FittedModule):
         if dataset.ndim != 2:
             raise ValueError(f"fit expects features (N, C*h*w); got shape {tuple(dataset.shape)}")
         chw = self._resolve_shape(dataset, feature_shape)
-        self.pca_model.fit(dataset)
-        self.scorer.fit(dataset.reshape(-1, *chw), self.pca_model)
+        if self.ensemble is not None:
+            self.ensemble.fit(dataset.reshape(-1, *chw), self._channels(dataset.device))
+        else:
+            self.pca_model.fit(dataset)
+            self.scorer.fit(dataset.reshape(-1, *chw), self.pca_model)
         self.feature_shape_ = torch.tensor(chw, dtype=torch.long)
         return self
 
-    def calibrate(self, raw: dict[str, Tensor]) -> DFMModel:
-        """Adjust the fitted model to held-out normal images; returns ``self``.
+    def _channels(self, device: torch.device) -> list[int]:
+        """Each layer's channel count (one backbone call on a small image, not fitted)."""
+        known = getattr(self.feature_extractor, "channels", None)
+        if isinstance(known, Mapping) and all(n in known for n in self.layers):
+            return [int(known[n]) for n in self.layers]
+        probe = torch.zeros(1, 3, 64, 64)
+        with torch.inference_mode():
+            raw = self.raw_features(probe)
+        return [int(raw[n].shape[1]) for n in self.layers]
 
-        ``raw`` holds the raw backbone maps ``{layer: (N, C_layer, h, w)}`` of validation
-        normals, as :meth:`raw_features` returns them, never used by :meth:`fit`. The
-        experiment job calls it once after :meth:`fit` and before scoring anything. A
-        model with a single fused PCA has nothing to calibrate.
+    def calibrate(self, raw: dict[str, Tensor]) -> DFMModel:
+        """Set the per-layer ensemble's standardising statistics from validation normals.
+
+        ``raw`` is their unpooled backbone maps ``{layer: (N, C, h, w)}`` (as
+        :meth:`raw_features` returns), ``N >= 2``, images of the training size. A
+        ``combine="concat"`` model has nothing to calibrate and is returned unchanged.
+        Returns ``self``.
         """
+        if self.ensemble is None:
+            return self
+        if not self.is_fitted:
+            raise RuntimeError("DFMModel is not fitted yet: call fit() before calibrate()")
+        features = self.pool_and_fuse(raw)
+        shape = tuple(int(v) for v in features.shape[1:])
+        if shape != tuple(int(v) for v in self.feature_shape_):
+            raise ValueError(f"validation features of shape {shape} do not match the fitted "
+                             f"shape {tuple(self.feature_shape_.tolist())}: use the "
+                             "training image size")
+        self.ensemble.calibrate(features)
         return self
 
     def _resolve_shape(self, features: Tensor, shape: Sequence[int] | None) -> tuple[int, ...]:
@@ -331,7 +471,7 @@ class DFMModel(FittedModule):
         """
         if not self.is_fitted:
             raise RuntimeError("DFMModel is not fitted yet: call fit() first")
-        if maps and not self.scorer.produces_maps:
+        if maps and not self.produces_maps:
             raise ValueError(
                 f"score_type {self.score_type!r} gives image scores only, no anomaly maps; "
                 "use score_type='fre' (or a scorer plugin with maps) for pixel maps"
@@ -343,8 +483,14 @@ class DFMModel(FittedModule):
                 f"features of shape {shape} do not match the fitted feature shape {expected}: "
                 "score images at the size the model was fitted on"
             )
+        if self.ensemble is not None:
+            scores, grid_maps = self.ensemble.score(features.reshape(-1, *shape))
+            return scores, (grid_maps if maps is not False else None)
         out = self.scorer.score(features.reshape(-1, *shape), self.pca_model)
-        return out.scores, (out.maps if maps is not False else None)
+        scores = out.scores
+        if self.config.reduction != "sum" and out.maps is not None:
+            scores = reduce_maps(out.maps, self.config.reduction, self.config.reduction_topk)
+        return scores, (out.maps if maps is not False else None)
 
     def forward(self, batch: Tensor, maps: bool | None = None) -> InferenceBatch:
         """Scores and anomaly maps upsampled to the input size for images ``(N, 3, H, W)``.

@@ -69,6 +69,10 @@ class JobConfig:
         resume: skip jobs whose resolved config already finished in the tracking store.
         debug: show full tracebacks instead of one-line errors.
         cache: :class:`CacheOptions`.
+        combine: ``concat`` or ``ensemble`` (one PCA + scorer per layer).
+        reduction: the image score from the map: ``sum``, ``max``, ``topk``, or ``auto``
+            (``topk`` for scorers with maps, ``sum`` for image-only ones).
+        reduction_topk: the share of the map ``topk`` averages, in (0, 1].
     """
 
     # The swappable parts: filled by the defaults list of conf/config.yaml.
@@ -94,6 +98,10 @@ class JobConfig:
     resume: bool = False
     debug: bool = False
     cache: CacheOptions = field(default_factory=CacheOptions)
+    # The model record's (dfmx.engine.model_config.ModelConfig) own names and defaults.
+    combine: str = "concat"
+    reduction: str = "sum"
+    reduction_topk: float = 0.05
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,12 @@ from dfmx.data.validation import (
     write_skipped_csv,
 )
 from dfmx.engine.model_config import ModelConfig, ModelConfigError
-from dfmx.engine.torch_model import DFMModel, check_plugin_options, upsample_maps
+from dfmx.engine.torch_model import (
+    DFMModel,
+    check_plugin_options,
+    resolve_reduction,
+    upsample_maps,
+)
 from dfmx.errors import DataError
 from dfmx.experiment import overlays, plots, result_files
 from dfmx.experiment.job_config import job_config_problems
@@ -110,9 +115,14 @@ def model_config(cfg: Mapping[str, Any]) -> ModelConfig:
         "scorer_params": scorer_params,
     }
     for record_name, job_name in (("n_comps", "pca_level"), ("precision", "precision"),
-                                  ("device", "device"), ("optimize", "optimize")):
+                                  ("device", "device"), ("optimize", "optimize"),
+                                  ("combine", "combine"), ("reduction", "reduction"),
+                                  ("reduction_topk", "reduction_topk")):
         if job_name in cfg:
             options[record_name] = cfg[job_name]
+    if "reduction" in options:
+        options["reduction"] = resolve_reduction(options["reduction"], scorer_name,
+                                                 scorer_params)
     try:
         record = ModelConfig(**options)
         check_plugin_options(record)
@@ -446,8 +456,8 @@ def run_experiment(
     metrics["images_per_s"] = n_images / max(
         timings["time_extract_train"] + timings["time_score_test"], 1e-9
     )
-    metrics["n_components"] = float(model.pca_model.n_components_)
-    metrics["feature_dim"] = float(model.pca_model.mean_.numel())
+    metrics["n_components"] = float(model.n_components)
+    metrics["feature_dim"] = float(model.feature_dim)
     metrics["n_train"] = float(len(train))
     metrics["n_val"] = float(len(val))
     metrics["n_test"] = float(len(test))

