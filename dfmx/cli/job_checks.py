@@ -30,15 +30,17 @@ USAGE_ERROR = 2
 def plugin_problem(kind: str, node: Mapping[str, Any]) -> str | None:
     """Why the resolved plugin node ``{"name": ..., **options}`` of ``kind`` cannot be
     built (its ``Config`` or its constructor refuses the options), else ``None``."""
+    from dfmx.data.splits import source_options
     from dfmx.errors import USER_ERRORS
 
     name, params = plugin_params(node)
     try:
         plugin = registry.load(kind, name)
         cls = config_class(kind, name, plugin)
-        cls(**params)
+        own = source_options(plugin, params) if kind == "data" else params
+        cls(**own)
         if plugin is not cls and isinstance(plugin, type):
-            plugin(**params)
+            plugin(**own)
     except (TypeError, ValueError, *USER_ERRORS) as exc:  # a plugin refuses with ValueError
         options = " ".join(f"{kind}.{k}={v!r}" for k, v in params.items())
         message = str(exc).splitlines()[0] if str(exc) else ""

@@ -10,6 +10,7 @@ order.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,3 +57,13 @@ def hold_out_validation(
     kept = [s for i, s in enumerate(train) if i not in chosen]
     val = [s for i, s in enumerate(train) if i in chosen]
     return kept, val
+
+
+def source_options(source: type, params: dict) -> dict:
+    """``params`` without ``val_fraction`` (dfmx's own option, added to every data
+    source's config) unless the source's ``Config`` takes it itself."""
+    config = getattr(source, "Config", None)
+    if dataclasses.is_dataclass(config) and "val_fraction" in {
+            f.name for f in dataclasses.fields(config)}:
+        return dict(params)
+    return {k: v for k, v in params.items() if k != "val_fraction"}

@@ -5,7 +5,6 @@ Takes a plain nested mapping (the resolved config); knows nothing of Hydra.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -24,7 +23,7 @@ from dfmx.data import Sample, load_mask
 from dfmx.data.batches import files_fingerprint
 from dfmx.data.overlaps import check_overlaps
 from dfmx.data.sources import mask_locations
-from dfmx.data.splits import DEFAULT_VAL_FRACTION, hold_out_validation
+from dfmx.data.splits import DEFAULT_VAL_FRACTION, hold_out_validation, source_options
 from dfmx.data.synthetic import SYNTHESIS_VERSION, synthesise_anomalies
 from dfmx.data.validation import (
     MISSING_MASKS_METRIC,
@@ -175,11 +174,7 @@ def _load_samples(data_cfg: Mapping[str, Any]) -> tuple[
     (:func:`mask_locations`)."""
     name, params = _split(data_cfg)
     cls = registry.load("data", name)
-    config = getattr(cls, "Config", None)
-    if not (dataclasses.is_dataclass(config)
-            and "val_fraction" in {f.name for f in dataclasses.fields(config)}):
-        params.pop("val_fraction", None)  # dfmx's option, not the source's
-    source = cls(**params)
+    source = cls(**source_options(cls, params))
     loaded = tuple(source.load())
     if len(loaded) == 3:
         train, val, test = (list(part) for part in loaded)
