@@ -1,4 +1,4 @@
-"""Accuracy of the command line's default configuration (issue 14's targets).
+"""Accuracy of the command line's default configuration against its targets.
 
     pytest benchmarks/test_accuracy.py -s --benchmark-enable
 

@@ -61,7 +61,7 @@ def test_each_trial_is_a_child_run_and_its_value_the_job_return(study: dict) -> 
         run = children[str(trial.number)]
         assert run.info.status == "FINISHED"
         params = run.data.params
-        assert run.data.metrics["image_AUROC"] == pytest.approx(trial.value)
+        assert run.data.metrics["val_synthetic_AUROC"] == pytest.approx(trial.value)
         assert params["scorer.name"] == trial.params["scorer"]
         assert params["pooling.kernel_size"] == trial.params["pooling.kernel_size"]
         assert float(params["pca_level"]) == pytest.approx(trial.params["pca_level"])
@@ -80,7 +80,7 @@ def test_the_sweep_callback_reports_the_study(study: dict) -> None:
     assert {"sweep_table.csv", "sweep_summary.png"} <= names
     assert parent.data.tags["dfmx.n_jobs"] == "3"
     best = max(t.value for t in trials)
-    assert parent.data.metrics["best_image_AUROC"] == pytest.approx(best)
+    assert parent.data.metrics["best_val_synthetic_AUROC"] == pytest.approx(best)
     assert "dfmx sweep: 3 jobs finished; best #" in study["first"].stdout
     result = yaml.safe_load((cwd / "first" / "optuna_study.yaml").read_text())
     assert result["best_value"] == pytest.approx(best)
@@ -99,7 +99,7 @@ def test_the_same_command_resumes_the_study(study: dict) -> None:
     parent = _parent(client, study["cwd"] / "resumed")
     (child,) = child_runs(client, parent.info.run_id)
     assert child.data.tags["dfmx.job_num"] == "3"
-    assert child.data.metrics["image_AUROC"] == pytest.approx(trials[3].value)
+    assert child.data.metrics["val_synthetic_AUROC"] == pytest.approx(trials[3].value)
 
 
 def test_failed_jobs_are_failed_trials(cli_env: dict[str, str], tiny_data: list[str],

@@ -20,13 +20,13 @@ from optuna.distributions import (  # noqa: E402
     IntDistribution,
 )
 
-from hydra_plugins.dfmx_optuna_sweeper.search_space import (  # noqa: E402
-    SearchSpace,
-    SearchSpaceError,
-)
+# Hydra's plugin scan re-executes these modules in place (``load_module``), which makes new
+# error classes: the tests look them up on the modules when they run, not at import.
+from hydra_plugins.dfmx_optuna_sweeper import search_space  # noqa: E402
+from hydra_plugins.dfmx_optuna_sweeper import sweeper as sweeper_module  # noqa: E402
+from hydra_plugins.dfmx_optuna_sweeper.search_space import SearchSpace  # noqa: E402
 from hydra_plugins.dfmx_optuna_sweeper.sweeper import (  # noqa: E402
     OptunaSweeper,
-    OptunaSweeperError,
     absolute_storage,
     trial_value,
 )
@@ -81,7 +81,8 @@ def test_a_later_override_of_a_key_replaces_the_earlier_one() -> None:
     ("k=range(5,5)", "range(5,5) is empty"),
 ])
 def test_unusable_sweeps_are_named(line: str, message: str) -> None:
-    with pytest.raises(SearchSpaceError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    pattern = message.replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(search_space.SearchSpaceError, match=pattern):
         space(line)
 
 
@@ -144,12 +145,12 @@ def test_params_from_a_config_join_the_command_line() -> None:
     ({"n_jobs": 0}, "n_jobs=0: must be at least 1"),
 ])
 def test_unusable_options_are_named(options: dict, message: str) -> None:
-    with pytest.raises(OptunaSweeperError, match=re.escape(message)):
+    with pytest.raises(sweeper_module.OptunaSweeperError, match=re.escape(message)):
         sweeper(**options)
 
 
 def test_nothing_to_search_is_an_error() -> None:
-    with pytest.raises(SearchSpaceError, match="nothing to search"):
+    with pytest.raises(search_space.SearchSpaceError, match="nothing to search"):
         sweeper()._search_space(["image_size=128"])
 
 
@@ -163,6 +164,6 @@ def test_a_stored_study_keeps_its_direction(tmp_path: Path) -> None:
         one.config = config
     assert made["maximize"]._study(optuna).direction.name == "MAXIMIZE"
     assert made["maximize"]._study(optuna).direction.name == "MAXIMIZE"  # loaded again
-    with pytest.raises(OptunaSweeperError, match=re.escape(
+    with pytest.raises(sweeper_module.OptunaSweeperError, match=re.escape(
             "is set to maximize, not hydra.sweeper.direction=minimize")):
         made["minimize"]._study(optuna)
