@@ -122,7 +122,10 @@ CASES: dict[str, Callable[[dict[str, Path]], tuple[str, list[str]]]] = {
     "missing_train": lambda p: ("dfmx", ["data=folder", f"data.normal_dir={p['oneclass']}x"]),
     "one_train": lambda p: ("dfmx", _mvtec(p["one"])),
     "too_few_after_skip": lambda p: ("dfmx", _mvtec(p["few"])),
-    "tiny_images": lambda p: ("dfmx", [*_mvtec(p["tiny"]), "image_size=16"]),
+    # One layer: the ensemble default pools its finer layer onto the coarse grid, so 16 px
+    # still gives it a 1x1 grid; a stride-16 layer with kernel 2 needs 32 px.
+    "tiny_images": lambda p: ("dfmx", [*_mvtec(p["tiny"]), "image_size=16",
+                                       "layer.names=[blocks.4]", "combine=concat"]),
     "unknown_backbone": lambda p: ("dfmx", ["backbone=resnt18"]),
     "unknown_layer": lambda p: ("dfmx", ["layer=blocks4"]),
     "unknown_scorer": lambda p: ("dfmx", ["scorer=fer"]),
