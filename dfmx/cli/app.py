@@ -20,7 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dfmx.cli import interrupts
+from dfmx import interrupts
 from dfmx.cli.compose import share_config_store
 from dfmx.cli.config_store import register_plugins, register_resolvers
 from dfmx.cli.overrides import exit_on_bad_overrides

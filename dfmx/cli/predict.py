@@ -167,7 +167,7 @@ def _predict(args: argparse.Namespace, target: PredictionFolder) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dfmx.cli import interrupts
+    from dfmx import interrupts
 
     previous = interrupts.install()
     try:
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from dfmx.cli import interrupts
+    from dfmx import interrupts
     from dfmx.system_errors import as_user_error
 
     try:

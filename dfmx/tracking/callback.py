@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dfmx.cli import interrupts
+from dfmx import interrupts
 from dfmx.errors import USER_ERRORS, describe
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import absolute_dir
@@ -63,7 +63,7 @@ def _settings(config: DictConfig) -> TrackingSettings:
 def _claim(config: DictConfig, folder: Path, option: str) -> None:
     """Hold ``folder`` for this process, or stop with one line (a callback's exception
     would only be a warning to Hydra)."""
-    from dfmx.cli.run_folder import claim
+    from dfmx.run_folder import claim
 
     try:
         claim(folder, option)
@@ -123,7 +123,7 @@ class SweepCallback(Callback):
             redact_hydra_dir(_sweep_dir(config))
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Claim the run folder before Hydra writes into it (:mod:`dfmx.cli.run_folder`)."""
+        """Claim the run folder before Hydra writes into it (:mod:`dfmx.run_folder`)."""
         cwd = OmegaConf.select(config, "hydra.runtime.cwd", default=None)
         _claim(config, absolute_dir(str(config.hydra.run.dir), cwd), "hydra.run.dir")
 
