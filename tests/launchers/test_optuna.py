@@ -81,7 +81,7 @@ def test_the_sweep_callback_reports_the_study(study: dict) -> None:
     assert parent.data.tags["dfmx.n_jobs"] == "3"
     best = max(t.value for t in trials)
     assert parent.data.metrics["best_val_synthetic_AUROC"] == pytest.approx(best)
-    assert "dfmx sweep: 3 jobs finished; best #" in study["first"].stdout
+    assert "dfmx sweep: 3 jobs finished; best by val_synthetic_AUROC: #" in study["first"].stdout
     result = yaml.safe_load((cwd / "first" / "optuna_study.yaml").read_text())
     assert result["best_value"] == pytest.approx(best)
     assert result["n_trials"] == {"complete": 3, "fail": 0}
