@@ -2,11 +2,12 @@
 across data sets, measured with dfmx's public pieces (backbone features, pooling, PCA,
 scorers, metrics).
 
-    python -m benchmarks.accuracy_study --data bottle --out /tmp/dfmx_study
-    python -m benchmarks.accuracy_study --data demo --out /tmp/dfmx_study
-    python -m benchmarks.accuracy_study --data texture --out /tmp/dfmx_study
+    python -m benchmarks.accuracy_study --data bottle --out study
+    python -m benchmarks.accuracy_study --data demo --out study
+    python -m benchmarks.accuracy_study --data texture --out study
 
-``bottle`` is MVTec AD bottle (``--mvtec-root``, default ``/work/shared/data/mvtec_ad``);
+``bottle`` is MVTec AD bottle (``--mvtec-root``, default ``$DFMX_MVTEC_ROOT`` or
+``../shared/data/mvtec_ad`` beside the checkout);
 ``demo`` the embedded woven-fabric set; ``texture`` a deterministic granite-like surface
 with small defects (pits, hairline cracks, faint spots) written by :func:`write_texture`
 under ``--out``. Each run writes ``<data>_<size>.csv`` (one row per configuration and
@@ -45,6 +46,7 @@ printed separately.
 from __future__ import annotations
 
 import argparse
+import os
 import csv
 import itertools
 import math
@@ -298,8 +300,9 @@ def reduce_map(maps: np.ndarray, how: str) -> np.ndarray:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, choices=("bottle", "demo", "texture"))
-    parser.add_argument("--out", type=Path, default=Path("/tmp/dfmx_study"))
-    parser.add_argument("--mvtec-root", type=Path, default=Path("/work/shared/data/mvtec_ad"))
+    parser.add_argument("--out", type=Path, default=Path("study"))
+    parser.add_argument("--mvtec-root", type=Path, default=Path(os.environ.get(
+        "DFMX_MVTEC_ROOT", Path(__file__).resolve().parents[2] / "shared/data/mvtec_ad")))
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--kernels", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--levels", type=float, nargs="+", default=[0.97])
