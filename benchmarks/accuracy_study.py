@@ -46,10 +46,10 @@ printed separately.
 from __future__ import annotations
 
 import argparse
-import os
 import csv
 import itertools
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
