@@ -7,6 +7,11 @@ partial file. Code that started something that must be ended when the process st
 sweep's parent run) registers a cleanup with :func:`on_interrupt`; the command line calls
 :func:`run_cleanups`, prints one line and exits with the shell's code for the signal:
 ``128 + signal number`` (130 for ``SIGINT``, 143 for ``SIGTERM``).
+
+Library code that catches ``BaseException`` (or turns the exception into another one that
+is then caught) can swallow the interrupt. The signal is therefore also remembered, and
+:func:`check` raises it again at the next checkpoint (each image batch, the end of a job's
+work), so a swallowed Ctrl-C still stops the run.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 _cleanups: list[Callable[[], str | None]] = []
+_received: int | None = None  # the first signal received since install()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -37,7 +43,17 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _raise(signum: int, frame: object) -> None:
+    global _received
+    if _received is None:
+        _received = signum
     raise Interrupted(signum)
+
+
+def check() -> None:
+    """Raise :class:`Interrupted` if a signal arrived since :func:`install`: a no-op
+    unless some code swallowed the interrupt raised when it arrived."""
+    if _received is not None:
+        raise Interrupted(_received)
 
 
 def install() -> dict[int, object]:
@@ -57,7 +73,10 @@ def install() -> dict[int, object]:
 
 
 def restore(previous: dict[int, object]) -> None:
-    """Put back the handlers :func:`install` replaced (for a ``main()`` called in-process)."""
+    """Put back the handlers :func:`install` replaced (for a ``main()`` called in-process)
+    and forget a received signal."""
+    global _received
+    _received = None
     for signum, handler in previous.items():
         signal.signal(signum, handler)  # type: ignore[arg-type]
 

@@ -157,6 +157,7 @@ def _run(cfg: DictConfig) -> float | None:
                 return _skip_finished(context, prior, plain)
         with job_timer("run_experiment"):
             result = run_experiment(plain, context.output_dir)
+        interrupts.check()  # a Ctrl-C that library code swallowed ends the job KILLED
     except BaseException as exc:
         if started is not None:
             wait([started])  # a run being created is marked failed, not left running
@@ -196,13 +197,13 @@ def main() -> None:
     """Console entry point: register plugin configs, then run the Hydra app."""
     interrupts.install()  # Ctrl-C and SIGTERM end the MLflow runs and exit 130 / 143
     install_log_redaction()  # secrets and non-UTF-8 file names, in every log line
-    with job_timer("startup"):
-        share_config_store()
-        register_plugins()
-        exit_on_bad_overrides()
-    # Warnings (e.g. "image AUROC is undefined") become log lines in the run's log.
-    logging.captureWarnings(True)
-    try:
+    try:  # an interrupt during start-up (plugin imports) is one line too
+        with job_timer("startup"):
+            share_config_store()
+            register_plugins()
+            exit_on_bad_overrides()
+        # Warnings (e.g. "image AUROC is undefined") become log lines in the run's log.
+        logging.captureWarnings(True)
         _run()
     except KeyboardInterrupt as exc:
         notes = interrupts.run_cleanups()

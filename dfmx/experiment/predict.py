@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dfmx import interrupts
 from dfmx.data import IMAGE_EXTENSIONS, Sample
 from dfmx.data.batches import ImageStore, image_batches
 from dfmx.engine.torch_model import DFMModel
@@ -60,8 +61,15 @@ def model_batches(
     batches = image_batches(samples, image_size, extractor.interpolation, batch_size,
                             workers=workers, overlap=extractor.device.type != "cpu",
                             store=image_store)
-    return tqdm(batches, desc=desc, unit="batch", leave=False,
-                total=math.ceil(len(samples) / batch_size))
+    return _checked(tqdm(batches, desc=desc, unit="batch", leave=False,
+                         total=math.ceil(len(samples) / batch_size)))
+
+
+def _checked(batches: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """``batches``, stopping at the next batch on a Ctrl-C that library code swallowed."""
+    for batch in batches:
+        interrupts.check()
+        yield batch
 
 
 def predict_images(

@@ -113,7 +113,9 @@ class SweepCallback(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Hide secrets in the files Hydra has written: the job's ``.hydra/*.yaml`` and, in
         a sweep, the sweep folder's ``multirun.yaml`` (written after
-        :meth:`on_multirun_start`, before the first job)."""
+        :meth:`on_multirun_start`, before the first job). A Ctrl-C that library code
+        swallowed during the previous job stops the sweep here."""
+        interrupts.check()
         subdir = OmegaConf.select(config, "hydra.output_subdir", default=None)
         out = OmegaConf.select(config, "hydra.runtime.output_dir", default=None)
         if subdir is not None and out is not None:
