@@ -23,7 +23,7 @@ from pathlib import Path
 #: The folder of this interpreter's scripts (``mlflow``, ``ray``, ``dfmx``).
 BIN = Path(sys.executable).parent
 #: Small, fast job settings for tests whose subject is not the job itself (2 CPU cores).
-FAST = ["image_size=128", "batch_size=32", "precision=bf16", "overlays=0", "num_workers=0"]
+FAST = ["image_size=128", "batch_size=32", "precision=auto", "overlays=0", "num_workers=0"]
 #: Variables of the test process that would change what a command does.
 UNSET = ("DFMX_ALLOW_DOWNLOAD", "MLFLOW_TRACKING_URI", "PYTHONPATH")
 

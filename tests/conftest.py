@@ -17,6 +17,26 @@ from demo_trees import tiny_folder_data
 
 from dfmx.data.demo import demo_root
 
+#: Test folders whose files share expensive session fixtures (the CLI runs of
+#: ``tests/cli``, the served model of ``tests/serving``): each runs on one xdist worker.
+SHARED_FOLDERS = ("cli", "serving")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``pytest -n`` (pytest-xdist) hands out one test file at a time, or one of
+    :data:`SHARED_FOLDERS` whole, so that their session fixtures are made once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFolderScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            parts = path.split("/")
+            if parts[0] == "tests" and len(parts) > 2 and parts[1] in SHARED_FOLDERS:
+                return "/".join(parts[:2])
+            return path
+
+    return SharedFolderScheduling(config, log)
+
 
 @pytest.fixture(scope="session")
 def dfmx_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

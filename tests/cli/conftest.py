@@ -167,8 +167,7 @@ def cli_runs(
                  f"data.abnormal_dir={folders['abnormal']}", f"data.mask_dir={folders['masks']}"]
     jobs = {
         # the slowest first, so the short ones fill in around them
-        "default": run("default", "image_size=128", "batch_size=32", "overlays=2",
-                       "precision=bf16"),
+        "default": run("default", "image_size=128", "batch_size=32", "overlays=2"),
         # four jobs on the plain-folder data: scorers x pooling sizes
         "sweep": run("sweep", "scorer=fre,nll", "pooling.kernel_size=2,4", *on_folder,
                      *RANDOM_RESNET, "image_size=128", *tiny, multirun=True),

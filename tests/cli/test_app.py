@@ -74,7 +74,7 @@ def test_default_run_writes_every_output(cli_runs: dict[str, CliResult]) -> None
     run_dir = _ok(result)
     cfg = _config(run_dir)
     assert cfg["backbone"]["name"] == "efficientnet_lite0" and cfg["scorer"]["name"] == "fre"
-    assert cfg["image_size"] == 128 and cfg["precision"] == "bf16" and cfg["overlays"] == 2
+    assert cfg["image_size"] == 128 and cfg["precision"] == "auto" and cfg["overlays"] == 2
 
     metrics = _check_job(run_dir, pixel=True)
     assert metrics["image_AUROC"] > 0.8, metrics

@@ -34,7 +34,7 @@ from dfmx.experiment.saved_model import (
 )
 
 JOBS = {
-    "lite0_fre": {"precision": "bf16"},
+    "lite0_fre": {"precision": "bf16", "image_size": 64},
     "r18_nll": {"backbone": "resnet18", "pretrained": False, "scorer": "nll", "image_size": 64},
     "r18_knn": {"backbone": "resnet18", "pretrained": False, "image_size": 64,
                 "scorer": {"name": "knn", "n_neighbors": 3, "whiten": True}},

@@ -21,7 +21,7 @@ from . import corpus as c
 PARALLEL = 2
 TIMEOUT_S = 300
 #: Small and fast settings every command uses.
-FAST = ["image_size=64", "batch_size=32", "overlays=0", "save_model=false", "precision=bf16",
+FAST = ["image_size=64", "batch_size=32", "overlays=0", "save_model=false", "precision=auto",
         "tracking=none"]
 
 CASE_KEY = pytest.StashKey[set]()

@@ -30,7 +30,7 @@ def test_a_run_under_umask_022_writes_files_others_can_read(tmp_path: Path) -> N
     work = tmp_path / "work"
     work.mkdir()
     run_dir, cache = work / "run", work / "cache"
-    args = ["image_size=64", "batch_size=32", "overlays=2", "precision=bf16",
+    args = ["image_size=64", "batch_size=32", "overlays=2", "precision=auto",
             f"hydra.run.dir={run_dir}", f"cache.dir={cache}",
             f"tracking.tracking_uri=sqlite:///{work / 'mlflow.db'}"]
     env = command_env(tmp_path / "dfmx-cache", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")

@@ -20,7 +20,7 @@ from PIL import Image
 from . import corpus as c
 
 TRACEBACK = "Traceback (most recent call last)"
-FAST = ["image_size=64", "batch_size=32", "overlays=0", "save_model=false", "precision=bf16"]
+FAST = ["image_size=64", "batch_size=32", "overlays=0", "save_model=false", "precision=auto"]
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> CliResult:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 TRACEBACK = "Traceback (most recent call last)"
-SMALL = ["image_size=64", "batch_size=32", "overlays=0", "precision=bf16"]
+SMALL = ["image_size=64", "batch_size=32", "overlays=0", "precision=auto"]
 
 
 def _env(root: Path) -> dict[str, str]:
