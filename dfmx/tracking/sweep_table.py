@@ -14,6 +14,11 @@ from dfmx.tracking.sweep_state import JobRecord
 #: The metric that picks a sweep's best job (higher is better) unless the config's
 #: ``select_metric`` names another.
 BEST_METRIC = DEFAULT_SELECT_METRIC
+#: The metric that breaks a selection metric's ties: an image-level AUROC saturates at 1.0
+#: on easy data (every job of a 32-job MVTec bottle sweep scores 1.0 on the synthetic
+#: anomalies), while its pixel-level counterpart still tells the jobs apart.
+TIE_BREAKERS = {"val_synthetic_AUROC": "val_synthetic_pixel_AUROC",
+                "image_AUROC": "pixel_AUROC"}
 
 
 def best_column(metric: str) -> str:
@@ -96,9 +101,10 @@ def rank_jobs(
 ) -> tuple[list[int], int | None]:
     """The jobs of a sweep best first, and the best one: the sweep's one ranking rule.
 
-    Finished jobs by ``metric``, highest first (ties by job index; jobs without a finite
-    value after the rest, by index), then the jobs that did not finish, by index. The best
-    job is the first of them when its ``metric`` is finite, else ``None``.
+    Finished jobs by ``metric``, highest first (ties by its :data:`TIE_BREAKERS` metric,
+    then by job index; jobs without a finite value after the rest), then the jobs that did
+    not finish, by index. The best job is the first of them when its ``metric`` is finite,
+    else ``None``.
 
     Args:
         metrics: ``J`` mappings of metric name to value, one per job.
@@ -111,9 +117,11 @@ def rank_jobs(
     if len(metrics) != len(finished):
         raise ValueError(f"lengths differ: metrics {len(metrics)}, finished {len(finished)}")
 
-    def key(j: int) -> tuple[float, int]:
-        value = _finite(metrics[j], metric)
-        return (-value if value is not None else math.inf, j)
+    breaker = TIE_BREAKERS.get(metric)
+
+    def key(j: int) -> tuple[float, float, int]:
+        values = [_finite(metrics[j], m) if m else None for m in (metric, breaker)]
+        return (*(-v if v is not None else math.inf for v in values), j)
 
     done = sorted((j for j, f in enumerate(finished) if f), key=key)
     failed = [j for j, f in enumerate(finished) if not f]
@@ -122,8 +130,8 @@ def rank_jobs(
 
 
 def best_record(records: Sequence[JobRecord], metric: str = BEST_METRIC) -> JobRecord | None:
-    """The finished job with the highest finite ``metric`` (the first on ties), or ``None``
-    (:func:`rank_jobs`)."""
+    """The finished job with the highest finite ``metric`` (ties: :func:`rank_jobs`), or
+    ``None``."""
     _, best = rank_jobs([r.metrics for r in records],
                         [r.status == "FINISHED" for r in records], metric)
     return records[best] if best is not None else None

@@ -74,3 +74,21 @@ def test_sweep_picture_ranked_by_another_metric(tmp_path: Path) -> None:
     path = sweep_plot.plot_sweep(tmp_path / "s.png", ["#0", "#1"], metrics, [None, None],
                                  metric="pixel_PRO")
     _assert_png(path)
+
+
+def test_a_saturated_selection_metric_is_broken_by_its_pixel_counterpart() -> None:
+    """Every job at 1.0 on the synthetic anomalies (an easy data set): the job whose
+    synthetic pixel AUROC is highest wins, not the first; without that metric, the first."""
+    records = [_record(0, "FINISHED", val_synthetic_AUROC=1.0, val_synthetic_pixel_AUROC=0.96),
+               _record(1, "FINISHED", val_synthetic_AUROC=0.99, val_synthetic_pixel_AUROC=0.999),
+               _record(2, "FINISHED", val_synthetic_AUROC=1.0, val_synthetic_pixel_AUROC=0.98),
+               _record(3, "FINISHED", val_synthetic_AUROC=1.0)]
+    assert best_record(records) is records[2]
+    order, best = rank_jobs([r.metrics for r in records], [True] * 4)
+    assert (order, best) == ([2, 0, 3, 1], 2)
+    labelled = [_record(0, "FINISHED", image_AUROC=1.0, pixel_AUROC=0.97),
+                _record(1, "FINISHED", image_AUROC=1.0, pixel_AUROC=0.98)]
+    assert best_record(labelled, "image_AUROC") is labelled[1]
+    assert best_record(labelled, "pixel_PRO") is None
+    no_breaker = [_record(0, "FINISHED", pixel_PRO=0.9), _record(1, "FINISHED", pixel_PRO=0.9)]
+    assert best_record(no_breaker, "pixel_PRO") is no_breaker[0]
