@@ -120,6 +120,7 @@ def breakdown(result: dict[str, Any], metrics: dict[str, float]) -> list[tuple[s
         ("model build", metrics["time_build_model"]),
         ("decode + extract (train)", metrics["time_extract_train"]),
         ("fit", metrics["time_fit"]),
+        ("validation split + synthetic anomalies", metrics.get("time_validate", 0.0)),
         ("decode + extract + score (test)", metrics["time_score_test"]),
         ("metrics, plots, overlays, model save", sec("run_experiment") - metrics["time_total"]),
         ("summary", sec("summary")),
