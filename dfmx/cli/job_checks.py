@@ -5,6 +5,7 @@ checks the config Hydra composed for a run (``on_run_start``) or every job of a 
 sweep (``on_multirun_start``): each plugin's options are given to its ``Config``
 dataclass and, for plugins that are classes with a ``Config`` (scorers, poolings, data
 sources), to the plugin itself, which is cheap (no data is read, no backbone built); the
+layer names are checked against the backbone's feature table (:func:`layer_problem`); the
 job-level options go to :func:`~dfmx.experiment.job_config.check_job_config`. A bad value
 (``scorer=knn scorer.n_neighbors=0``) ends the command with one ``dfmx: error:`` line and
 exit status 2, before any run folder, MLflow run or sweep job exists.
@@ -48,14 +49,36 @@ def plugin_problem(kind: str, node: Mapping[str, Any]) -> str | None:
     return None
 
 
+def layer_problem(cfg: Mapping[str, Any]) -> str | None:
+    """Why the job's layers (``layer.names``, else the backbone's default layers) are not
+    layers of its backbone, else ``None``. Cheap: the backbone is built on the meta device,
+    and the job reuses the layer table in process."""
+    from dfmx.errors import USER_ERRORS
+    from dfmx.features.backbones import layer_infos
+
+    backbone, layer = cfg.get("backbone"), cfg.get("layer")
+    if not isinstance(backbone, Mapping) or "arch" not in backbone:
+        return None
+    names = (layer.get("names") if isinstance(layer, Mapping) else None) or backbone.get(
+        "layers") or []
+    try:
+        layer_infos(str(backbone["arch"]), [str(n) for n in names])
+    except USER_ERRORS as exc:
+        return f"layer.names={list(names)}: {str(exc).splitlines()[0]}"
+    return None
+
+
 def job_problem(cfg: Mapping[str, Any]) -> str | None:
-    """The first problem of a resolved job config (plugins, then job-level options)."""
+    """The first problem of a resolved job config (plugins, layers, job-level options)."""
     for kind in registry.GROUPS:
         node = cfg.get(kind)
         if isinstance(node, Mapping) and "name" in node:
             problem = plugin_problem(kind, node)
             if problem:
                 return problem
+    problem = layer_problem(cfg)
+    if problem:
+        return problem
     from dfmx.experiment.job_config import check_job_config
 
     try:

@@ -82,6 +82,27 @@ def _layer_table(timm_name: str) -> dict[str, LayerInfo]:
     return table
 
 
+def layer_infos(backbone: str, layers: str | Sequence[str]) -> dict[str, LayerInfo]:
+    """The feature levels ``layers`` of ``backbone`` (an alias or a timm name), duplicates
+    dropped, in the order given. Cheap: the model is built on the meta device.
+
+    Raises:
+        ConfigError: an unknown backbone, no layer, or an unknown layer (the message lists
+            the backbone's layers).
+    """
+    table = _layer_table(resolve_backbone_name(backbone))
+    requested = list(dict.fromkeys([layers] if isinstance(layers, str) else layers))
+    if not requested:
+        raise ConfigError("At least one layer is needed.")
+    unknown = [name for name in requested if name not in table]
+    if unknown:
+        raise ConfigError(
+            f"Unknown layer(s) {', '.join(map(repr, unknown))} for backbone {backbone!r}; "
+            f"its layers are: {', '.join(table)}."
+        )
+    return {name: table[name] for name in requested}
+
+
 def available_layers(backbone: str) -> list[str]:
     """The layer names (timm ``feature_info`` module names) of a backbone, shallow to deep.
 
@@ -187,17 +208,8 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.timm_name = resolve_backbone_name(backbone)
-        requested = [layers] if isinstance(layers, str) else list(layers)
-        self.layers: list[str] = list(dict.fromkeys(requested))
-        if not self.layers:
-            raise ConfigError("At least one layer is needed.")
-        table = _layer_table(self.timm_name)
-        unknown = [name for name in self.layers if name not in table]
-        if unknown:
-            raise ConfigError(
-                f"Unknown layer(s) {', '.join(map(repr, unknown))} for backbone {backbone!r}; "
-                f"its layers are: {', '.join(table)}."
-            )
+        table = layer_infos(backbone, layers)
+        self.layers: list[str] = list(table)
         self.channels: dict[str, int] = {n: table[n].channels for n in self.layers}
         self.reductions: dict[str, int] = {n: table[n].reduction for n in self.layers}
         # timm returns the outputs in increasing out_indices order.

@@ -23,6 +23,8 @@ def test_good_config_has_no_problem() -> None:
     (["scorer=knn", "scorer.n_neighbors=0"], "n_neighbors must be >= 1; got 0"),
     (["pooling.kernel_size=0"], "pooling=avg"),
     (["image_size=0"], "image_size must be a whole number >= 1"),
+    (["layer.names=[blocks.2,blocks.3]"], "Unknown layer(s) 'blocks.3' for backbone"),
+    (["backbone=resnet18", "layer.names=[blocks.4]"], "its layers are: act1, layer1"),
 ])
 def test_bad_options_are_named(overrides: list[str], needle: str) -> None:
     problem = job_problem(compose_config(overrides))
@@ -74,6 +76,7 @@ def _mlflow_runs(workdir: Path) -> int:
     (["scorer=knn", "scorer.n_neighbors=abc"], "bad value for scorer.n_neighbors"),
     (["-m", "scorer=knn", "scorer.n_neighbors=3,0"], "n_neighbors must be >= 1; got 0"),
     (["-m", "pooling.kernel_size=2,abc"], "could not be converted to Integer"),
+    (["-m", "layer.names=[blocks.2,blocks.4],[blocks.3]"], "Unknown layer(s) 'blocks.3'"),
 ])
 def test_bad_plugin_option_stops_before_any_run(workdir: Path, args: list[str],
                                                 needle: str) -> None:

@@ -15,7 +15,7 @@ from mlflow_server import child_runs, parent_runs
 
 optuna = pytest.importorskip("optuna")
 
-SPACE = ["layer.names=choice([blocks.3],[blocks.4])", "pooling.kernel_size=choice(2,4)",
+SPACE = ["layer.names=choice([blocks.2],[blocks.4])", "pooling.kernel_size=choice(2,4)",
          "pca_level=interval(0.8,0.97)", "scorer=choice(fre,nll)"]
 
 
