@@ -8,10 +8,11 @@ sweep's parent run) registers a cleanup with :func:`on_interrupt`; the command l
 :func:`run_cleanups`, prints one line and exits with the shell's code for the signal:
 ``128 + signal number`` (130 for ``SIGINT``, 143 for ``SIGTERM``).
 
-Library code that catches ``BaseException`` (or turns the exception into another one that
-is then caught) can swallow the interrupt. The signal is therefore also remembered, and
-:func:`check` raises it again at the next checkpoint (each image batch, the end of a job's
-work), so a swallowed Ctrl-C still stops the run.
+Library code that catches ``BaseException``, or turns the exception into another one, can
+swallow the interrupt. The signal is therefore also remembered: :func:`as_interrupt` turns
+the other exception back into the interrupt, and :func:`check` raises it again at the next
+checkpoint (each image batch, the end of a job's work, the start of a sweep's next job),
+so a swallowed Ctrl-C still stops the run.
 """
 
 from __future__ import annotations
@@ -54,6 +55,18 @@ def check() -> None:
     unless some code swallowed the interrupt raised when it arrived."""
     if _received is not None:
         raise Interrupted(_received)
+
+
+def as_interrupt(exc: BaseException) -> BaseException:
+    """``exc``, or the interrupt it stands for: once a signal has arrived, an exception
+    that library code raised in place of the interrupt is the interrupt (matplotlib's C
+    extension turns a Ctrl-C during its import into ``ImportError: initialization
+    failed``). The new :class:`Interrupted` has ``exc`` as its cause."""
+    if isinstance(exc, KeyboardInterrupt) or _received is None:
+        return exc
+    interrupt = Interrupted(_received)
+    interrupt.__cause__ = exc
+    return interrupt
 
 
 def install() -> dict[int, object]:

@@ -59,3 +59,25 @@ def test_image_batches_stop_after_a_swallowed_signal(tmp_path) -> None:
             next(batches)
     finally:
         interrupts.restore(previous)
+
+
+def test_an_error_raised_in_place_of_the_interrupt_is_the_interrupt() -> None:
+    """matplotlib's C extension turns a Ctrl-C during its import into ``ImportError:
+    initialization failed``; once a signal has arrived, such an error is the interrupt."""
+    previous = interrupts.install()
+    try:
+        other = ValueError("no signal yet")
+        assert interrupts.as_interrupt(other) is other
+        try:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+            except KeyboardInterrupt as exc:
+                raise ImportError("initialization failed") from exc
+        except ImportError as exc:
+            caught = exc
+        interrupt = interrupts.as_interrupt(caught)
+        assert isinstance(interrupt, interrupts.Interrupted) and interrupt.exit_code == 130
+        assert interrupt.__cause__ is caught
+    finally:
+        interrupts.restore(previous)

@@ -159,13 +159,16 @@ def _run(cfg: DictConfig) -> float | None:
         with job_timer("run_experiment"):
             result = run_experiment(plain, context.output_dir)
         interrupts.check()  # a Ctrl-C that library code swallowed ends the job KILLED
-    except BaseException as exc:
+    except BaseException as caught:
+        exc = interrupts.as_interrupt(caught)
         if started is not None:
             wait([started])  # a run being created is marked failed, not left running
         if tracker is not None:
             tracker.log_failure(exc)
         if isinstance(exc, KeyboardInterrupt):
             _note_interrupt(context, tracker)
+        if exc is not caught:
+            raise exc from caught
         if not isinstance(exc, Exception):  # interrupts and exits go through
             raise
         return _failed(context, plain, exc, tracker.run_id if tracker else None)
@@ -178,11 +181,14 @@ def _run(cfg: DictConfig) -> float | None:
         try:
             with job_timer("tracking_log"):
                 tracker.log_result(result, OmegaConf.to_yaml(redact_config(plain)))
-        except BaseException as exc:  # the server went away: the results are on disk already
+        except BaseException as caught:  # the server went away: the results are on disk
+            exc = interrupts.as_interrupt(caught)
             if not isinstance(exc, Exception):  # an interrupt: the results are on disk
                 tracker.log_failure(exc)
                 if isinstance(exc, KeyboardInterrupt):
                     _note_interrupt(context, tracker)
+                if exc is not caught:
+                    raise exc from caught
                 raise
             log.error("could not record the run in MLflow (%s: %s); its results are saved in "
                       "%s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",

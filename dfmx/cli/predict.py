@@ -181,7 +181,13 @@ def _main(args: argparse.Namespace) -> int:
     from dfmx.system_errors import as_user_error
 
     try:
-        run(args)
+        try:
+            run(args)
+        except Exception as caught:  # library code may raise another error for a Ctrl-C
+            interrupt = interrupts.as_interrupt(caught)
+            if interrupt is not caught:
+                raise interrupt from caught
+            raise
     except KeyboardInterrupt as exc:
         print(f"dfmx-predict: stopped by {interrupts.signal_name(exc)}; earlier results in "
               f"{args.output} are unchanged", file=sys.stderr)
