@@ -17,9 +17,13 @@ so a swallowed Ctrl-C still stops the run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
+import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,18 @@ def restore(previous: dict[int, object]) -> None:
 def exit_code(exc: KeyboardInterrupt) -> int:
     """The conventional exit status for ``exc``: 130 for Ctrl-C, 143 for ``SIGTERM``."""
     return exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process with ``code`` once an interrupt has been handled: log handlers and
+    the standard streams flushed, no interpreter tear-down. A signal that cut an import
+    short can leave a C extension half-initialised, and tearing it down can abort the
+    process (exit -6, ``Fatal Python error`` while finalizing) instead of exiting 130."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def signal_name(exc: KeyboardInterrupt) -> str:

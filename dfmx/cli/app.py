@@ -216,7 +216,7 @@ def main() -> None:
         notes = interrupts.run_cleanups()
         print(f"dfmx: stopped by {interrupts.signal_name(exc)}"
               + "".join(f"; {n}" for n in notes), file=sys.stderr, flush=True)
-        sys.exit(interrupts.exit_code(exc))
+        interrupts.exit_now(interrupts.exit_code(exc))
     finally:
         # At exit the interpreter's collections walk every object of torch, timm and
         # MLflow (2-3 s on 2 cores); frozen objects are skipped. atexit handlers, stream
