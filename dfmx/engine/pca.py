@@ -10,9 +10,8 @@ float64, stopped when every kept Ritz pair has a residual ``||A v - λ v||`` bel
 ``_RESIDUAL_TOL · λ_max`` (the accuracy of a full ``eigh``). The total variance is the trace.
 When the kept components are a large share of the spectrum (or the iteration does not
 converge) the full ``torch.linalg.eigh`` is used, as for small matrices. LAPACK calls run
-on one thread (see :func:`_lapack_threads`). On the project's shared 2-core CPU, 2,000 x
-16,384 features at level 0.97 (k = 250) now fit in 5.7 s against 55.6 s before (the full
-2-thread ``eigh`` of the 2,000² Gram alone took 12-72 s depending on the load).
+on one thread (see :func:`_lapack_threads`). ``benchmarks/test_pca_fit.py`` compares the
+fit with a float64 SVD (figures in ``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -26,8 +25,8 @@ from torch import Tensor
 from dfmx.engine.fitted import FittedModule
 from dfmx.errors import DataError
 
-# Rows (or columns) converted to float64 at a time while accumulating a Gram/covariance.
-_BLOCK = 2048
+# Entries converted to float64 at a time (32 MiB) in every pass over the features.
+_BLOCK_ENTRIES = 1 << 22
 # Symmetric matrices smaller than this always take the full ``eigh`` (it is fast there).
 _PARTIAL_MIN = 768
 # Stop the subspace iteration when every kept Ritz residual is below this times λ_max.
@@ -43,6 +42,21 @@ NO_VARIATION_TOL = 1e-5
 
 class NoVariationError(DataError):
     """The samples a model is fitted on are all the same: there is nothing to model."""
+
+
+def _row_blocks(x: Tensor, start: int = 0) -> Iterator[Tensor]:
+    """Consecutive row slices of ``x`` (n, d) from row ``start``, at most
+    :data:`_BLOCK_ENTRIES` entries each (at least one row)."""
+    rows = max(1, _BLOCK_ENTRIES // max(1, x.shape[1]))
+    for i in range(start, x.shape[0], rows):
+        yield x[i : i + rows]
+
+
+def _column_spans(n: int, d: int) -> Iterator[slice]:
+    """Column slices of an (n, d) matrix, at most :data:`_BLOCK_ENTRIES` entries each."""
+    cols = max(1, _BLOCK_ENTRIES // max(1, n))
+    for i in range(0, d, cols):
+        yield slice(i, i + cols)
 
 
 def _no_variation(n: int, what: str) -> NoVariationError:
@@ -70,8 +84,8 @@ def check_variation(x: Tensor, what: str = "PCA.fit") -> None:
     first = x[0].double()
     spread = 0.0
     scale = float(first.abs().max()) if first.numel() else 0.0
-    for start in range(1, n, _BLOCK):
-        block = x[start : start + _BLOCK].double()
+    for rows in _row_blocks(x, start=1):
+        block = rows.double()
         spread = max(spread, float((block - first).abs().max()))
         scale = max(scale, float(block.abs().max()))
     if spread <= NO_VARIATION_TOL * scale:
@@ -118,10 +132,9 @@ def _lapack_threads() -> Iterator[None]:
     """Run LAPACK factorizations (``eigh``, ``qr``) on one CPU thread.
 
     MKL's multi-threaded ``syevd``/``geqrf`` synchronise their threads at every panel, and
-    collapse when the cores are shared: on this project's 2-core CPU with other processes
-    running, a float64 ``eigh`` of 512² took 13.8 s on 2 threads and 0.07 s on 1; of 2,000²
-    21 s and 3.5 s (and 12 s on 2 threads with the machine nearly idle). The large matrix
-    products around them stay multi-threaded.
+    collapse when the cores are shared with other processes (two threads can be a hundred
+    times slower than one on a small matrix). The large matrix products around them stay
+    multi-threaded.
     """
     threads = torch.get_num_threads()
     if threads > 1:
@@ -246,10 +259,10 @@ class PCA(FittedModule):
         n, d = x.shape
         if n < 2:
             raise ValueError(f"PCA needs at least 2 samples to fit; got {n}")
-        if not torch.isfinite(x).all():
+        if not all(bool(torch.isfinite(rows).all()) for rows in _row_blocks(x)):
             raise ValueError("PCA.fit: the features contain NaN or inf values")
         check_variation(x, "PCA.fit")
-        mean = x.double().mean(dim=0) if n * d <= _BLOCK * _BLOCK else self._blocked_mean(x)
+        mean = self._blocked_mean(x)
         if n < d:
             eigvals, components, total = self._fit_gram(x, mean, self.n_components)
         else:
@@ -303,8 +316,8 @@ class PCA(FittedModule):
     @staticmethod
     def _blocked_mean(x: Tensor) -> Tensor:
         total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-        for start in range(0, x.shape[0], _BLOCK):
-            total += x[start : start + _BLOCK].double().sum(dim=0)
+        for rows in _row_blocks(x):
+            total += rows.double().sum(dim=0)
         return total / x.shape[0]
 
     @staticmethod
@@ -312,8 +325,8 @@ class PCA(FittedModule):
         """Scatter matrix ``Xcᵀ Xc`` (d, d) in float64, accumulated over row blocks."""
         d = x.shape[1]
         cov = torch.zeros(d, d, dtype=torch.float64, device=x.device)
-        for start in range(0, x.shape[0], _BLOCK):
-            block = x[start : start + _BLOCK].double() - mean
+        for rows in _row_blocks(x):
+            block = rows.double() - mean
             cov += block.T @ block
         return cov
 
@@ -344,8 +357,8 @@ class PCA(FittedModule):
         """
         n, d = x.shape
         gram = torch.zeros(n, n, dtype=torch.float64, device=x.device)
-        for start in range(0, d, _BLOCK):
-            cols = x[:, start : start + _BLOCK].double() - mean[start : start + _BLOCK]
+        for span in _column_spans(n, d):
+            cols = x[:, span].double() - mean[span]
             gram += cols @ cols.T
         leading = _leading_eigh(gram, n_components, min(n, d))
         if leading is not None:
@@ -364,9 +377,9 @@ class PCA(FittedModule):
         rank = eigvals.numel()
         scale = eigvecs / eigvals.sqrt()  # (n, rank)
         components = torch.empty(rank, d, dtype=torch.float64, device=x.device)
-        for start in range(0, d, _BLOCK):
-            cols = x[:, start : start + _BLOCK].double() - mean[start : start + _BLOCK]
-            components[:, start : start + _BLOCK] = scale.T @ cols
+        for span in _column_spans(n, d):
+            cols = x[:, span].double() - mean[span]
+            components[:, span] = scale.T @ cols
         return eigvals, components, total
 
     def _set_fitted(
