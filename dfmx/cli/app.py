@@ -219,7 +219,7 @@ def main() -> None:
         interrupts.exit_now(interrupts.exit_code(exc))
     finally:
         # At exit the interpreter's collections walk every object of torch, timm and
-        # MLflow (2-3 s on 2 cores); frozen objects are skipped. atexit handlers, stream
+        # MLflow (seconds of a short command); frozen objects are skipped. atexit handlers, stream
         # flushes and module clean-up still run.
         gc.freeze()
 
