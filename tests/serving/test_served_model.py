@@ -14,12 +14,15 @@ import sys
 import zlib
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from PIL import Image
 from served_model import LoggedModel, Server, image_request, path_request, post
 
 from dfmx.experiment.saved_model import load_model_metadata
+from dfmx.tracking.pyfunc import model_signature
+from dfmx.tracking.pyfunc_inputs import MAX_BATCH
 
 
 def dfmx_predict(model: LoggedModel, files: list[Path], out: Path) -> dict[str, dict]:
@@ -118,6 +121,19 @@ def _png_header(width: int, height: int) -> bytes:
             + struct.pack(">I", zlib.crc32(b"IEND")))
 
 
+def _noise_png(size: int, seed: int = 0) -> bytes:
+    """A ``size x size`` RGB PNG of random pixels (it barely compresses: about
+    ``3 * size**2`` bytes)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
 BAD_REQUESTS = {
     "not an image": (image_request([b"this is not an image"]), "is not an image"),
     "not base64": ({"dataframe_split": {"columns": ["image"], "data": [["%%%"]]}},
@@ -126,6 +142,15 @@ BAD_REQUESTS = {
                      "the request holds no images"),
     "empty batch": ({"dataframe_split": {"columns": ["image"], "data": []}},
                     "the request holds no images"),
+    "too many rows": (image_request([_png_header(8, 8)] * (MAX_BATCH + 1)),
+                      f"the request holds {MAX_BATCH + 1} images; at most {MAX_BATCH} "
+                      "per request"),
+    "path and image": ({"dataframe_split": {"columns": ["path", "image"],
+                                            "data": [["/x/a.png", _b64(_noise_png(8))]]}},
+                       "row 0: give either 'path' or 'image', not both"),
+    # A sound header (the size check passes) and half the pixel data.
+    "truncated png": (image_request([_noise_png(64)[:6000]]),
+                      "row 0: the 'image' value cannot be decoded ("),
     "oversized image": (image_request([_png_header(20000, 20000)]), "is too large"),
     "missing file": (path_request(["/nonexistent/a.png"]), "no such file on the server"),
     "unknown map": (image_request([_png_header(8, 8)], map="heat"), "param 'map'"),
@@ -140,3 +165,12 @@ def test_bad_request_is_a_400_with_one_message(server: Server, case: str) -> Non
     assert phrase in answer["message"], answer
     text = json.dumps(answer)
     assert "Traceback" not in text and "stack_trace" not in answer
+    assert "dfmx-request-" not in text, "the answer names the server's temporary file"
+
+
+def test_logged_signature_and_input_example(logged_model: LoggedModel) -> None:
+    mlflow.set_tracking_uri(logged_model.tracking_uri)
+    info = mlflow.models.get_model_info(logged_model.model_uri)
+    assert info.signature == model_signature()
+    assert info.saved_input_example_info["artifact_path"] == "input_example.json"
+
