@@ -134,10 +134,16 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+SIGNATURE_REFUSAL = "Data is not compatible with model signature. Failed to convert column image"
+
 BAD_REQUESTS = {
     "not an image": (image_request([b"this is not an image"]), "is not an image"),
-    "not base64": ({"dataframe_split": {"columns": ["image"], "data": [["%%%"]]}},
-                   "image"),
+    # MLflow's base64 decoder drops characters outside the alphabet: nothing is left.
+    "no base64 characters": ({"dataframe_split": {"columns": ["image"], "data": [["%%%"]]}},
+                             "row 0: the 'image' value is empty"),
+    # Text that does not decode is refused by MLflow's own signature check.
+    "not base64": ({"dataframe_split": {"columns": ["image"], "data": [["hello world!"]]}},
+                   SIGNATURE_REFUSAL),
     "wrong column": ({"dataframe_split": {"columns": ["file"], "data": [["a.png"]]}},
                      "the request holds no images"),
     "empty batch": ({"dataframe_split": {"columns": ["image"], "data": []}},
