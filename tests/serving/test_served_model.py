@@ -1,6 +1,7 @@
 """A logged model served by a real ``mlflow models serve`` (127.0.0.1): images sent as
 paths, base64 PNG and JPEG bytes, in batches, score as ``dfmx-predict`` scores them; bad
-requests get a 400 with one message and no traceback."""
+requests get a 400 with one message and no traceback; the shell lines of
+``docs/serving.md`` send an image to it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import base64
 import csv
 import io
 import json
+import shutil
 import struct
 import subprocess
 import sys
@@ -23,6 +25,8 @@ from served_model import LoggedModel, Server, image_request, path_request, post
 from dfmx.experiment.saved_model import load_model_metadata
 from dfmx.tracking.pyfunc import model_signature
 from dfmx.tracking.pyfunc_inputs import MAX_BATCH
+
+SERVING_DOC = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
 
 
 def dfmx_predict(model: LoggedModel, files: list[Path], out: Path) -> dict[str, dict]:
@@ -180,3 +184,30 @@ def test_logged_signature_and_input_example(logged_model: LoggedModel) -> None:
     assert info.signature == model_signature()
     assert info.saved_input_example_info["artifact_path"] == "input_example.json"
 
+
+def _doc_send_lines() -> str:
+    """The shell lines after the ``mlflow models serve ... &`` line of the first bash block
+    of ``docs/serving.md``: wait for ``/ping``, send ``part.png``."""
+    block = SERVING_DOC.read_text().split("```bash\n", 1)[1].split("```", 1)[0]
+    return block.split(" &\n", 1)[1]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the documented lines use curl")
+def test_doc_lines_send_an_image_over_the_argument_limit(server: Server,
+                                                         tmp_path: Path) -> None:
+    """The documented request streams its body: a PNG whose base64 text is over Linux's
+    128 KiB limit on one command-line argument gets the score that the same bytes get."""
+    lines = _doc_send_lines()
+    assert lines.count("http://127.0.0.1:5001/") == 2, lines
+    png = _noise_png(256)
+    assert len(_b64(png)) > 128 * 1024
+    (tmp_path / "part.png").write_bytes(png)
+    proc = subprocess.run(["bash", "-c", lines.replace("http://127.0.0.1:5001", server.url)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=180,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    status, want = post(server.url, image_request([png]))
+    assert status == 200, want
+    got = json.loads(proc.stdout)["predictions"]
+    assert len(got) == 1
+    assert got[0]["score"] == pytest.approx(want["predictions"][0]["score"], rel=1e-6)
