@@ -12,13 +12,13 @@ import json
 import shutil
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+from cli_runner import run_cli
 from PIL import Image
 from served_model import LoggedModel, Server, image_request, path_request, post
 
@@ -31,11 +31,10 @@ SERVING_DOC = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
 
 def dfmx_predict(model: LoggedModel, files: list[Path], out: Path) -> dict[str, dict]:
     """``dfmx-predict`` rows (score, prediction) by file path."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "dfmx.cli.predict", str(model.model_dir), *map(str, files),
-         "--output", str(out), "--overlays", "0"],
-        env=model.env, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = run_cli([str(model.model_dir), *map(str, files), "--output", str(out),
+                      "--overlays", "0"], out, model.env, module="dfmx.cli.predict",
+                     timeout=600)
+    assert result.returncode == 0, result
     with (out / "predictions.csv").open() as fh:
         return {str(Path(r["path"]).resolve()): r for r in csv.DictReader(fh)}
 
