@@ -37,6 +37,7 @@ from dfmx.tracking.pyfunc_inputs import (
     BadRequest,
     image_files,
     request_images,
+    undecodable,
 )
 from dfmx.tracking.pyfunc_outputs import MAP_CHOICES, answer_table
 
@@ -147,7 +148,7 @@ class DfmxPyfuncModel(mlflow.pyfunc.PythonModel):
                 result = predict_images(self._model, files, batch_size=batch_size,
                                         num_workers=0, keep_maps=choice != "none")
             except ImageLoadError as exc:
-                raise BadRequest(str(exc)) from None
+                raise undecodable(exc, rows, files) from None
         if choice != "none" and result.maps is None:
             score_type = getattr(self._model, "score_type", "this scorer")
             raise BadRequest(f"the model's scorer ({score_type}) gives image scores only, "

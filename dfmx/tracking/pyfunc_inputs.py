@@ -12,6 +12,9 @@ request with one message naming the row:
   (read from the header, nothing decoded);
 * bytes or a file that PIL cannot open as an image; a path that is not a file.
 
+An image whose header is sound but whose body cannot be decoded (a truncated file) is
+found while scoring; :func:`undecodable` names its row in the same way.
+
 Image bytes are written to files in a temporary folder and scored from there, so a sent
 image is decoded by the same code as the same file given to ``dfmx-predict``.
 """
@@ -44,6 +47,7 @@ __all__ = [
     "RequestImage",
     "image_files",
     "request_images",
+    "undecodable",
 ]
 
 PATH_COLUMN = "path"
@@ -191,3 +195,17 @@ def image_files(rows: list[RequestImage]) -> Iterator[list[str]]:
             file.write_bytes(item.data)
             files.append(str(file))
         yield files
+
+
+def undecodable(error: Exception, rows: list[RequestImage], files: list[str]) -> BadRequest:
+    """The refusal for an image the decoder could not read (``error``, whose message names
+    one of ``files``, the :func:`image_files` of ``rows``): it names the row, and the path
+    as sent for a ``path`` row, not the temporary file; the decoder's reason follows."""
+    message = str(error)
+    reason = str(error.__cause__) if error.__cause__ is not None else message
+    for row, (item, file) in enumerate(zip(rows, files, strict=True)):
+        if f" {file}:" in message or message.endswith(f" {file}"):
+            what = f"row {row}: {item.path}" if item.data is None else (
+                f"row {row}: the '{IMAGE_COLUMN}' value")
+            return BadRequest(f"{what} cannot be decoded ({reason})")
+    return BadRequest(message)

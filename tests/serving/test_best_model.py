@@ -1,12 +1,12 @@
-"""``python -m dfmx.tracking.best_model`` on a real SQLite store holding sweep-like runs."""
+"""``python -m dfmx.tracking.best_model`` on a real SQLite store holding sweep-like runs
+(a real sweep's store: ``tests/tracking/test_sweep_joblib.py``)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import CliResult, command_env, run_cli
 from mlflow.tracking import MlflowClient
 
 from dfmx.tracking.best_model import NoBestModel, best_model_uri
@@ -22,6 +22,12 @@ def _sweep(client: MlflowClient, experiment_id: str, model_uri: str | None) -> s
     return parent
 
 
+def _best_model_cli(cwd: Path, *args: str) -> CliResult:
+    """``python -m dfmx.tracking.best_model ARGS`` in ``cwd``."""
+    return run_cli(args, cwd, command_env(cwd / "cache"), module="dfmx.tracking.best_model",
+                   timeout=120)
+
+
 def test_newest_sweep_best_model(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -30,9 +36,8 @@ def test_newest_sweep_best_model(tmp_path: Path) -> None:
     _sweep(client, exp, "models:/m-second")
     assert best_model_uri(uri) == "models:/m-second"
     assert best_model_uri(uri, parent_run_id=first) == "models:/m-first"
-    proc = subprocess.run([sys.executable, "-m", "dfmx.tracking.best_model",
-                           "--tracking-uri", uri], capture_output=True, text=True, check=False)
-    assert (proc.returncode, proc.stdout.strip()) == (0, "models:/m-second"), proc.stderr
+    result = _best_model_cli(tmp_path, "--tracking-uri", uri)
+    assert (result.returncode, result.stdout.strip()) == (0, "models:/m-second"), result
 
 
 def test_no_best_model_is_one_line(tmp_path: Path) -> None:
@@ -46,8 +51,6 @@ def test_no_best_model_is_one_line(tmp_path: Path) -> None:
     _sweep(client, exp, None)
     with pytest.raises(NoBestModel, match="logged no model"):
         best_model_uri(uri)
-    proc = subprocess.run([sys.executable, "-m", "dfmx.tracking.best_model",
-                           "--tracking-uri", uri, "--parent", "nope"],
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == f"dfmx: no run 'nope' in {uri}"
+    result = _best_model_cli(tmp_path, "--tracking-uri", uri, "--parent", "nope")
+    assert result.returncode == 1, result
+    assert result.stderr.strip().splitlines()[-1] == f"dfmx: no run 'nope' in {uri}", result

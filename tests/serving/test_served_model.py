@@ -1,6 +1,7 @@
 """A logged model served by a real ``mlflow models serve`` (127.0.0.1): images sent as
 paths, base64 PNG and JPEG bytes, in batches, score as ``dfmx-predict`` scores them; bad
-requests get a 400 with one message and no traceback."""
+requests get a 400 with one message and no traceback; the shell lines of
+``docs/serving.md`` send an image to it."""
 
 from __future__ import annotations
 
@@ -8,27 +9,32 @@ import base64
 import csv
 import io
 import json
+import shutil
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
+from cli_runner import run_cli
 from PIL import Image
 from served_model import LoggedModel, Server, image_request, path_request, post
 
 from dfmx.experiment.saved_model import load_model_metadata
+from dfmx.tracking.pyfunc import model_signature
+from dfmx.tracking.pyfunc_inputs import MAX_BATCH
+
+SERVING_DOC = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
 
 
 def dfmx_predict(model: LoggedModel, files: list[Path], out: Path) -> dict[str, dict]:
     """``dfmx-predict`` rows (score, prediction) by file path."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "dfmx.cli.predict", str(model.model_dir), *map(str, files),
-         "--output", str(out), "--overlays", "0"],
-        env=model.env, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = run_cli([str(model.model_dir), *map(str, files), "--output", str(out),
+                      "--overlays", "0"], out, model.env, module="dfmx.cli.predict",
+                     timeout=600)
+    assert result.returncode == 0, result
     with (out / "predictions.csv").open() as fh:
         return {str(Path(r["path"]).resolve()): r for r in csv.DictReader(fh)}
 
@@ -118,14 +124,42 @@ def _png_header(width: int, height: int) -> bytes:
             + struct.pack(">I", zlib.crc32(b"IEND")))
 
 
+def _noise_png(size: int, seed: int = 0) -> bytes:
+    """A ``size x size`` RGB PNG of random pixels (it barely compresses: about
+    ``3 * size**2`` bytes)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+SIGNATURE_REFUSAL = "Data is not compatible with model signature. Failed to convert column image"
+
 BAD_REQUESTS = {
     "not an image": (image_request([b"this is not an image"]), "is not an image"),
-    "not base64": ({"dataframe_split": {"columns": ["image"], "data": [["%%%"]]}},
-                   "image"),
+    # MLflow's base64 decoder drops characters outside the alphabet: nothing is left.
+    "no base64 characters": ({"dataframe_split": {"columns": ["image"], "data": [["%%%"]]}},
+                             "row 0: the 'image' value is empty"),
+    # Text that does not decode is refused by MLflow's own signature check.
+    "not base64": ({"dataframe_split": {"columns": ["image"], "data": [["hello world!"]]}},
+                   SIGNATURE_REFUSAL),
     "wrong column": ({"dataframe_split": {"columns": ["file"], "data": [["a.png"]]}},
                      "the request holds no images"),
     "empty batch": ({"dataframe_split": {"columns": ["image"], "data": []}},
                     "the request holds no images"),
+    "too many rows": (image_request([_png_header(8, 8)] * (MAX_BATCH + 1)),
+                      f"the request holds {MAX_BATCH + 1} images; at most {MAX_BATCH} "
+                      "per request"),
+    "path and image": ({"dataframe_split": {"columns": ["path", "image"],
+                                            "data": [["/x/a.png", _b64(_noise_png(8))]]}},
+                       "row 0: give either 'path' or 'image', not both"),
+    # A sound header (the size check passes) and half the pixel data.
+    "truncated png": (image_request([_noise_png(64)[:6000]]),
+                      "row 0: the 'image' value cannot be decoded ("),
     "oversized image": (image_request([_png_header(20000, 20000)]), "is too large"),
     "missing file": (path_request(["/nonexistent/a.png"]), "no such file on the server"),
     "unknown map": (image_request([_png_header(8, 8)], map="heat"), "param 'map'"),
@@ -140,3 +174,39 @@ def test_bad_request_is_a_400_with_one_message(server: Server, case: str) -> Non
     assert phrase in answer["message"], answer
     text = json.dumps(answer)
     assert "Traceback" not in text and "stack_trace" not in answer
+    assert "dfmx-request-" not in text, "the answer names the server's temporary file"
+
+
+def test_logged_signature_and_input_example(logged_model: LoggedModel) -> None:
+    mlflow.set_tracking_uri(logged_model.tracking_uri)
+    info = mlflow.models.get_model_info(logged_model.model_uri)
+    assert info.signature == model_signature()
+    assert info.saved_input_example_info["artifact_path"] == "input_example.json"
+
+
+def _doc_send_lines() -> str:
+    """The shell lines after the ``mlflow models serve ... &`` line of the first bash block
+    of ``docs/serving.md``: wait for ``/ping``, send ``part.png``."""
+    block = SERVING_DOC.read_text().split("```bash\n", 1)[1].split("```", 1)[0]
+    return block.split(" &\n", 1)[1]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the documented lines use curl")
+def test_doc_lines_send_an_image_over_the_argument_limit(server: Server,
+                                                         tmp_path: Path) -> None:
+    """The documented request streams its body: a PNG whose base64 text is over Linux's
+    128 KiB limit on one command-line argument gets the score that the same bytes get."""
+    lines = _doc_send_lines()
+    assert lines.count("http://127.0.0.1:5001/") == 2, lines
+    png = _noise_png(256)
+    assert len(_b64(png)) > 128 * 1024
+    (tmp_path / "part.png").write_bytes(png)
+    proc = subprocess.run(["bash", "-c", lines.replace("http://127.0.0.1:5001", server.url)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=180,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    status, want = post(server.url, image_request([png]))
+    assert status == 200, want
+    got = json.loads(proc.stdout)["predictions"]
+    assert len(got) == 1
+    assert got[0]["score"] == pytest.approx(want["predictions"][0]["score"], rel=1e-6)

@@ -1,5 +1,6 @@
 """The done-when test: an 8-job joblib sweep (4 in parallel) on the demo data into the
-default local SQLite store; one parent with 8 children, the sweep table, the pyfunc model."""
+default local SQLite store; one parent with 8 children, the sweep table, the pyfunc model
+and ``python -m dfmx.tracking.best_model`` naming the best job's model."""
 
 from __future__ import annotations
 
@@ -98,6 +99,19 @@ def test_parent_sweep_table_and_best(sweep: dict, tmp_path: Path) -> None:
     assert parent.data.metrics[f"best_{metric}"] == pytest.approx(top)
     assert [r["run_id"] for r in rows if r[f"best_by_{metric}"] == "1"] == [best_id]
     assert math.isfinite(parent.data.metrics["best_n_components"])
+
+
+def test_best_model_names_the_best_jobs_model(sweep: dict, cli_env: dict[str, str]) -> None:
+    """In the sweep's folder, with no store named (the default ``sqlite:///mlflow.db``),
+    ``python -m dfmx.tracking.best_model`` prints the model URI of the run the parent
+    tagged ``dfmx.best_run_id``."""
+    client = sweep["client"]
+    parent = parent_runs(client)[0]
+    best = client.get_run(parent.data.tags["dfmx.best_run_id"])
+    result = run_cli([], sweep["cwd"], cli_env, module="dfmx.tracking.best_model", timeout=120)
+    assert result.returncode == 0, result
+    assert result.stdout.strip() == best.data.tags["dfmx.model_uri"], result
+    assert result.stdout.strip().startswith("models:/m-"), result
 
 
 def test_pyfunc_predicts_the_run_scores(sweep: dict) -> None:
