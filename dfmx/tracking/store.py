@@ -183,12 +183,39 @@ def _store_refused(uri: str, exc: BaseException) -> str:
             f"{redact_text(first)[:300]}; {_USE}")
 
 
+def _driver_missing(uri: str, exc: ImportError) -> str:
+    """One line for a database URI whose driver module is not installed."""
+    from dfmx.tracking.redact import redact_text
+
+    module = (exc.name or str(exc)).split(".")[0]
+    return (f"MLflow could not open the tracking store {redact_text(uri)}: its database "
+            f"driver {module!r} is not installed. Install it in this environment (pip "
+            f"install {module}), or {_USE}")
+
+
+def _store_failed(uri: str, exc: BaseException) -> str:
+    """One line for any other failure to open the store ``uri`` (credentials hidden)."""
+    from dfmx.tracking.redact import redact_text
+
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return (f"MLflow could not open the tracking store {redact_text(uri)} "
+            f"({type(exc).__name__}: {redact_text(first)[:300]}). Check that the database "
+            f"is running and the URI (host, port, user, password) is right, or run with "
+            "tracking=none")
+
+
 def open_store(uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
     """A client for ``uri`` and the id of ``experiment_name`` (created when missing).
 
     For SQLite the first connection creates or migrates the schema; doing it under
     :func:`store_lock` means only one process ever migrates. A deleted experiment of that
     name is restored.
+
+    A store that cannot be opened is one line, with the URI's credentials hidden:
+    :class:`~dfmx.errors.ConfigError` for a URI MLflow has no store for, a folder, or a
+    database whose driver is not installed (``postgresql://`` without ``psycopg``);
+    :class:`TrackingUnavailableError` when opening fails otherwise (the database refuses
+    the connection or the login).
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -207,6 +234,10 @@ def open_store(uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
             ) from exc
         except MlflowException as exc:  # e.g. a folder: MLflow's file store is refused
             raise ConfigError(_store_refused(uri, exc)) from None
+        except ImportError as exc:  # the database driver of the URI is not installed
+            raise ConfigError(_driver_missing(uri, exc)) from None
+        except Exception as exc:  # the database refused the connection, the login, ...
+            raise TrackingUnavailableError(_store_failed(uri, exc)) from exc
         if experiment is None:
             try:
                 return client, retry_locked(client.create_experiment, experiment_name)
