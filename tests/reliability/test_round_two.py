@@ -65,7 +65,11 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         shutil.copy(src, os.fsencode(bad / part) + b"/bad\xff.png")
     with open(os.fsencode(bad / "abnormal") + b"/empty\xfe.png", "wb"):
         pass  # an empty file: skipped, and listed in skipped_files.csv
+    some_masks = root / "some_masks"  # masks of 2 of the 4 anomalous images
+    for image in sorted(abnormal.glob("*.png"))[:2]:
+        c.write_mask(some_masks / f"{image.stem}_mask.png")
     return {"root": root, "normal": normal, "abnormal": abnormal, "beside": beside,
+            "some_masks": some_masks,
             "same": same, "black": black, "link": root / "normal_link",
             "copy": root / "normal_copy", "bad": bad}
 
@@ -86,6 +90,14 @@ def test_masks_beside_the_anomalous_images_stop(folders: dict[str, Path]) -> Non
     result = run_cli(["tracking=none", "data=folder", f"data.normal_dir={f['normal']}",
                       f"data.abnormal_dir={f['beside']}"], _cwd(f, "beside_nomask"))
     assert_stops(result, "look like masks kept beside their images", "_mask.png")
+
+
+def test_anomalous_folder_equal_to_the_training_folder_stops(folders: dict[str, Path]) -> None:
+    f = folders
+    result = run_cli(["tracking=none", "data=folder", f"data.normal_dir={f['normal']}",
+                      f"data.abnormal_dir={f['normal']}"], _cwd(f, "abnormal_is_normal"))
+    assert_stops(result, "data.normal_dir and data.abnormal_dir are the same folder")
+    assert len(result.stderr.strip().splitlines()) <= 3, result  # the line and the debug hint
 
 
 def test_test_folder_linked_to_the_training_folder_stops(folders: dict[str, Path]) -> None:
@@ -141,6 +153,24 @@ def test_missing_masks_and_undecodable_names(folders: dict[str, Path]) -> None:
     assert "bad\\xff.png" in predictions, predictions
     skipped = (result.run_dir / "skipped_files.csv").read_text(encoding="utf-8")
     assert "empty\\xfe.png" in skipped and "empty file" in skipped, skipped
+
+
+def test_images_without_masks_are_left_out_of_pixel_metrics(folders: dict[str, Path]) -> None:
+    """Masks for 2 of the 4 anomalous images: the warning and the summary say the same
+    thing (the other 2 are left out of the pixel metrics), and pixel metrics exist."""
+    f = folders
+    cwd = _cwd(f, "some_masks")
+    result = run_cli(["tracking=none", "data=folder", f"data.normal_dir={f['normal']}",
+                      f"data.abnormal_dir={f['abnormal']}", f"data.mask_dir={f['some_masks']}"],
+                     cwd)
+    assert result.returncode == 0, result
+    assert "2 of 4 anomalous test image(s) have no mask, so pixel metrics use the other 2" \
+        in result.stdout, result
+    assert "(2 of 4). Pixel metrics leave them out (their pixel labels are unknown) and use " \
+        "the other 2" in result.output, result
+    assert "as normal" not in result.output, result
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert any(key.startswith("pixel_") for key in metrics), metrics
 
 
 # ------------------------------------------------------------------ item 8: secrets
