@@ -65,11 +65,14 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         shutil.copy(src, os.fsencode(bad / part) + b"/bad\xff.png")
     with open(os.fsencode(bad / "abnormal") + b"/empty\xfe.png", "wb"):
         pass  # an empty file: skipped, and listed in skipped_files.csv
+    # A folder whose own name is not valid UTF-8, holding bad_names' images.
+    undecodable = Path(os.fsdecode(os.fsencode(root) + b"/names\xfd"))
+    shutil.copytree(bad, undecodable)
     some_masks = root / "some_masks"  # masks of 2 of the 4 anomalous images
     for image in sorted(abnormal.glob("*.png"))[:2]:
         c.write_mask(some_masks / f"{image.stem}_mask.png")
     return {"root": root, "normal": normal, "abnormal": abnormal, "beside": beside,
-            "some_masks": some_masks,
+            "some_masks": some_masks, "undecodable": undecodable,
             "same": same, "black": black, "link": root / "normal_link",
             "copy": root / "normal_copy", "bad": bad}
 
@@ -171,6 +174,32 @@ def test_images_without_masks_are_left_out_of_pixel_metrics(folders: dict[str, P
     assert "as normal" not in result.output, result
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert any(key.startswith("pixel_") for key in metrics), metrics
+
+
+def test_undecodable_names_are_tracked_escaped(folders: dict[str, Path]) -> None:
+    """A data folder whose name is not valid UTF-8 (``names\\xfd``), holding
+    ``bad\\xff.png``, with an MLflow store: unquoted, the override is refused in one line
+    saying to quote it (Hydra's grammar reads such bytes only in quotes); quoted, the run
+    finishes and its params and artifacts carry the names escaped."""
+    from mlflow.tracking import MlflowClient
+
+    folder = folders["undecodable"]
+    cwd = _cwd(folders, "names_tracked")
+    db = f"sqlite:///{cwd / 'mlflow.db'}"
+    result = run_cli([f"tracking.tracking_uri={db}", "data=folder",
+                      f"data.normal_dir={folder}/normal"], cwd)
+    assert_stops(result, "data.normal_dir", "not valid UTF-8", "data.normal_dir='VALUE'")
+    result = run_cli([f"tracking.tracking_uri={db}", "data=folder",
+                      f"data.normal_dir='{folder}/normal'",
+                      f"data.abnormal_dir='{folder}/abnormal'"], cwd)
+    assert result.returncode == 0, result
+    assert TRACEBACK not in result.output and "UnicodeEncodeError" not in result.output
+    client = MlflowClient(db)
+    (run,) = client.search_runs([client.get_experiment_by_name("dfmx").experiment_id])
+    assert run.info.status == "FINISHED", run.data.tags
+    assert run.data.params["data.normal_dir"].endswith("names\\xfd/normal"), run.data.params
+    rows = Path(client.download_artifacts(run.info.run_id, "predictions.csv", str(cwd)))
+    assert "names\\xfd/abnormal/bad\\xff.png" in rows.read_text(encoding="utf-8")
 
 
 # ------------------------------------------------------------------ item 8: secrets
