@@ -109,13 +109,22 @@ def _get(url: str, auth: str | None, timeout: float) -> int:
         return int(exc.code)
 
 
+def hide_printed_credentials(uri: str) -> None:
+    """When ``uri`` carries credentials (``http://user:token@host``), stop MLflow from
+    printing run links built from it (``View run ... at: http://user:token@...``, written
+    to stdout as each run ends, past the log redaction)."""
+    if "@" in urllib.parse.urlsplit(uri).netloc:
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
+
 def check_reachable(uri: str, timeout: float = 5.0, experiment_name: str = "dfmx") -> None:
     """For an ``http(s)://`` tracking URI, fail fast (before any expensive work) with one
     clear message when the server does not answer its ``/health`` endpoint, refuses the
     credentials, or fails its API (one ``experiments/get-by-name`` call, no retries).
 
     Credentials in the URI (``http://user:token@host``, as MLflow accepts them) are sent
-    as HTTP basic authentication, as MLflow sends them, and never echoed. Local stores
+    as HTTP basic authentication, as MLflow sends them, and never echoed (nor printed by
+    MLflow: :func:`hide_printed_credentials`). Local stores
     (``sqlite:``) pass. Also sets :data:`HTTP_RETRY_DEFAULTS` (where unset), so a server
     that fails later costs seconds, not minutes.
     """
@@ -124,6 +133,7 @@ def check_reachable(uri: str, timeout: float = 5.0, experiment_name: str = "dfmx
         return
     for name, value in HTTP_RETRY_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    hide_printed_credentials(uri)
     try:
         port = parts.port
     except ValueError:

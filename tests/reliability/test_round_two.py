@@ -283,6 +283,35 @@ def test_unusable_tracking_servers_are_one_line(
     assert_stops(result, "is a folder", "sqlite:///")
 
 
+def test_credentials_in_the_uri_reach_a_server_behind_authentication(
+    folders: dict[str, Path]
+) -> None:
+    """A real ``mlflow server`` behind a proxy that lets through only requests carrying
+    ``alice:s3cr3tTOKEN`` (HTTP basic authentication): with the credentials in the URI the
+    run finishes, every request (the check, the API calls, the artifact uploads) carries
+    them, and they are recorded nowhere."""
+    from mlflow.tracking import MlflowClient
+    from mlflow_server import basic_auth_proxy, mlflow_server
+
+    f = folders
+    cwd = _cwd(f, "auth")
+    with mlflow_server(cwd) as upstream, \
+            basic_auth_proxy(upstream, "alice", "s3cr3tTOKEN") as (address, seen):
+        result = run_cli([f"tracking.tracking_uri=http://alice:s3cr3tTOKEN@{address}",
+                          "data=folder", f"data.normal_dir={f['normal']}"], cwd)
+        assert result.returncode == 0, result
+        client = MlflowClient(upstream)
+        (run,) = client.search_runs([client.get_experiment_by_name("dfmx").experiment_id])
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert run.info.status == "FINISHED", run.data.tags
+    assert "predictions.csv" in artifacts, artifacts
+    assert seen and all(allowed for _, _, allowed in seen), seen
+    assert any(method == "PUT" for method, _, _ in seen), seen  # artifacts went through it
+    assert "s3cr3tTOKEN" not in result.output, result
+    for value in [*run.data.tags.values(), *run.data.params.values()]:
+        assert "s3cr3tTOKEN" not in value, run.data.tags
+
+
 def test_predict_writes_undecodable_names_escaped(folders: dict[str, Path]) -> None:
     """``dfmx-predict`` on a folder holding ``bad\\xff.png``: scored, written escaped."""
     import torch
