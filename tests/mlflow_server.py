@@ -3,13 +3,19 @@ dfmx records in a tracking store."""
 
 from __future__ import annotations
 
+import base64
+import http.client
+import http.server
 import socket
 import subprocess
+import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 from cli_runner import BIN
 
@@ -89,3 +95,67 @@ def parent_runs(client: object, experiment_name: str = "dfmx") -> list:
     return client.search_runs(  # type: ignore[attr-defined]
         [exp.experiment_id], filter_string="tags.`dfmx.sweep` = 'parent'"
     )
+
+
+class _AuthProxy(http.server.BaseHTTPRequestHandler):
+    """Forwards every request to :attr:`upstream` when it carries :attr:`auth` (HTTP basic
+    authentication); answers 401 otherwise. Records what it saw in :attr:`seen`."""
+
+    upstream: tuple[str, int] = ("127.0.0.1", 0)
+    auth = ""
+    seen: ClassVar[list[tuple[str, str, bool]]] = []
+    _HOP: ClassVar[frozenset[str]] = frozenset({
+        "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+        "proxy-authorization", "proxy-authenticate"})
+
+    def _forward(self) -> None:
+        allowed = self.headers.get("Authorization") == self.auth
+        self.seen.append((self.command, self.path, allowed))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        if not allowed:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        connection = http.client.HTTPConnection(*self.upstream, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in self._HOP}
+        connection.request(self.command, self.path, body=body, headers=headers)
+        reply = connection.getresponse()
+        data = reply.read()
+        self.send_response(reply.status)
+        for key, value in reply.getheaders():
+            if key.lower() not in self._HOP and key.lower() != "content-length":
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        connection.close()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def basic_auth_proxy(upstream_uri: str, user: str, password: str
+                     ) -> Iterator[tuple[str, list[tuple[str, str, bool]]]]:
+    """A server on 127.0.0.1 in front of the server at ``upstream_uri`` (``http://HOST:
+    PORT``) that lets through only requests carrying ``user:password`` as HTTP basic
+    authentication, as a server behind an authenticating proxy does. Yields its
+    ``HOST:PORT`` and the list of ``(method, path, allowed)`` of the requests it got."""
+    parts = urllib.parse.urlsplit(upstream_uri)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    seen: list[tuple[str, str, bool]] = []
+    handler = type("Proxy", (_AuthProxy,), {
+        "upstream": (parts.hostname, parts.port), "auth": f"Basic {token}", "seen": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()

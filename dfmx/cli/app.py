@@ -15,10 +15,11 @@ import gc
 import logging
 import sys
 from concurrent.futures import Future, wait
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dfmx import interrupts
@@ -29,7 +30,12 @@ from dfmx.cli.timings import job_timer, log_job_timings
 from dfmx.errors import USER_ERRORS, describe
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import JobContext
-from dfmx.tracking.redact import install_log_redaction, redact_config
+from dfmx.tracking.redact import (
+    install_log_redaction,
+    redact_config,
+    redact_override,
+    redact_text,
+)
 from dfmx.tracking.settings import TrackingSettings
 
 log = logging.getLogger("dfmx")
@@ -85,7 +91,8 @@ def _skip_finished(context: JobContext, prior: Any, plain: dict[str, Any]) -> fl
 def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: str | None,
             logged: bool = False) -> None:
     """A job failed: in a sweep, record it and let the others go on (the callback reports
-    at the end); alone, one clear line for the user's own errors and exit status 1."""
+    at the end); alone, one clear line for the user's own errors and exit status 1, and
+    any other error raised for :func:`_run` to report (its traceback, secrets hidden)."""
     from dfmx.system_errors import as_user_error
 
     exc = as_user_error(exc, f"the run folder {context.output_dir}",
@@ -95,8 +102,8 @@ def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: 
     show_traceback = bool(plain.get("debug")) or not isinstance(exc, USER_ERRORS)
     if context.multirun:
         _record(context, "FAILED", run_id, error=one_line)
-        if not logged and show_traceback:
-            log.exception("job %s failed", context.job_num)
+        if not logged and show_traceback:  # in the message: the log redaction covers it
+            log.error("job %s failed\n%s", context.job_num, _traceback(exc).rstrip())
         elif not logged:
             log.error("job %s failed: %s", context.job_num, describe(exc))
         return None
@@ -134,8 +141,40 @@ def _note_interrupt(context: JobContext, tracker: Any) -> None:
     interrupts.on_interrupt(lambda: f"{run}files written so far are in {context.output_dir}")
 
 
+def _traceback(exc: BaseException) -> str:
+    """The whole traceback of ``exc`` (its causes too), as Python prints it."""
+    import traceback
+
+    return "".join(traceback.format_exception(exc))
+
+
+def _exit_unexpected(exc: BaseException, overrides: list[str]) -> NoReturn:
+    """A single run ended by an error that is not the user's (a bug): the report Hydra
+    would print (the overrides, then the whole traceback), with secrets hidden in both,
+    and exit status 1. Hydra's own report writes both to stderr as they are, past the log
+    redaction."""
+    from dfmx.path_text import text_safe
+
+    shown = [redact_override(item) for item in overrides]
+    sys.stderr.write(f"Error executing job with overrides: {shown}\n"
+                     + text_safe(redact_text(_traceback(exc))))
+    sys.stderr.flush()
+    sys.exit(1)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _run(cfg: DictConfig) -> float | None:
+    try:
+        return _job(cfg)
+    except Exception as exc:
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweep's launcher reports it; the
+            raise  # sweep callback hides the secrets in the overrides it prints
+        _exit_unexpected(exc, list(hydra_cfg.overrides.task))
+
+
+def _job(cfg: DictConfig) -> float | None:
+    """One job: the task of :func:`_run`."""
     install_log_redaction()  # again: a launcher's worker process did not run main()
     interrupts.install()
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

@@ -59,6 +59,21 @@ def check_overrides(argv: Sequence[str], config_module: str = "dfmx.conf") -> st
         return None
 
 
+def _undecodable_unquoted(overrides: Sequence[str]) -> str | None:
+    """A message for the first override whose value holds bytes that are not valid UTF-8
+    (a file name, read as lone surrogates): Hydra's grammar refuses them outside quotes,
+    with a lexer error that does not say so. ``None`` when there is none."""
+    from dfmx.path_text import text_safe
+
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and text_safe(value) != value and value[:1] not in ("'", '"'):
+            return (f"the value of {text_safe(key)} ({text_safe(value)}) holds bytes that are "
+                    f"not valid UTF-8, which Hydra reads only in quotes: write "
+                    f"{text_safe(key)}='VALUE' (in a shell: \"{text_safe(key)}='VALUE'\")")
+    return None
+
+
 def _check_overrides(argv: list[str], config_module: str) -> str | None:
     from hydra import compose, initialize_config_module
     from hydra._internal.utils import get_args_parser
@@ -70,7 +85,10 @@ def _check_overrides(argv: list[str], config_module: str) -> str | None:
     if (args.help or args.hydra_help or args.config_path or args.config_name
             or args.config_dir or args.experimental_rerun or args.shell_completion):
         return None
-    overrides = OverridesParser.create().parse_overrides(args.overrides)
+    try:
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except Exception:
+        return _undecodable_unquoted(args.overrides)
     if GlobalHydra.instance().is_initialized():
         return None  # inside another Hydra context (tests): leave it alone
     with initialize_config_module(config_module=config_module, version_base="1.3"):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -390,6 +391,19 @@ def _publish(staged: Path, root: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def _new_folder(parent: Path, prefix: str) -> Path:
+    """A new empty folder ``parent/<prefix><random>`` made as ``mkdir`` makes one, with the
+    umask's mode (``tempfile.mkdtemp`` makes ``0o700``, which would keep teammates out of
+    the published data set)."""
+    while True:
+        folder = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            folder.mkdir()
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
+        return folder
+
+
 def demo_root(cache_dir: str | Path | None = None) -> Path:
     """Return the demo data root (the folder that holds ``demo/``), generating it if missing.
 
@@ -410,7 +424,7 @@ def demo_root(cache_dir: str | Path | None = None) -> Path:
     if _is_complete(root):
         return root
     base.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=base))
+    staged = _new_folder(base, f".{root.name}.tmp-")
     try:
         generate_demo(staged)
         (staged / MARKER_NAME).write_text(_marker_text())

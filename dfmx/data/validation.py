@@ -175,10 +175,12 @@ def _describe_missing_masks(samples: Sequence[Sample]) -> str | None:
     if not missing:
         return None
     parts = ", ".join(f"{t} ({missing[t]} of {total[t]})" for t in sorted(missing))
+    n_missing = sum(missing.values())
     return (
-        f"{sum(missing.values())} anomalous test image(s) have no ground-truth mask: {parts}. "
-        "Pixel metrics treat their pixels as normal; add the masks (MVTec layout: "
-        "ground_truth/<type>/<stem>_mask.png) for correct pixel metrics"
+        f"{n_missing} anomalous test image(s) have no ground-truth mask: {parts}. "
+        f"Pixel metrics leave them out (their pixel labels are unknown) and use the other "
+        f"{len(anomalous) - n_missing}; add the masks (MVTec layout: "
+        "ground_truth/<type>/<stem>_mask.png) for pixel metrics over every image"
     )
 
 

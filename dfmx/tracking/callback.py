@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -124,6 +126,12 @@ class SweepCallback(Callback):
                                                                     "MULTIRUN"):
             redact_hydra_dir(_sweep_dir(config))
 
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """Hide secrets in the overrides of a failed job: Hydra writes them to stderr as
+        they are (``Error executing job with overrides: [...]``), past the log redaction."""
+        if job_return.status == JobStatus.FAILED and job_return.overrides:
+            job_return.overrides = [redact_override(o) for o in job_return.overrides]
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Claim the run folder before Hydra writes into it (:mod:`dfmx.run_folder`)."""
         cwd = OmegaConf.select(config, "hydra.runtime.cwd", default=None)
@@ -145,7 +153,8 @@ class SweepCallback(Callback):
                 # Hydra turns a callback's exception into a warning and launches every job,
                 # each to fail the same way: stop the sweep here instead.
                 if OmegaConf.select(config, "debug", default=False):
-                    log.exception("dfmx sweep: the MLflow store cannot be used")
+                    trace = "".join(traceback.format_exception(exc)).rstrip()
+                    log.error("dfmx sweep: the MLflow store cannot be used\n%s", trace)
                 else:
                     print(f"dfmx sweep: {redact_text(describe(exc))}", file=sys.stderr,
                           flush=True)

@@ -17,7 +17,7 @@ from dfmx.tracking.job_context import JobContext
 from dfmx.tracking.params import MAX_TAG_LENGTH, choice_tags, flatten_params, version_tags
 from dfmx.tracking.redact import redact_text
 from dfmx.tracking.settings import TrackingSettings
-from dfmx.tracking.store import open_store, retry_locked
+from dfmx.tracking.store import hide_printed_credentials, open_store, retry_locked
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class JobRun:
             from mlflow.tracking import MlflowClient
 
             self.tracking_uri = parent.tracking_uri
+            hide_printed_credentials(parent.tracking_uri)  # a launcher's worker process
             self._client = MlflowClient(tracking_uri=parent.tracking_uri)
             self._experiment_id = parent.experiment_id
         else:

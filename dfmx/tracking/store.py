@@ -109,13 +109,22 @@ def _get(url: str, auth: str | None, timeout: float) -> int:
         return int(exc.code)
 
 
+def hide_printed_credentials(uri: str) -> None:
+    """When ``uri`` carries credentials (``http://user:token@host``), stop MLflow from
+    printing run links built from it (``View run ... at: http://user:token@...``, written
+    to stdout as each run ends, past the log redaction)."""
+    if "@" in urllib.parse.urlsplit(uri).netloc:
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
+
 def check_reachable(uri: str, timeout: float = 5.0, experiment_name: str = "dfmx") -> None:
     """For an ``http(s)://`` tracking URI, fail fast (before any expensive work) with one
     clear message when the server does not answer its ``/health`` endpoint, refuses the
     credentials, or fails its API (one ``experiments/get-by-name`` call, no retries).
 
     Credentials in the URI (``http://user:token@host``, as MLflow accepts them) are sent
-    as HTTP basic authentication, as MLflow sends them, and never echoed. Local stores
+    as HTTP basic authentication, as MLflow sends them, and never echoed (nor printed by
+    MLflow: :func:`hide_printed_credentials`). Local stores
     (``sqlite:``) pass. Also sets :data:`HTTP_RETRY_DEFAULTS` (where unset), so a server
     that fails later costs seconds, not minutes.
     """
@@ -124,6 +133,7 @@ def check_reachable(uri: str, timeout: float = 5.0, experiment_name: str = "dfmx
         return
     for name, value in HTTP_RETRY_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    hide_printed_credentials(uri)
     try:
         port = parts.port
     except ValueError:
@@ -183,12 +193,39 @@ def _store_refused(uri: str, exc: BaseException) -> str:
             f"{redact_text(first)[:300]}; {_USE}")
 
 
+def _driver_missing(uri: str, exc: ImportError) -> str:
+    """One line for a database URI whose driver module is not installed."""
+    from dfmx.tracking.redact import redact_text
+
+    module = (exc.name or str(exc)).split(".")[0]
+    return (f"MLflow could not open the tracking store {redact_text(uri)}: its database "
+            f"driver {module!r} is not installed. Install it in this environment (pip "
+            f"install {module}), or {_USE}")
+
+
+def _store_failed(uri: str, exc: BaseException) -> str:
+    """One line for any other failure to open the store ``uri`` (credentials hidden)."""
+    from dfmx.tracking.redact import redact_text
+
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return (f"MLflow could not open the tracking store {redact_text(uri)} "
+            f"({type(exc).__name__}: {redact_text(first)[:300]}). Check that the database "
+            f"is running and the URI (host, port, user, password) is right, or run with "
+            "tracking=none")
+
+
 def open_store(uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
     """A client for ``uri`` and the id of ``experiment_name`` (created when missing).
 
     For SQLite the first connection creates or migrates the schema; doing it under
     :func:`store_lock` means only one process ever migrates. A deleted experiment of that
     name is restored.
+
+    A store that cannot be opened is one line, with the URI's credentials hidden:
+    :class:`~dfmx.errors.ConfigError` for a URI MLflow has no store for, a folder, or a
+    database whose driver is not installed (``postgresql://`` without ``psycopg``);
+    :class:`TrackingUnavailableError` when opening fails otherwise (the database refuses
+    the connection or the login).
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -207,6 +244,10 @@ def open_store(uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
             ) from exc
         except MlflowException as exc:  # e.g. a folder: MLflow's file store is refused
             raise ConfigError(_store_refused(uri, exc)) from None
+        except ImportError as exc:  # the database driver of the URI is not installed
+            raise ConfigError(_driver_missing(uri, exc)) from None
+        except Exception as exc:  # the database refused the connection, the login, ...
+            raise TrackingUnavailableError(_store_failed(uri, exc)) from exc
         if experiment is None:
             try:
                 return client, retry_locked(client.create_experiment, experiment_name)

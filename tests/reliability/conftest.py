@@ -137,6 +137,8 @@ CASES: dict[str, Callable[[dict[str, Path]], tuple[str, list[str]]]] = {
                                             "cache.max_gb=0.001"]),
     "cache_max_gb_zero": lambda p: ("dfmx", [*_mvtec(p["ok"]), "cache.max_gb=0"]),
     "cache_unusable": lambda p: ("dfmx", [*_mvtec(p["ok"]), f"cache.dir={p['notes']}/cache"]),
+    # sysfs refuses new entries even to root (as a read-only mount does to everyone).
+    "cache_read_only": lambda p: ("dfmx", [*_mvtec(p["ok"]), "cache.dir=/sys/kernel/dfmx-cache"]),
     "predict_tampered": lambda p: (
         "dfmx.cli.predict",
         [str(p["tampered_model"]), str(p["ok"] / "widget" / "test"), "--overlays", "0",

@@ -192,3 +192,14 @@ def test_unusable_cache_folder_warns_once(cli: CliResult) -> None:
     assert TRACEBACK not in cli.output, cli
     assert cli.output.count("feature cache") == 1, cli
     assert "running without it" in cli.output, cli
+
+
+@pytest.mark.cli_case("cache_read_only")
+def test_read_only_cache_folder_warns_once(cli: CliResult) -> None:
+    """cache.dir in a place nobody may write, root included (sysfs refuses new entries
+    with ``EPERM``, as a read-only mount refuses them to everyone): the run finishes, one
+    warning naming the folder."""
+    assert cli.returncode == 0, cli
+    assert TRACEBACK not in cli.output, cli
+    assert cli.output.count("feature cache") == 1, cli
+    assert "/sys/kernel/dfmx-cache" in cli.output and "running without it" in cli.output, cli

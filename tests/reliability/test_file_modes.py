@@ -1,8 +1,10 @@
 """Run outputs are readable by whoever the umask lets read them (issue: they were 0600).
 
-One real ``python -m dfmx`` run with MLflow tracking, under umask 022: every file it writes
-(run folder, saved model, MLflow artifacts, feature cache) must be ``0644`` and every
-folder ``0755``, as a plain ``open()`` and ``mkdir()`` would make them.
+One real ``python -m dfmx`` run with MLflow tracking, then ``dfmx-predict`` on its model,
+under umask 022: every file they write (run folder, saved model, MLflow artifacts, feature
+cache, the demo data set generated under ``DFMX_CACHE_DIR``, the ``-o`` folder of
+``dfmx-predict``) must be ``0644`` and every folder ``0755``, as a plain ``open()`` and
+``mkdir()`` would make them.
 """
 
 from __future__ import annotations
@@ -33,13 +35,22 @@ def test_a_run_under_umask_022_writes_files_others_can_read(tmp_path: Path) -> N
     args = ["image_size=64", "batch_size=32", "overlays=2", "precision=auto",
             f"hydra.run.dir={run_dir}", f"cache.dir={cache}",
             f"tracking.tracking_uri=sqlite:///{work / 'mlflow.db'}"]
-    env = command_env(tmp_path / "dfmx-cache", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
-    old_umask = os.umask(0o022)  # the command inherits it
+    demo_cache = tmp_path / "dfmx-cache"
+    env = command_env(demo_cache, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
+    old_umask = os.umask(0o022)  # the commands inherit it
     try:
         result = run_cli(args, work, env, timeout=600)
+        assert result.returncode == 0, result
+        (test_folder,) = demo_cache.glob("demo-v*/*/test")
+        predicted = run_cli([str(run_dir / "model"), str(test_folder), "--overlays", "2",
+                             "-o", str(work / "predictions")], work, env,
+                            module="dfmx.cli.predict", timeout=600)
     finally:
         os.umask(old_umask)
-    assert result.returncode == 0, result
+    assert predicted.returncode == 0, predicted
+    assert (work / "predictions" / "predictions.csv").is_file(), predicted
+    assert any((work / "predictions" / "overlays").iterdir()), predicted
+    assert _wrong_modes(demo_cache) == {}
     written = {p.name for p in work.rglob("*")}
     assert {"metrics.json", "model.safetensors", "roc.png", "MLmodel"} <= written, result
     assert any(p.name == "metrics.json" and run_dir not in p.parents

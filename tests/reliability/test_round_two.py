@@ -65,7 +65,14 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         shutil.copy(src, os.fsencode(bad / part) + b"/bad\xff.png")
     with open(os.fsencode(bad / "abnormal") + b"/empty\xfe.png", "wb"):
         pass  # an empty file: skipped, and listed in skipped_files.csv
+    # A folder whose own name is not valid UTF-8, holding bad_names' images.
+    undecodable = Path(os.fsdecode(os.fsencode(root) + b"/names\xfd"))
+    shutil.copytree(bad, undecodable)
+    some_masks = root / "some_masks"  # masks of 2 of the 4 anomalous images
+    for image in sorted(abnormal.glob("*.png"))[:2]:
+        c.write_mask(some_masks / f"{image.stem}_mask.png")
     return {"root": root, "normal": normal, "abnormal": abnormal, "beside": beside,
+            "some_masks": some_masks, "undecodable": undecodable,
             "same": same, "black": black, "link": root / "normal_link",
             "copy": root / "normal_copy", "bad": bad}
 
@@ -86,6 +93,14 @@ def test_masks_beside_the_anomalous_images_stop(folders: dict[str, Path]) -> Non
     result = run_cli(["tracking=none", "data=folder", f"data.normal_dir={f['normal']}",
                       f"data.abnormal_dir={f['beside']}"], _cwd(f, "beside_nomask"))
     assert_stops(result, "look like masks kept beside their images", "_mask.png")
+
+
+def test_anomalous_folder_equal_to_the_training_folder_stops(folders: dict[str, Path]) -> None:
+    f = folders
+    result = run_cli(["tracking=none", "data=folder", f"data.normal_dir={f['normal']}",
+                      f"data.abnormal_dir={f['normal']}"], _cwd(f, "abnormal_is_normal"))
+    assert_stops(result, "data.normal_dir and data.abnormal_dir are the same folder")
+    assert len(result.stderr.strip().splitlines()) <= 3, result  # the line and the debug hint
 
 
 def test_test_folder_linked_to_the_training_folder_stops(folders: dict[str, Path]) -> None:
@@ -141,6 +156,50 @@ def test_missing_masks_and_undecodable_names(folders: dict[str, Path]) -> None:
     assert "bad\\xff.png" in predictions, predictions
     skipped = (result.run_dir / "skipped_files.csv").read_text(encoding="utf-8")
     assert "empty\\xfe.png" in skipped and "empty file" in skipped, skipped
+
+
+def test_images_without_masks_are_left_out_of_pixel_metrics(folders: dict[str, Path]) -> None:
+    """Masks for 2 of the 4 anomalous images: the warning and the summary say the same
+    thing (the other 2 are left out of the pixel metrics), and pixel metrics exist."""
+    f = folders
+    cwd = _cwd(f, "some_masks")
+    result = run_cli(["tracking=none", "data=folder", f"data.normal_dir={f['normal']}",
+                      f"data.abnormal_dir={f['abnormal']}", f"data.mask_dir={f['some_masks']}"],
+                     cwd)
+    assert result.returncode == 0, result
+    assert "2 of 4 anomalous test image(s) have no mask, so pixel metrics use the other 2" \
+        in result.stdout, result
+    assert "(2 of 4). Pixel metrics leave them out (their pixel labels are unknown) and use " \
+        "the other 2" in result.output, result
+    assert "as normal" not in result.output, result
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert any(key.startswith("pixel_") for key in metrics), metrics
+
+
+def test_undecodable_names_are_tracked_escaped(folders: dict[str, Path]) -> None:
+    """A data folder whose name is not valid UTF-8 (``names\\xfd``), holding
+    ``bad\\xff.png``, with an MLflow store: unquoted, the override is refused in one line
+    saying to quote it (Hydra's grammar reads such bytes only in quotes); quoted, the run
+    finishes and its params and artifacts carry the names escaped."""
+    from mlflow.tracking import MlflowClient
+
+    folder = folders["undecodable"]
+    cwd = _cwd(folders, "names_tracked")
+    db = f"sqlite:///{cwd / 'mlflow.db'}"
+    result = run_cli([f"tracking.tracking_uri={db}", "data=folder",
+                      f"data.normal_dir={folder}/normal"], cwd)
+    assert_stops(result, "data.normal_dir", "not valid UTF-8", "data.normal_dir='VALUE'")
+    result = run_cli([f"tracking.tracking_uri={db}", "data=folder",
+                      f"data.normal_dir='{folder}/normal'",
+                      f"data.abnormal_dir='{folder}/abnormal'"], cwd)
+    assert result.returncode == 0, result
+    assert TRACEBACK not in result.output and "UnicodeEncodeError" not in result.output
+    client = MlflowClient(db)
+    (run,) = client.search_runs([client.get_experiment_by_name("dfmx").experiment_id])
+    assert run.info.status == "FINISHED", run.data.tags
+    assert run.data.params["data.normal_dir"].endswith("names\\xfd/normal"), run.data.params
+    rows = Path(client.download_artifacts(run.info.run_id, "predictions.csv", str(cwd)))
+    assert "names\\xfd/abnormal/bad\\xff.png" in rows.read_text(encoding="utf-8")
 
 
 # ------------------------------------------------------------------ item 8: secrets
@@ -222,6 +281,35 @@ def test_unusable_tracking_servers_are_one_line(
     cwd = _cwd(f, "folder_uri")
     result = run_cli([f"tracking.tracking_uri={cwd / 'mlruns'}", *data], cwd, timeout=120)
     assert_stops(result, "is a folder", "sqlite:///")
+
+
+def test_credentials_in_the_uri_reach_a_server_behind_authentication(
+    folders: dict[str, Path]
+) -> None:
+    """A real ``mlflow server`` behind a proxy that lets through only requests carrying
+    ``alice:s3cr3tTOKEN`` (HTTP basic authentication): with the credentials in the URI the
+    run finishes, every request (the check, the API calls, the artifact uploads) carries
+    them, and they are recorded nowhere."""
+    from mlflow.tracking import MlflowClient
+    from mlflow_server import basic_auth_proxy, mlflow_server
+
+    f = folders
+    cwd = _cwd(f, "auth")
+    with mlflow_server(cwd) as upstream, \
+            basic_auth_proxy(upstream, "alice", "s3cr3tTOKEN") as (address, seen):
+        result = run_cli([f"tracking.tracking_uri=http://alice:s3cr3tTOKEN@{address}",
+                          "data=folder", f"data.normal_dir={f['normal']}"], cwd)
+        assert result.returncode == 0, result
+        client = MlflowClient(upstream)
+        (run,) = client.search_runs([client.get_experiment_by_name("dfmx").experiment_id])
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert run.info.status == "FINISHED", run.data.tags
+    assert "predictions.csv" in artifacts, artifacts
+    assert seen and all(allowed for _, _, allowed in seen), seen
+    assert any(method == "PUT" for method, _, _ in seen), seen  # artifacts went through it
+    assert "s3cr3tTOKEN" not in result.output, result
+    for value in [*run.data.tags.values(), *run.data.params.values()]:
+        assert "s3cr3tTOKEN" not in value, run.data.tags
 
 
 def test_predict_writes_undecodable_names_escaped(folders: dict[str, Path]) -> None:

@@ -20,6 +20,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,6 +80,24 @@ def _wait_until_running(running: RunningCli, db: str, n: int = 1, timeout: float
             return
         time.sleep(0.2)
     pytest.fail(f"no RUNNING run after {timeout} s:\n{running.wait(5)}")
+
+
+def _wait_for_statuses(running: RunningCli, db: str,
+                       wanted: Callable[[dict[str, list[str]]], bool],
+                       timeout: float = 300) -> None:
+    """Poll the store until the runs' statuses (:func:`_statuses`) are ``wanted``."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert running.poll() is None, running.wait(5)
+        try:
+            statuses = _statuses(db)
+        except Exception:  # the store is being created by the command
+            statuses = {"parent": [], "child": [], "single": []}
+        if wanted(statuses):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the runs did not reach the statuses wanted in {timeout} s:\n"
+                f"{running.wait(5)}")
 
 
 # ----------------------------------------------------------------- item 2: run folders
@@ -261,7 +280,11 @@ def test_an_interrupted_sweep_ends_every_run(tmp_path: Path, launcher: str, sign
     if launcher == "joblib":
         args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     running = runner.start(_job(args))
-    _wait_until_running(running, db, n=2)  # the parent and a first job
+    if launcher == "basic":  # one job after another: stop the second, the first finished
+        _wait_for_statuses(running, db, lambda s: "FINISHED" in s["child"]
+                           and "RUNNING" in s["child"])
+    else:
+        _wait_until_running(running, db, n=2)  # the parent and a first job
     running.process.send_signal(signum)
     result = running.wait(180)
     assert result.returncode == 128 + signum, result
@@ -272,6 +295,11 @@ def test_an_interrupted_sweep_ends_every_run(tmp_path: Path, launcher: str, sign
     assert statuses["parent"] == ["KILLED"], statuses
     assert statuses["child"] and "RUNNING" not in statuses["child"], statuses
     assert "KILLED" in statuses["child"], statuses
+    if launcher == "basic":  # the sweep table lists the job that finished
+        finished = {r.info.run_id for r in _runs(db) if r.info.status == "FINISHED"}
+        with (sweep / "sweep_table.csv").open(encoding="utf-8", newline="") as fh:
+            table = {row["run_id"]: row["status"] for row in csv.DictReader(fh)}
+        assert finished and {run_id: "FINISHED" for run_id in finished} == table, table
 
 
 # ------------------------------------------------------- item 11: faults of the machine
@@ -301,11 +329,11 @@ def test_a_working_folder_without_write_access_is_one_line(tmp_path: Path) -> No
                          "set hydra.run.dir=<a folder you can write to>, or run from such")
 
 
-def _limited(tmp_path: Path, limit: str, args: list[str]) -> CliResult:
-    """``python -m dfmx ARGS`` under a shell ``ulimit`` (``SIGXFSZ`` ignored, so a write
+def _limited(tmp_path: Path, limit: str, args: list[str], module: str = "dfmx") -> CliResult:
+    """``python -m MODULE ARGS`` under a shell ``ulimit`` (``SIGXFSZ`` ignored, so a write
     past ``ulimit -f`` fails with ``EFBIG`` instead of killing the process)."""
-    command = (f"trap '' XFSZ; ulimit {limit}; exec {shlex.quote(sys.executable)} -m dfmx "
-               + " ".join(shlex.quote(a) for a in args))
+    command = (f"trap '' XFSZ; ulimit {limit}; exec {shlex.quote(sys.executable)} -m "
+               f"{module} " + " ".join(shlex.quote(a) for a in args))
     return RunningCli(["bash", "-c", command], tmp_path, _env(tmp_path)).wait(300)
 
 
@@ -322,6 +350,26 @@ def test_no_room_to_write_is_one_line_and_leaves_no_partial_file(tmp_path: Path)
     assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")], \
         sorted(run_dir.rglob("*"))
     assert "image_AUROC" not in result.stdout  # no summary presented as a result
+
+
+def test_predict_with_no_room_is_one_line_and_keeps_earlier_results(
+    tmp_path: Path, saved_model: Path
+) -> None:
+    """``dfmx-predict`` under ``ulimit -f 1`` (1 KiB): its overlays do not fit. One line,
+    the earlier results in ``-o`` unchanged, no staging folder left."""
+    images = c.folder_tree(tmp_path / "set", n_normal=4) / "normal"
+    out = tmp_path / "preds"
+    first = run_cli([str(saved_model), str(images), "--overlays", "0", "-o", str(out)],
+                    tmp_path, _env(tmp_path), module="dfmx.cli.predict")
+    assert first.returncode == 0, first
+    before = (out / "predictions.csv").read_bytes()
+    result = _limited(tmp_path, "-f 1", [str(saved_model), str(images), "--overlays", "4",
+                                         "-o", str(out)], module="dfmx.cli.predict")
+    assert_clean_failure(result, "dfmx-predict:", "no room left to write",
+                         f"the output folder {out}")
+    assert "File too large" in result.output, result
+    assert (out / "predictions.csv").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.csv"], sorted(out.iterdir())
 
 
 def test_a_failed_allocation_is_one_line(tmp_path: Path) -> None:
