@@ -35,16 +35,10 @@ from dfmx.data.validation import (
     validate_split,
     write_skipped_csv,
 )
-from dfmx.engine.model_config import ModelConfig, ModelConfigError
-from dfmx.engine.torch_model import (
-    DFMModel,
-    check_plugin_options,
-    resolve_reduction,
-    upsample_maps,
-)
+from dfmx.engine.torch_model import DFMModel, upsample_maps
 from dfmx.errors import DataError
 from dfmx.experiment import overlays, plots, result_files
-from dfmx.experiment.job_config import job_config_problems
+from dfmx.experiment.job_model import checked_model_config, model_config
 from dfmx.experiment.predict import model_batches
 from dfmx.experiment.saved_model import save_model
 from dfmx.features.cache import FeatureCache, feature_key
@@ -82,65 +76,6 @@ class RunResult:
 def _split(node: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     params = dict(node)
     return str(params.pop("name")), params
-
-
-#: The job config's name of each model option whose name differs in the model record.
-_JOB_KEYS = {
-    "backbone": "backbone.arch", "layers": "layer.names", "pre_trained": "backbone.pretrained",
-    "weights": "backbone.weights", "pooling": "pooling", "pooling_params": "pooling",
-    "n_comps": "pca_level", "score_type": "scorer", "scorer_params": "scorer",
-}
-
-
-def model_config(cfg: Mapping[str, Any]) -> ModelConfig:
-    """The model record a job config describes, checked before any data is read (the
-    pooling's and scorer's options by the plugins themselves).
-
-    Job-level keys left out of ``cfg`` take the record's defaults. A bad value raises
-    ``ValueError`` naming the job config's key (``pca_level``, not the record's
-    ``n_comps``).
-    """
-    _, backbone = _split(cfg["backbone"])
-    pooling_name, pooling_params = _split(cfg["pooling"])
-    scorer_name, scorer_params = _split(cfg["scorer"])
-    options: dict[str, Any] = {
-        "backbone": backbone["arch"],
-        "layers": tuple(cfg["layer"].get("names") or backbone["layers"]),
-        "pre_trained": backbone["pretrained"],
-        "weights": backbone.get("weights"),
-        "pooling": pooling_name,
-        "pooling_params": pooling_params,
-        "score_type": scorer_name,
-        "scorer_params": scorer_params,
-    }
-    for record_name, job_name in (("n_comps", "pca_level"), ("precision", "precision"),
-                                  ("device", "device"), ("optimize", "optimize"),
-                                  ("combine", "combine"), ("reduction", "reduction"),
-                                  ("reduction_topk", "reduction_topk")):
-        if job_name in cfg:
-            options[record_name] = cfg[job_name]
-    if "reduction" in options:
-        options["reduction"] = resolve_reduction(options["reduction"], scorer_name,
-                                                 scorer_params)
-    try:
-        record = ModelConfig(**options)
-        check_plugin_options(record)
-        return record
-    except ModelConfigError as exc:
-        raise ValueError(exc.message(_JOB_KEYS.get(exc.field, exc.field))) from None
-
-
-def _checked_model_config(cfg: Mapping[str, Any]) -> ModelConfig:
-    """The model record of ``cfg``, after checking the job-level options: one
-    ``ValueError`` lists every problem of both."""
-    problems = job_config_problems(cfg)
-    try:
-        record = model_config(cfg)
-    except ValueError as exc:
-        problems.append(str(exc))
-    if problems:
-        raise ValueError("; ".join(problems))
-    return record
 
 
 def build_model(cfg: Mapping[str, Any]) -> DFMModel:
@@ -383,11 +318,11 @@ def run_experiment(
     the ``time_*`` figures include reading the cache or extracting.
 
     Raises:
-        ValueError: for bad options (:func:`~dfmx.experiment.job_config.check_job_config`
-            for the job-level ones, :func:`model_config` for the model's), all in one
+        ConfigError: for bad options (:func:`~dfmx.experiment.job_model.
+            checked_model_config`: the job-level ones and the model's), all in one
             message, before any data is read.
     """
-    record = _checked_model_config(cfg)
+    record = checked_model_config(cfg)
     image_size, batch_size = int(cfg["image_size"]), int(cfg["batch_size"])
     feature_cache = _cache_from(cfg, cache)
     out = Path(output_dir)

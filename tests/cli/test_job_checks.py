@@ -1,4 +1,5 @@
-"""Bad plugin options are refused before a run folder or an MLflow run exists."""
+"""Bad plugin, layer, job and model options are refused before a run folder or an MLflow
+run exists."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ def test_good_config_has_no_problem() -> None:
     (["image_size=0"], "image_size must be a whole number >= 1"),
     (["layer.names=[blocks.2,blocks.3]"], "Unknown layer(s) 'blocks.3' for backbone"),
     (["backbone=resnet18", "layer.names=[blocks.4]"], "its layers are: act1, layer1"),
+    (["pca_level=1.5"], "pca_level must be a variance ratio in (0, 1)"),
+    (["combine=bogus"], "combine must be one of concat, ensemble; got 'bogus'"),
+    (["precision=fp16"], "precision must be one of auto, fp32, bf16; got 'fp16'"),
+    (["reduction=bogus"], "reduction must be one of sum, max, topk; got 'bogus'"),
+    (["reduction_topk=2.0"], "reduction_topk must be a share of the map in (0, 1]"),
+    (["device=gpu"], "device must be cpu, cuda, cuda:N, mps or auto; got 'gpu'"),
+    (["optimize=fast"], "optimize must be one of auto, none, freeze, compile; got 'fast'"),
+    (["scorer=nll", "reduction=max"], "scorer 'nll' gives image scores only"),
 ])
 def test_bad_options_are_named(overrides: list[str], needle: str) -> None:
     problem = job_problem(compose_config(overrides))
@@ -77,6 +86,11 @@ def _mlflow_runs(workdir: Path) -> int:
     (["-m", "scorer=knn", "scorer.n_neighbors=3,0"], "n_neighbors must be >= 1; got 0"),
     (["-m", "pooling.kernel_size=2,abc"], "could not be converted to Integer"),
     (["-m", "layer.names=[blocks.2,blocks.4],[blocks.3]"], "Unknown layer(s) 'blocks.3'"),
+    (["pca_level=1.5"], "pca_level must be a variance ratio in (0, 1)"),
+    (["combine=bogus"], "combine must be one of concat, ensemble; got 'bogus'"),
+    (["precision=fp16"], "precision must be one of auto, fp32, bf16; got 'fp16'"),
+    (["reduction=bogus"], "reduction must be one of sum, max, topk; got 'bogus'"),
+    (["-m", "precision=fp32,fp16"], "precision must be one of auto, fp32, bf16; got 'fp16'"),
 ])
 def test_bad_plugin_option_stops_before_any_run(workdir: Path, args: list[str],
                                                 needle: str) -> None:
