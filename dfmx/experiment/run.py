@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -137,13 +137,26 @@ def _timer(timings: dict[str, float], key: str) -> Iterator[None]:
 RawFeatures = dict[str, torch.Tensor]
 
 
-def _compute_raw(
-    model: DFMModel, samples: list[Sample], cfg: Mapping[str, Any], desc: str,
-    image_store: FeatureCache | None = None,
-) -> RawFeatures:
-    """Raw backbone maps ``{layer: (N, C, h, w)}`` of ``samples``, on the CPU, float32."""
-    batches = model_batches(model, samples, int(cfg["image_size"]), int(cfg["batch_size"]),
-                            cfg.get("num_workers"), desc, image_store)
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How a job's images reach the backbone: resized to ``image_size`` x ``image_size``
+    pixels, ``batch_size`` at a time, decoded by ``num_workers`` threads (``None``: one
+    per CPU)."""
+
+    image_size: int
+    batch_size: int
+    num_workers: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> LoaderSettings:
+        """The settings of a job config (``image_size``, ``batch_size``, ``num_workers``)."""
+        workers = cfg.get("num_workers")
+        return cls(int(cfg["image_size"]), int(cfg["batch_size"]),
+                   None if workers is None else int(workers))
+
+
+def _raw_of_batches(model: DFMModel, batches: Iterable[torch.Tensor]) -> RawFeatures:
+    """Raw backbone maps ``{layer: (N, C, h, w)}`` of image ``batches``, on the CPU, float32."""
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in model.layers}
     for batch in batches:
         raw = model.raw_features(batch)
@@ -155,7 +168,7 @@ def _compute_raw(
 def raw_features(
     model: DFMModel,
     samples: list[Sample],
-    cfg: Mapping[str, Any],
+    loader: LoaderSettings,
     split: str,
     cache: FeatureCache | None = None,
     desc: str | None = None,
@@ -167,14 +180,18 @@ def raw_features(
     the backbone's device, float32, identical whichever way they came.
     """
     desc = desc or f"{split} features"
+
+    def compute(image_store: FeatureCache | None = None) -> RawFeatures:
+        return _raw_of_batches(model, model_batches(
+            model, samples, loader.image_size, loader.batch_size, loader.num_workers, desc,
+            image_store))
+
     if cache is None:
-        raw, hit = _compute_raw(model, samples, cfg, desc), False
+        raw, hit = compute(), False
     else:
         key = feature_key(model.feature_extractor, [s.path for s in samples],
-                          int(cfg["image_size"]), int(cfg["batch_size"]))
-        raw, hit = cache.get_or_compute(
-            key, split, lambda: _compute_raw(model, samples, cfg, desc, image_store=cache)
-        )
+                          loader.image_size, loader.batch_size)
+        raw, hit = cache.get_or_compute(key, split, lambda: compute(image_store=cache))
         log.info("%s features: cache %s (%s)", split, "hit" if hit else "miss",
                  cache.entry_path(key, split))
     device = model.feature_extractor.device
@@ -205,15 +222,15 @@ def features_from_raw(
 def extract_features(
     model: DFMModel,
     samples: list[Sample],
-    cfg: Mapping[str, Any],
+    loader: LoaderSettings,
     desc: str,
     *,
     cache: FeatureCache | None = None,
     split: str = "train",
 ) -> tuple[torch.Tensor, torch.Size]:
     """Training features ``(N, C·h·w)`` and their map shape for ``samples``."""
-    raw, _ = raw_features(model, samples, cfg, split, cache, desc)
-    return features_from_raw(model, raw, int(cfg["image_size"]), int(cfg["batch_size"]))
+    raw, _ = raw_features(model, samples, loader, split, cache, desc)
+    return features_from_raw(model, raw, loader.image_size, loader.batch_size)
 
 
 #: Test masks by the mask files' identity and size: the jobs of a sweep decode them once.
@@ -268,7 +285,7 @@ def score_raw(
 def score_samples(
     model: DFMModel,
     samples: list[Sample],
-    cfg: Mapping[str, Any],
+    loader: LoaderSettings,
     desc: str = "score test",
     *,
     cache: FeatureCache | None = None,
@@ -279,16 +296,19 @@ def score_samples(
     ``scores (N,)`` float64, ``maps (N, H, W)`` float32 or ``None``, ``masks (N, H, W)``
     bool, ``labels (N,)`` int.
     """
-    raw, _ = raw_features(model, samples, cfg, split, cache, desc)
-    return score_raw(model, raw, samples, int(cfg["image_size"]), int(cfg["batch_size"]))
+    raw, _ = raw_features(model, samples, loader, split, cache, desc)
+    return score_raw(model, raw, samples, loader.image_size, loader.batch_size)
 
 
-def _cache_from(cfg: Mapping[str, Any], cache: FeatureCache | bool | None) -> FeatureCache | None:
+def _cache_from(options: Mapping[str, Any] | None,
+                cache: FeatureCache | bool | None) -> FeatureCache | None:
+    """``cache`` when it is one, none for ``False``, else the cache ``options`` (the job
+    config's ``cache``) describe."""
     if isinstance(cache, FeatureCache):
         return cache
     if cache is False:
         return None
-    return FeatureCache.from_config(cfg.get("cache"))
+    return FeatureCache.from_config(options)
 
 
 def run_experiment(
@@ -323,8 +343,9 @@ def run_experiment(
             message, before any data is read.
     """
     record = checked_model_config(cfg)
-    image_size, batch_size = int(cfg["image_size"]), int(cfg["batch_size"])
-    feature_cache = _cache_from(cfg, cache)
+    loader = LoaderSettings.from_config(cfg)
+    image_size, batch_size = loader.image_size, loader.batch_size
+    feature_cache = _cache_from(cfg.get("cache"), cache)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.get("seed", 0))
@@ -339,7 +360,7 @@ def run_experiment(
     log.info("backbone %s (weights: %s), layers %s", model.backbone,
              model.feature_extractor.weights_source, model.layers)
     with _timer(timings, "time_extract_train"):
-        raw, hit_train = raw_features(model, train, cfg, "train", feature_cache)
+        raw, hit_train = raw_features(model, train, loader, "train", feature_cache)
         features, shape = features_from_raw(model, raw, image_size, batch_size)
         del raw
     with _timer(timings, "time_fit"):
@@ -349,9 +370,10 @@ def run_experiment(
     hit_val = False
     if val:
         with _timer(timings, "time_validate"):
-            val_raw, hit_val = raw_features(model, val, cfg, "val", feature_cache, "val features")
+            val_raw, hit_val = raw_features(model, val, loader, "val", feature_cache,
+                                           "val features")
             model = model.calibrate(val_raw)
-            fake_raw, fake_masks = _synthetic_raw(model, val, cfg, seed, feature_cache)
+            fake_raw, fake_masks = _synthetic_raw(model, val, loader, seed, feature_cache)
             # Clean and synthetic validation images scored in one pass.
             both = score_raw(model, {n: torch.cat([val_raw[n], fake_raw[n]]) for n in val_raw},
                              val + val, image_size, batch_size)
@@ -364,7 +386,7 @@ def run_experiment(
                     cfg["data"].get("val_fraction", DEFAULT_VAL_FRACTION))
     threshold = (fpr_threshold(validation["scores"], fpr) if validation else float("nan"))
     with _timer(timings, "time_score_test"):
-        raw, hit_test = raw_features(model, test, cfg, "test", feature_cache, "score test")
+        raw, hit_test = raw_features(model, test, loader, "test", feature_cache, "score test")
         res = score_raw(model, raw, test, image_size, batch_size)
         del raw
 
@@ -423,7 +445,7 @@ def _checked_splits(data_cfg: Mapping[str, Any], image_size: int, seed: int) -> 
     return train, val, test, skipped, masks_at
 
 
-def _synthetic_raw(model: DFMModel, val: list[Sample], cfg: Mapping[str, Any], seed: int,
+def _synthetic_raw(model: DFMModel, val: list[Sample], loader: LoaderSettings, seed: int,
                    cache: FeatureCache | None) -> tuple[RawFeatures, np.ndarray]:
     """Raw maps ``{layer: (N, C, h, w)}`` (on the backbone's device) and masks
     ``(N, H, W)`` bool of one synthetic anomaly on each of the ``N`` validation images
@@ -432,18 +454,14 @@ def _synthetic_raw(model: DFMModel, val: list[Sample], cfg: Mapping[str, Any], s
     The raw maps go through ``cache`` under the validation images' key plus the
     synthesis version and ``seed``.
     """
-    size, batch = int(cfg["image_size"]), int(cfg["batch_size"])
-    images = torch.cat(list(model_batches(model, val, size, batch, cfg.get("num_workers"),
+    size, batch = loader.image_size, loader.batch_size
+    images = torch.cat(list(model_batches(model, val, size, batch, loader.num_workers,
                                           "val images", cache)))
     made = synthesise_anomalies(images, seed)
 
     def compute() -> RawFeatures:
-        chunks: dict[str, list[torch.Tensor]] = {name: [] for name in model.layers}
-        for start in range(0, made.images.shape[0], batch):
-            raw = model.raw_features(made.images[start:start + batch])
-            for name in chunks:
-                chunks[name].append(raw[name].cpu())
-        return {name: torch.cat(parts) for name, parts in chunks.items()}
+        return _raw_of_batches(model, (made.images[start:start + batch]
+                                       for start in range(0, made.images.shape[0], batch)))
 
     if cache is None:
         raw = compute()
