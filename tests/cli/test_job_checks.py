@@ -4,13 +4,11 @@ run exists."""
 from __future__ import annotations
 
 import itertools
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import CliResult, command_env, run_cli
 
 from dfmx.cli.compose import compose_config
 from dfmx.cli.job_checks import job_problem, plugin_problem, sweep_probes
@@ -62,11 +60,9 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _dfmx(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DFMX_CACHE_DIR": str(workdir / "cache"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
-    return subprocess.run([sys.executable, "-m", "dfmx", *args], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=900)
+def _dfmx(workdir: Path, *args: str) -> CliResult:
+    env = command_env(workdir / "cache", MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
+    return run_cli(args, workdir, env, timeout=900)
 
 
 def _mlflow_runs(workdir: Path) -> int:
@@ -95,9 +91,9 @@ def _mlflow_runs(workdir: Path) -> int:
 def test_bad_plugin_option_stops_before_any_run(workdir: Path, args: list[str],
                                                 needle: str) -> None:
     result = _dfmx(workdir, *args)
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output
-    assert output.count("dfmx: error:") == 1 and needle in output, output
-    assert "Traceback" not in output, output
+    output = result.output
+    assert result.returncode == 2, result
+    assert output.count("dfmx: error:") == 1 and needle in output, result
+    assert "Traceback" not in output, result
     assert not (workdir / "outputs").exists() and not (workdir / "multirun").exists()
     assert _mlflow_runs(workdir) == 0
