@@ -27,12 +27,16 @@ from dfmx.backbone_modes import (
 )
 from dfmx.errors import ConfigError
 
-__all__ = ["COMBINES", "REDUCTIONS", "ModelConfig", "ModelConfigError"]
+__all__ = ["AUTO_REDUCTION", "COMBINES", "REDUCTIONS", "ModelConfig", "ModelConfigError"]
 
 #: The values of ``ModelConfig.combine``.
 COMBINES = ("concat", "ensemble")
 #: The values of ``ModelConfig.reduction``.
 REDUCTIONS = ("sum", "max", "topk")
+#: The job-level reduction (not a record value) that
+#: :func:`dfmx.engine.torch_model.resolve_reduction` turns into ``"topk"`` for a scorer
+#: with maps and ``"sum"`` for an image-only one.
+AUTO_REDUCTION = "auto"
 
 
 class ModelConfigError(ConfigError):
