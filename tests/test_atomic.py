@@ -81,3 +81,24 @@ def test_a_process_with_umask_022_writes_0644_files(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.txt")], check=True,
                    timeout=120)
     assert _mode(tmp_path / "f.txt") == 0o644
+
+
+def test_mode_gives_the_file_those_bits_whatever_the_umask(tmp_path: Path) -> None:
+    seen = []
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "text.yaml", "x", mode=0o640)
+        atomic_write_bytes(tmp_path / "private.bin", b"x", mode=0o600)
+        with atomic_open(tmp_path / "open.txt", file_mode=0o604) as fh:
+            fh.write("x")
+        with atomic_path(tmp_path / "by_path.txt", mode=0o660) as tmp:
+            seen.append(_mode(tmp))  # set before anything is written
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert seen == [0o660]
+    assert _mode(tmp_path / "text.yaml") == 0o640
+    assert _mode(tmp_path / "private.bin") == 0o600
+    assert _mode(tmp_path / "open.txt") == 0o604
+    assert _mode(tmp_path / "by_path.txt") == 0o660
+    assert (tmp_path / "text.yaml").read_text() == "x"

@@ -6,7 +6,9 @@ sweep (``on_multirun_start``): each plugin's options are given to its ``Config``
 dataclass and, for plugins that are classes with a ``Config`` (scorers, poolings, data
 sources), to the plugin itself, which is cheap (no data is read, no backbone built); the
 layer names are checked against the backbone's feature table (:func:`layer_problem`); the
-job-level options go to :func:`~dfmx.experiment.job_config.check_job_config`. A bad value
+job-level options and the model record (:class:`~dfmx.engine.model_config.ModelConfig`,
+which checks ``pca_level``, ``precision``, ``device``, ``optimize``, ``combine``,
+``reduction``...) go to :func:`~dfmx.experiment.job_model.checked_model_config`. A bad value
 (``scorer=knn scorer.n_neighbors=0``) ends the command with one ``dfmx: error:`` line and
 exit status 2, before any run folder, MLflow run or sweep job exists.
 """
@@ -69,7 +71,8 @@ def layer_problem(cfg: Mapping[str, Any]) -> str | None:
 
 
 def job_problem(cfg: Mapping[str, Any]) -> str | None:
-    """The first problem of a resolved job config (plugins, layers, job-level options)."""
+    """The first problem of a resolved job config (plugins, layers, job-level and model
+    options), in one line; ``None`` when the job may start."""
     for kind in registry.GROUPS:
         node = cfg.get(kind)
         if isinstance(node, Mapping) and "name" in node:
@@ -79,11 +82,12 @@ def job_problem(cfg: Mapping[str, Any]) -> str | None:
     problem = layer_problem(cfg)
     if problem:
         return problem
-    from dfmx.experiment.job_config import check_job_config
+    from dfmx.errors import USER_ERRORS
+    from dfmx.experiment.job_model import checked_model_config
 
     try:
-        check_job_config(cfg)
-    except ValueError as exc:
+        checked_model_config(cfg)
+    except USER_ERRORS as exc:
         return str(exc)
     return None
 

@@ -15,6 +15,7 @@ imported when a job uses it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -31,6 +32,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 
 from dfmx import registry
+from dfmx.atomic import atomic_write_text
 from dfmx.cli.config_store import PluginConfigError, node_for
 
 #: Bumped when the file's layout changes.
@@ -192,13 +194,8 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _write(path: Path, data: dict[str, Any]) -> None:
     """Write atomically; a folder that cannot be written only costs the next start-up."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        atomic_write_text(path, json.dumps(data, sort_keys=True))
 
 
 def _imported_node(kind: str, name: str) -> tuple[type, dict[str, Any] | None] | None:

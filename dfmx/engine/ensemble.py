@@ -33,6 +33,7 @@ from dfmx.engine.fitted import FittedModule
 from dfmx.engine.pca import PCA
 from dfmx.engine.reduction import reduce_maps
 from dfmx.engine.scorer import Scorer
+from dfmx.errors import DataError
 
 __all__ = ["LayerEnsemble", "UncalibratedEnsembleWarning"]
 
@@ -124,10 +125,17 @@ class LayerEnsemble(FittedModule):
         return self
 
     def calibrate(self, features: Tensor) -> LayerEnsemble:
-        """Set the statistics from validation normals' features ``(N, ΣC, h, w)`` (N ≥ 2)."""
+        """Set the statistics from validation normals' features ``(N, ΣC, h, w)`` (N ≥ 2).
+
+        Raises:
+            DataError: fewer than 2 validation images (a standard deviation needs 2).
+        """
         if features.shape[0] < 2:
-            raise ValueError("calibrating an ensemble needs at least 2 validation images; "
-                             f"got {features.shape[0]}")
+            raise DataError(
+                "a per-layer ensemble (combine=ensemble) standardises each layer's scores on "
+                f"at least 2 validation images; got {features.shape[0]}: give more normal "
+                "images (a job holds out validation images only beyond the 2 it trains on), "
+                "or use combine=concat")
         self._set_statistics(features, calibrated=True)
         return self
 

@@ -18,14 +18,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dfmx.backbone_modes import (
+    OPTIMIZATIONS,
+    PRECISIONS,
+    device_known,
+    optimize_key,
+    precision_key,
+)
 from dfmx.errors import ConfigError
 
-__all__ = ["COMBINES", "REDUCTIONS", "ModelConfig", "ModelConfigError"]
+__all__ = ["AUTO_REDUCTION", "COMBINES", "REDUCTIONS", "ModelConfig", "ModelConfigError"]
 
 #: The values of ``ModelConfig.combine``.
 COMBINES = ("concat", "ensemble")
 #: The values of ``ModelConfig.reduction``.
 REDUCTIONS = ("sum", "max", "topk")
+#: The job-level reduction (not a record value) that
+#: :func:`dfmx.engine.torch_model.resolve_reduction` turns into ``"topk"`` for a scorer
+#: with maps and ``"sum"`` for an image-only one.
+AUTO_REDUCTION = "auto"
 
 
 class ModelConfigError(ConfigError):
@@ -117,10 +128,18 @@ class ModelConfig:
     def _problems(self):
         """The rule of each field, in field order."""
         yield from self._choice_problems()
-        for name in ("backbone", "pooling", "score_type", "precision", "device", "optimize"):
+        for name in ("backbone", "pooling", "score_type"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 yield ModelConfigError(name, "a non-empty string", value)
+        if not isinstance(self.precision, str) or precision_key(self.precision) is None:
+            yield ModelConfigError("precision", f"one of {', '.join(PRECISIONS)}",
+                                   self.precision)
+        if not isinstance(self.device, str) or not device_known(self.device):
+            yield ModelConfigError("device", "cpu, cuda, cuda:N, mps or auto", self.device)
+        if not isinstance(self.optimize, str) or optimize_key(self.optimize) is None:
+            yield ModelConfigError("optimize", f"one of {', '.join(OPTIMIZATIONS)}",
+                                   self.optimize)
         if not (isinstance(self.layers, tuple) and self.layers
                 and all(isinstance(v, str) and v for v in self.layers)):
             yield ModelConfigError("layers", "one or more layer names", self.layers)
@@ -140,9 +159,9 @@ class ModelConfig:
                 "components >= 1", n)
 
     def _choice_problems(self):
-        if self.combine not in COMBINES:
+        if not isinstance(self.combine, str) or self.combine not in COMBINES:
             yield ModelConfigError("combine", f"one of {', '.join(COMBINES)}", self.combine)
-        if self.reduction not in REDUCTIONS:
+        if not isinstance(self.reduction, str) or self.reduction not in REDUCTIONS:
             yield ModelConfigError("reduction", f"one of {', '.join(REDUCTIONS)}",
                                    self.reduction)
         k = self.reduction_topk

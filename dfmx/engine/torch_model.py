@@ -13,11 +13,12 @@ from torch import Tensor
 from dfmx import registry
 from dfmx.engine.ensemble import LayerEnsemble
 from dfmx.engine.fitted import FittedModule
-from dfmx.engine.model_config import ModelConfig, ModelConfigError
+from dfmx.engine.model_config import AUTO_REDUCTION, ModelConfig, ModelConfigError
 from dfmx.engine.pca import PCA
 from dfmx.engine.reduction import reduce_maps
 from dfmx.engine.scorer import Scorer
 from dfmx.errors import ConfigError
+from dfmx.features.pooling import Pooling
 
 
 class InferenceBatch(NamedTuple):
@@ -99,10 +100,6 @@ def check_plugin_options(config: ModelConfig) -> None:
     check_reduction(config, build_scorer(config.score_type, dict(config.scorer_params)))
 
 
-#: The job-level reduction that :func:`resolve_reduction` turns into a record's value.
-AUTO_REDUCTION = "auto"
-
-
 def resolve_reduction(reduction: str, score_type: str,
                       scorer_params: Mapping[str, Any] | None = None) -> str:
     """``"auto"`` (a job-level choice, not a record value) as ``"topk"`` for a scorer that
@@ -129,8 +126,9 @@ def check_reduction(config: ModelConfig, scorer: Scorer) -> None:
                    f"it takes reduction=sum only; got {config.reduction!r}")
 
 
-#: anomalib's default pooling kernel, the default of ``DFMModel`` and ``Dfm``.
-POOLING_KERNEL_SIZE = 4
+#: anomalib's default pooling kernel, the default of ``DFMModel`` and ``Dfm``: the
+#: pooling plugins' own default.
+POOLING_KERNEL_SIZE = Pooling.Config.kernel_size
 
 
 class DFMModel(FittedModule):

@@ -4,7 +4,10 @@
 swappable parts, ``backbone``, ``layer``, ``pooling``, ``scorer``, ``data`` and
 ``tracking``, are config groups with their own schemas). The command line registers it
 as the base of ``conf/config.yaml``, so Hydra and OmegaConf check each value's type, and
-these dataclasses hold each option's one default. :func:`check_job_config` is the one
+these dataclasses hold each job-level option's one default: the model's options take the
+model record's (:class:`~dfmx.engine.model_config.ModelConfig`), except ``combine`` and
+``reduction``, where the command line's model differs from the Python API's (see
+``conf/config.yaml``). :func:`check_job_config` is the one
 check of what types cannot say (``image_size >= 1``...): a value of the wrong kind or out
 of range gets one :class:`ValueError` that names the option, says what it takes and shows
 what it got, before a job reads any data. The model's options (``pca_level``,
@@ -22,6 +25,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from dfmx.engine.model_config import AUTO_REDUCTION, ModelConfig
 from dfmx.errors import ConfigError
 
 __all__ = ["DEFAULT_SELECT_METRIC", "CacheOptions", "JobConfig", "check_job_config",
@@ -83,13 +87,13 @@ class JobConfig:
     data: Any = None
     tracking: Any = None
 
-    pca_level: Union[int, float] = 0.97  # noqa: UP007
+    pca_level: Union[int, float] = ModelConfig.n_comps  # noqa: UP007
     image_size: int = 256
     batch_size: int = 16
     num_workers: Optional[int] = None  # noqa: UP045
-    precision: str = "auto"
-    optimize: str = "auto"
-    device: str = "cpu"
+    precision: str = ModelConfig.precision
+    optimize: str = ModelConfig.optimize
+    device: str = ModelConfig.device
     seed: int = 0
     threshold_fpr: float = 0.01
     select_metric: str = DEFAULT_SELECT_METRIC
@@ -98,10 +102,11 @@ class JobConfig:
     resume: bool = False
     debug: bool = False
     cache: CacheOptions = field(default_factory=CacheOptions)
-    # The model record's (dfmx.engine.model_config.ModelConfig) own names and defaults.
-    combine: str = "concat"
-    reduction: str = "sum"
-    reduction_topk: float = 0.05
+    # The command line's model: one PCA + scorer per layer, each scored by its top map
+    # cells (the record's defaults, concat and sum, are anomalib's).
+    combine: str = "ensemble"
+    reduction: str = AUTO_REDUCTION
+    reduction_topk: float = ModelConfig.reduction_topk
 
 
 @dataclass(frozen=True)

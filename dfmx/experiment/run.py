@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,16 +35,10 @@ from dfmx.data.validation import (
     validate_split,
     write_skipped_csv,
 )
-from dfmx.engine.model_config import ModelConfig, ModelConfigError
-from dfmx.engine.torch_model import (
-    DFMModel,
-    check_plugin_options,
-    resolve_reduction,
-    upsample_maps,
-)
+from dfmx.engine.torch_model import DFMModel, upsample_maps
 from dfmx.errors import DataError
 from dfmx.experiment import overlays, plots, result_files
-from dfmx.experiment.job_config import job_config_problems
+from dfmx.experiment.job_model import checked_model_config, model_config
 from dfmx.experiment.predict import model_batches
 from dfmx.experiment.saved_model import save_model
 from dfmx.features.cache import FeatureCache, feature_key
@@ -82,65 +76,6 @@ class RunResult:
 def _split(node: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     params = dict(node)
     return str(params.pop("name")), params
-
-
-#: The job config's name of each model option whose name differs in the model record.
-_JOB_KEYS = {
-    "backbone": "backbone.arch", "layers": "layer.names", "pre_trained": "backbone.pretrained",
-    "weights": "backbone.weights", "pooling": "pooling", "pooling_params": "pooling",
-    "n_comps": "pca_level", "score_type": "scorer", "scorer_params": "scorer",
-}
-
-
-def model_config(cfg: Mapping[str, Any]) -> ModelConfig:
-    """The model record a job config describes, checked before any data is read (the
-    pooling's and scorer's options by the plugins themselves).
-
-    Job-level keys left out of ``cfg`` take the record's defaults. A bad value raises
-    ``ValueError`` naming the job config's key (``pca_level``, not the record's
-    ``n_comps``).
-    """
-    _, backbone = _split(cfg["backbone"])
-    pooling_name, pooling_params = _split(cfg["pooling"])
-    scorer_name, scorer_params = _split(cfg["scorer"])
-    options: dict[str, Any] = {
-        "backbone": backbone["arch"],
-        "layers": tuple(cfg["layer"].get("names") or backbone["layers"]),
-        "pre_trained": backbone["pretrained"],
-        "weights": backbone.get("weights"),
-        "pooling": pooling_name,
-        "pooling_params": pooling_params,
-        "score_type": scorer_name,
-        "scorer_params": scorer_params,
-    }
-    for record_name, job_name in (("n_comps", "pca_level"), ("precision", "precision"),
-                                  ("device", "device"), ("optimize", "optimize"),
-                                  ("combine", "combine"), ("reduction", "reduction"),
-                                  ("reduction_topk", "reduction_topk")):
-        if job_name in cfg:
-            options[record_name] = cfg[job_name]
-    if "reduction" in options:
-        options["reduction"] = resolve_reduction(options["reduction"], scorer_name,
-                                                 scorer_params)
-    try:
-        record = ModelConfig(**options)
-        check_plugin_options(record)
-        return record
-    except ModelConfigError as exc:
-        raise ValueError(exc.message(_JOB_KEYS.get(exc.field, exc.field))) from None
-
-
-def _checked_model_config(cfg: Mapping[str, Any]) -> ModelConfig:
-    """The model record of ``cfg``, after checking the job-level options: one
-    ``ValueError`` lists every problem of both."""
-    problems = job_config_problems(cfg)
-    try:
-        record = model_config(cfg)
-    except ValueError as exc:
-        problems.append(str(exc))
-    if problems:
-        raise ValueError("; ".join(problems))
-    return record
 
 
 def build_model(cfg: Mapping[str, Any]) -> DFMModel:
@@ -202,13 +137,26 @@ def _timer(timings: dict[str, float], key: str) -> Iterator[None]:
 RawFeatures = dict[str, torch.Tensor]
 
 
-def _compute_raw(
-    model: DFMModel, samples: list[Sample], cfg: Mapping[str, Any], desc: str,
-    image_store: FeatureCache | None = None,
-) -> RawFeatures:
-    """Raw backbone maps ``{layer: (N, C, h, w)}`` of ``samples``, on the CPU, float32."""
-    batches = model_batches(model, samples, int(cfg["image_size"]), int(cfg["batch_size"]),
-                            cfg.get("num_workers"), desc, image_store)
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How a job's images reach the backbone: resized to ``image_size`` x ``image_size``
+    pixels, ``batch_size`` at a time, decoded by ``num_workers`` threads (``None``: one
+    per CPU)."""
+
+    image_size: int
+    batch_size: int
+    num_workers: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> LoaderSettings:
+        """The settings of a job config (``image_size``, ``batch_size``, ``num_workers``)."""
+        workers = cfg.get("num_workers")
+        return cls(int(cfg["image_size"]), int(cfg["batch_size"]),
+                   None if workers is None else int(workers))
+
+
+def _raw_of_batches(model: DFMModel, batches: Iterable[torch.Tensor]) -> RawFeatures:
+    """Raw backbone maps ``{layer: (N, C, h, w)}`` of image ``batches``, on the CPU, float32."""
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in model.layers}
     for batch in batches:
         raw = model.raw_features(batch)
@@ -220,7 +168,7 @@ def _compute_raw(
 def raw_features(
     model: DFMModel,
     samples: list[Sample],
-    cfg: Mapping[str, Any],
+    loader: LoaderSettings,
     split: str,
     cache: FeatureCache | None = None,
     desc: str | None = None,
@@ -232,14 +180,18 @@ def raw_features(
     the backbone's device, float32, identical whichever way they came.
     """
     desc = desc or f"{split} features"
+
+    def compute(image_store: FeatureCache | None = None) -> RawFeatures:
+        return _raw_of_batches(model, model_batches(
+            model, samples, loader.image_size, loader.batch_size, loader.num_workers, desc,
+            image_store))
+
     if cache is None:
-        raw, hit = _compute_raw(model, samples, cfg, desc), False
+        raw, hit = compute(), False
     else:
         key = feature_key(model.feature_extractor, [s.path for s in samples],
-                          int(cfg["image_size"]), int(cfg["batch_size"]))
-        raw, hit = cache.get_or_compute(
-            key, split, lambda: _compute_raw(model, samples, cfg, desc, image_store=cache)
-        )
+                          loader.image_size, loader.batch_size)
+        raw, hit = cache.get_or_compute(key, split, lambda: compute(image_store=cache))
         log.info("%s features: cache %s (%s)", split, "hit" if hit else "miss",
                  cache.entry_path(key, split))
     device = model.feature_extractor.device
@@ -270,15 +222,15 @@ def features_from_raw(
 def extract_features(
     model: DFMModel,
     samples: list[Sample],
-    cfg: Mapping[str, Any],
+    loader: LoaderSettings,
     desc: str,
     *,
     cache: FeatureCache | None = None,
     split: str = "train",
 ) -> tuple[torch.Tensor, torch.Size]:
     """Training features ``(N, C·h·w)`` and their map shape for ``samples``."""
-    raw, _ = raw_features(model, samples, cfg, split, cache, desc)
-    return features_from_raw(model, raw, int(cfg["image_size"]), int(cfg["batch_size"]))
+    raw, _ = raw_features(model, samples, loader, split, cache, desc)
+    return features_from_raw(model, raw, loader.image_size, loader.batch_size)
 
 
 #: Test masks by the mask files' identity and size: the jobs of a sweep decode them once.
@@ -333,7 +285,7 @@ def score_raw(
 def score_samples(
     model: DFMModel,
     samples: list[Sample],
-    cfg: Mapping[str, Any],
+    loader: LoaderSettings,
     desc: str = "score test",
     *,
     cache: FeatureCache | None = None,
@@ -344,16 +296,19 @@ def score_samples(
     ``scores (N,)`` float64, ``maps (N, H, W)`` float32 or ``None``, ``masks (N, H, W)``
     bool, ``labels (N,)`` int.
     """
-    raw, _ = raw_features(model, samples, cfg, split, cache, desc)
-    return score_raw(model, raw, samples, int(cfg["image_size"]), int(cfg["batch_size"]))
+    raw, _ = raw_features(model, samples, loader, split, cache, desc)
+    return score_raw(model, raw, samples, loader.image_size, loader.batch_size)
 
 
-def _cache_from(cfg: Mapping[str, Any], cache: FeatureCache | bool | None) -> FeatureCache | None:
+def _cache_from(options: Mapping[str, Any] | None,
+                cache: FeatureCache | bool | None) -> FeatureCache | None:
+    """``cache`` when it is one, none for ``False``, else the cache ``options`` (the job
+    config's ``cache``) describe."""
     if isinstance(cache, FeatureCache):
         return cache
     if cache is False:
         return None
-    return FeatureCache.from_config(cfg.get("cache"))
+    return FeatureCache.from_config(options)
 
 
 def run_experiment(
@@ -383,13 +338,14 @@ def run_experiment(
     the ``time_*`` figures include reading the cache or extracting.
 
     Raises:
-        ValueError: for bad options (:func:`~dfmx.experiment.job_config.check_job_config`
-            for the job-level ones, :func:`model_config` for the model's), all in one
+        ConfigError: for bad options (:func:`~dfmx.experiment.job_model.
+            checked_model_config`: the job-level ones and the model's), all in one
             message, before any data is read.
     """
-    record = _checked_model_config(cfg)
-    image_size, batch_size = int(cfg["image_size"]), int(cfg["batch_size"])
-    feature_cache = _cache_from(cfg, cache)
+    record = checked_model_config(cfg)
+    loader = LoaderSettings.from_config(cfg)
+    image_size, batch_size = loader.image_size, loader.batch_size
+    feature_cache = _cache_from(cfg.get("cache"), cache)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.get("seed", 0))
@@ -404,7 +360,7 @@ def run_experiment(
     log.info("backbone %s (weights: %s), layers %s", model.backbone,
              model.feature_extractor.weights_source, model.layers)
     with _timer(timings, "time_extract_train"):
-        raw, hit_train = raw_features(model, train, cfg, "train", feature_cache)
+        raw, hit_train = raw_features(model, train, loader, "train", feature_cache)
         features, shape = features_from_raw(model, raw, image_size, batch_size)
         del raw
     with _timer(timings, "time_fit"):
@@ -414,9 +370,10 @@ def run_experiment(
     hit_val = False
     if val:
         with _timer(timings, "time_validate"):
-            val_raw, hit_val = raw_features(model, val, cfg, "val", feature_cache, "val features")
+            val_raw, hit_val = raw_features(model, val, loader, "val", feature_cache,
+                                           "val features")
             model = model.calibrate(val_raw)
-            fake_raw, fake_masks = _synthetic_raw(model, val, cfg, seed, feature_cache)
+            fake_raw, fake_masks = _synthetic_raw(model, val, loader, seed, feature_cache)
             # Clean and synthetic validation images scored in one pass.
             both = score_raw(model, {n: torch.cat([val_raw[n], fake_raw[n]]) for n in val_raw},
                              val + val, image_size, batch_size)
@@ -429,7 +386,7 @@ def run_experiment(
                     cfg["data"].get("val_fraction", DEFAULT_VAL_FRACTION))
     threshold = (fpr_threshold(validation["scores"], fpr) if validation else float("nan"))
     with _timer(timings, "time_score_test"):
-        raw, hit_test = raw_features(model, test, cfg, "test", feature_cache, "score test")
+        raw, hit_test = raw_features(model, test, loader, "test", feature_cache, "score test")
         res = score_raw(model, raw, test, image_size, batch_size)
         del raw
 
@@ -488,7 +445,7 @@ def _checked_splits(data_cfg: Mapping[str, Any], image_size: int, seed: int) -> 
     return train, val, test, skipped, masks_at
 
 
-def _synthetic_raw(model: DFMModel, val: list[Sample], cfg: Mapping[str, Any], seed: int,
+def _synthetic_raw(model: DFMModel, val: list[Sample], loader: LoaderSettings, seed: int,
                    cache: FeatureCache | None) -> tuple[RawFeatures, np.ndarray]:
     """Raw maps ``{layer: (N, C, h, w)}`` (on the backbone's device) and masks
     ``(N, H, W)`` bool of one synthetic anomaly on each of the ``N`` validation images
@@ -497,18 +454,14 @@ def _synthetic_raw(model: DFMModel, val: list[Sample], cfg: Mapping[str, Any], s
     The raw maps go through ``cache`` under the validation images' key plus the
     synthesis version and ``seed``.
     """
-    size, batch = int(cfg["image_size"]), int(cfg["batch_size"])
-    images = torch.cat(list(model_batches(model, val, size, batch, cfg.get("num_workers"),
+    size, batch = loader.image_size, loader.batch_size
+    images = torch.cat(list(model_batches(model, val, size, batch, loader.num_workers,
                                           "val images", cache)))
     made = synthesise_anomalies(images, seed)
 
     def compute() -> RawFeatures:
-        chunks: dict[str, list[torch.Tensor]] = {name: [] for name in model.layers}
-        for start in range(0, made.images.shape[0], batch):
-            raw = model.raw_features(made.images[start:start + batch])
-            for name in chunks:
-                chunks[name].append(raw[name].cpu())
-        return {name: torch.cat(parts) for name, parts in chunks.items()}
+        return _raw_of_batches(model, (made.images[start:start + batch]
+                                       for start in range(0, made.images.shape[0], batch)))
 
     if cache is None:
         raw = compute()

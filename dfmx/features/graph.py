@@ -42,9 +42,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from dfmx.backbone_modes import OPTIMIZATIONS, optimize_key
 from dfmx.errors import ConfigError
-
-OPTIMIZATIONS: tuple[str, ...] = ("auto", "none", "freeze", "compile")
 
 Forward = Callable[[torch.Tensor], object]
 
@@ -92,8 +91,8 @@ def resolve_optimize(name: str, device: str | torch.device = "cpu") -> str:
     Raises:
         ValueError: an unknown name; the message lists the choices.
     """
-    key = str(name).strip().lower()
-    if key not in OPTIMIZATIONS:
+    key = optimize_key(name)
+    if key is None:
         raise ConfigError(
             f"Unknown optimize mode {name!r}; choose one of {', '.join(OPTIMIZATIONS)}."
         )

@@ -18,7 +18,12 @@ def check_kernel_size(kernel_size: object) -> None:
         raise ConfigError(f"pooling kernel_size must be a whole number >= 1; got {kernel_size!r}")
 
 
-def pool_features(x: torch.Tensor, method: str = "avg", kernel_size: int = 4) -> torch.Tensor:
+#: The pooling kernel (and stride) unless one is given: anomalib's.
+DEFAULT_KERNEL_SIZE = 4
+
+
+def pool_features(x: torch.Tensor, method: str = "avg",
+                  kernel_size: int = DEFAULT_KERNEL_SIZE) -> torch.Tensor:
     """Pool a batch of feature maps with a square window whose stride equals its size.
 
     This is what anomalib's DFM does (``F.avg_pool2d(features, kernel_size)``): windows do
@@ -73,7 +78,7 @@ class Pooling:
 
     @dataclass
     class Config:
-        kernel_size: int = 4
+        kernel_size: int = DEFAULT_KERNEL_SIZE
 
     def __init__(self, kernel_size: int = Config.kernel_size) -> None:
         check_kernel_size(kernel_size)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import torch
 
+from dfmx.backbone_modes import PRECISIONS, precision_key
 from dfmx.errors import ConfigError
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
-_ALIASES: dict[str, str] = {"float32": "fp32", "bfloat16": "bf16"}
 _CPU_BF16_FLAGS: frozenset[str] = frozenset({"amx_bf16", "avx512_bf16"})
 
 
@@ -100,9 +99,8 @@ def resolve_precision(name: str, device: str | torch.device = "cpu") -> str:
     Raises:
         ValueError: for an unknown name; the message lists the choices.
     """
-    key = str(name).strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in PRECISIONS:
+    key = precision_key(name)
+    if key is None:
         raise ConfigError(f"Unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}.")
     if key != "auto":
         return key

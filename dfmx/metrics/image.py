@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from dfmx.metrics.inputs import as_numpy, image_inputs
-from dfmx.metrics.ranking import Ranking
+from dfmx.metrics.ranking import Ranking, ranked_areas
 from dfmx.metrics.undefined import warn_undefined
 
 
@@ -35,10 +35,7 @@ def image_auroc(labels: Any, scores: Any) -> float:
         AUROC in [0, 1]; NaN (with a warning) when only one class is present.
     """
     y, s = image_inputs(labels, scores)
-    reason = _single_class_reason(y)
-    if reason:
-        return warn_undefined(f"image AUROC is undefined: {reason}")
-    return Ranking(y, s).auroc()
+    return ranked_areas("image", y, s, _single_class_reason(y), "AUROC")[0]
 
 
 def image_aupr(labels: Any, scores: Any) -> float:
@@ -52,10 +49,7 @@ def image_aupr(labels: Any, scores: Any) -> float:
         Average precision in [0, 1]; NaN (with a warning) when only one class is present.
     """
     y, s = image_inputs(labels, scores)
-    reason = _single_class_reason(y)
-    if reason:
-        return warn_undefined(f"image AUPR is undefined: {reason}")
-    return Ranking(y, s).average_precision()
+    return ranked_areas("image", y, s, _single_class_reason(y), "AUPR")[0]
 
 
 def f1_optimal(labels: Any, scores: Any) -> tuple[float, float]:

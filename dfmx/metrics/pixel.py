@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from dfmx.memo import Memo
 from dfmx.metrics.inputs import pixel_inputs
-from dfmx.metrics.ranking import Ranking
+from dfmx.metrics.ranking import Ranking, ranked_areas
 from dfmx.metrics.undefined import warn_undefined
 
 # 8-connectivity within each image, no connection between images of the (N,H,W) stack.
@@ -35,12 +35,8 @@ def _two_class_reason(masks: np.ndarray) -> str | None:
 def pixel_auroc_aupr(masks: Any, maps: Any) -> tuple[float, float]:
     """Pixel AUROC and AUPR from one sort of all pixels (see :func:`pixel_auroc`)."""
     m, a = pixel_inputs(masks, maps)
-    reason = _two_class_reason(m)
-    if reason:
-        return (warn_undefined(f"pixel AUROC is undefined: {reason}"),
-                warn_undefined(f"pixel AUPR is undefined: {reason}"))
-    ranked = Ranking(m, a)
-    return ranked.auroc(), ranked.average_precision()
+    auroc, aupr = ranked_areas("pixel", m, a, _two_class_reason(m), "AUROC", "AUPR")
+    return auroc, aupr
 
 
 def pixel_auroc(masks: Any, maps: Any) -> float:
@@ -54,10 +50,7 @@ def pixel_auroc(masks: Any, maps: Any) -> float:
         Pixel AUROC in [0, 1]; NaN (with a warning) without both pixel kinds.
     """
     m, a = pixel_inputs(masks, maps)
-    reason = _two_class_reason(m)
-    if reason:
-        return warn_undefined(f"pixel AUROC is undefined: {reason}")
-    return Ranking(m, a).auroc()
+    return ranked_areas("pixel", m, a, _two_class_reason(m), "AUROC")[0]
 
 
 def pixel_aupr(masks: Any, maps: Any) -> float:
@@ -71,10 +64,7 @@ def pixel_aupr(masks: Any, maps: Any) -> float:
         Pixel AUPR in [0, 1]; NaN (with a warning) without both pixel kinds.
     """
     m, a = pixel_inputs(masks, maps)
-    reason = _two_class_reason(m)
-    if reason:
-        return warn_undefined(f"pixel AUPR is undefined: {reason}")
-    return Ranking(m, a).average_precision()
+    return ranked_areas("pixel", m, a, _two_class_reason(m), "AUPR")[0]
 
 
 #: Region weights of the last few mask stacks, by content: every job of a sweep has the

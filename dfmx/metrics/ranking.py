@@ -6,7 +6,11 @@ Image metrics rank a test set's scores, pixel metrics all its pixels; both go th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+
+from dfmx.metrics.undefined import warn_undefined
 
 
 class Ranking:
@@ -107,3 +111,26 @@ class Ranking:
         all_below = np.searchsorted(self.all, thresholds, side=side)
         negative_flagged = (self.n_all - all_below) - (self.n_pos - positive_below)
         return negative_flagged / self.n_neg, self.suffix[positive_below]
+
+
+#: The area metrics :func:`ranked_areas` reads, by the name its messages give them.
+_AREAS: dict[str, Callable[[Ranking], float]] = {
+    "AUROC": Ranking.auroc, "AUPR": Ranking.average_precision}
+
+
+def ranked_areas(level: str, positive: np.ndarray, scores: np.ndarray, undefined: str | None,
+                 *names: str) -> tuple[float, ...]:
+    """The area metrics ``names`` (``"AUROC"``, ``"AUPR"``) of ``scores`` against
+    ``positive`` (checked arrays of one shape), from one sort.
+
+    ``undefined`` says why they cannot be computed (one class only), or is ``None``: then
+    each is NaN with an ``UndefinedMetricWarning`` "``level`` ``name`` is undefined:
+    ``undefined``" (``level``: ``"image"`` or ``"pixel"``).
+    """
+    if undefined:
+        nans = []
+        for name in names:  # stacklevel 4: the line that called the metric function
+            nans.append(warn_undefined(f"{level} {name} is undefined: {undefined}", 4))
+        return tuple(nans)
+    ranking = Ranking(positive, scores)
+    return tuple(_AREAS[name](ranking) for name in names)

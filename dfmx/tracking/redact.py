@@ -10,13 +10,13 @@ in every log record (Hydra's too); :func:`redact_hydra_dir` in the ``.hydra`` fi
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dfmx.atomic import atomic_write_text
 from dfmx.path_text import text_safe
 
 REDACTED = "***"
@@ -82,24 +82,11 @@ def redact_override(item: str) -> str:
     return redact_text(str(item))
 
 
-def _write_like(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically, keeping its permission bits."""
-    mode = path.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def redact_hydra_dir(hydra_dir: str | Path) -> None:
     """Rewrite the files Hydra saves in a run folder (``.hydra/config.yaml``,
     ``hydra.yaml``, ``overrides.yaml``) or a sweep folder (``multirun.yaml``) with
-    secrets hidden; missing files are skipped."""
+    secrets hidden; missing files are skipped. Each file is replaced atomically and keeps
+    its permission bits."""
     from omegaconf import OmegaConf
 
     hydra_dir = Path(hydra_dir)
@@ -120,4 +107,4 @@ def redact_hydra_dir(hydra_dir: str | Path) -> None:
                         overrides[group] = [redact_override(v) for v in overrides[group]]
         text = OmegaConf.to_yaml(OmegaConf.create(clean))
         if text != path.read_text(encoding="utf-8"):
-            _write_like(path, text)
+            atomic_write_text(path, text, mode=stat.S_IMODE(path.stat().st_mode))

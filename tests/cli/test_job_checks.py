@@ -1,15 +1,14 @@
-"""Bad plugin options are refused before a run folder or an MLflow run exists."""
+"""Bad plugin, layer, job and model options are refused before a run folder or an MLflow
+run exists."""
 
 from __future__ import annotations
 
 import itertools
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import CliResult, command_env, run_cli
 
 from dfmx.cli.compose import compose_config
 from dfmx.cli.job_checks import job_problem, plugin_problem, sweep_probes
@@ -25,6 +24,14 @@ def test_good_config_has_no_problem() -> None:
     (["image_size=0"], "image_size must be a whole number >= 1"),
     (["layer.names=[blocks.2,blocks.3]"], "Unknown layer(s) 'blocks.3' for backbone"),
     (["backbone=resnet18", "layer.names=[blocks.4]"], "its layers are: act1, layer1"),
+    (["pca_level=1.5"], "pca_level must be a variance ratio in (0, 1)"),
+    (["combine=bogus"], "combine must be one of concat, ensemble; got 'bogus'"),
+    (["precision=fp16"], "precision must be one of auto, fp32, bf16; got 'fp16'"),
+    (["reduction=bogus"], "reduction must be one of sum, max, topk; got 'bogus'"),
+    (["reduction_topk=2.0"], "reduction_topk must be a share of the map in (0, 1]"),
+    (["device=gpu"], "device must be cpu, cuda, cuda:N, mps or auto; got 'gpu'"),
+    (["optimize=fast"], "optimize must be one of auto, none, freeze, compile; got 'fast'"),
+    (["scorer=nll", "reduction=max"], "scorer 'nll' gives image scores only"),
 ])
 def test_bad_options_are_named(overrides: list[str], needle: str) -> None:
     problem = job_problem(compose_config(overrides))
@@ -53,11 +60,9 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _dfmx(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DFMX_CACHE_DIR": str(workdir / "cache"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
-    return subprocess.run([sys.executable, "-m", "dfmx", *args], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=900)
+def _dfmx(workdir: Path, *args: str) -> CliResult:
+    env = command_env(workdir / "cache", MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
+    return run_cli(args, workdir, env, timeout=900)
 
 
 def _mlflow_runs(workdir: Path) -> int:
@@ -77,13 +82,18 @@ def _mlflow_runs(workdir: Path) -> int:
     (["-m", "scorer=knn", "scorer.n_neighbors=3,0"], "n_neighbors must be >= 1; got 0"),
     (["-m", "pooling.kernel_size=2,abc"], "could not be converted to Integer"),
     (["-m", "layer.names=[blocks.2,blocks.4],[blocks.3]"], "Unknown layer(s) 'blocks.3'"),
+    (["pca_level=1.5"], "pca_level must be a variance ratio in (0, 1)"),
+    (["combine=bogus"], "combine must be one of concat, ensemble; got 'bogus'"),
+    (["precision=fp16"], "precision must be one of auto, fp32, bf16; got 'fp16'"),
+    (["reduction=bogus"], "reduction must be one of sum, max, topk; got 'bogus'"),
+    (["-m", "precision=fp32,fp16"], "precision must be one of auto, fp32, bf16; got 'fp16'"),
 ])
 def test_bad_plugin_option_stops_before_any_run(workdir: Path, args: list[str],
                                                 needle: str) -> None:
     result = _dfmx(workdir, *args)
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output
-    assert output.count("dfmx: error:") == 1 and needle in output, output
-    assert "Traceback" not in output, output
+    output = result.output
+    assert result.returncode == 2, result
+    assert output.count("dfmx: error:") == 1 and needle in output, result
+    assert "Traceback" not in output, result
     assert not (workdir / "outputs").exists() and not (workdir / "multirun").exists()
     assert _mlflow_runs(workdir) == 0

@@ -6,12 +6,11 @@ import dataclasses
 import enum
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import command_env, run_cli
 from omegaconf import OmegaConf
 
 from dfmx import registry
@@ -139,6 +138,8 @@ def test_a_plugin_of_another_version_is_imported_again(cache_dir: Path) -> None:
         != "dfmx 0.0.0"
 
 
+#: ``python -m dfmx ARGS`` that then says whether torch was imported (a module in the
+#: command's working folder, which ``python -m`` finds there).
 _PROBE = """
 import runpy, sys
 sys.argv = ["dfmx", *sys.argv[1:]]
@@ -154,12 +155,10 @@ print("torch imported:", "torch" in sys.modules, "exit:", code, file=sys.stderr)
 @pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "scorer=nll"],
                                   ["pca_levle=0.9"], ["scorer.n_neighbors=abc", "scorer=knn"]])
 def test_quick_commands_do_not_import_torch(cache_dir: Path, args: list[str]) -> None:
-    env = {**os.environ, "DFMX_CACHE_DIR": str(cache_dir)}
-    env.pop("PYTHONPATH", None)
-    first = subprocess.run([sys.executable, "-m", "dfmx", "--help"], env=env, cwd=cache_dir,
-                           capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr
-    probe = subprocess.run([sys.executable, "-c", _PROBE, *args], env=env, cwd=cache_dir,
-                           capture_output=True, text=True, timeout=600)
-    assert "torch imported: False" in probe.stderr, probe.stderr
+    env = command_env(cache_dir)
+    first = run_cli(["--help"], cache_dir, env, timeout=600)
+    assert first.returncode == 0, first
+    (cache_dir / "import_probe.py").write_text(_PROBE)
+    probe = run_cli(args, cache_dir, env, module="import_probe", timeout=600)
+    assert "torch imported: False" in probe.stderr, probe
     assert not (cache_dir / "outputs").exists()

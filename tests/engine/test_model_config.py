@@ -42,12 +42,29 @@ def test_api_defaults_are_anomalibs_with_precision_auto() -> None:
         ({"backbone": "resnet18", "layers": ["l"], "pooling_params": [1]}, "pooling_params must"),
         ({"backbone": "resnet18", "layers": ["l"], "colour": "red"}, "field 'colour'"),
         ({"layers": ["l"]}, "backbone must be given"),
+        ({"backbone": "resnet18", "layers": ["l"], "precision": "fp16"},
+         "precision must be one of auto, fp32, bf16; got 'fp16'"),
+        ({"backbone": "resnet18", "layers": ["l"], "device": "gpu"}, "device must be cpu, cuda"),
+        ({"backbone": "resnet18", "layers": ["l"], "optimize": "fast"},
+         "optimize must be one of auto, none, freeze, compile"),
+        ({"backbone": "resnet18", "layers": ["l"], "combine": "bogus"}, "combine must be one of"),
+        ({"backbone": "resnet18", "layers": ["l"], "reduction": "mean"},
+         "reduction must be one of sum, max, topk"),
+        ({"backbone": "resnet18", "layers": ["l"], "reduction_topk": 0}, "reduction_topk must"),
     ],
 )
 def test_bad_records_name_the_field(data: dict, needle: str) -> None:
     with pytest.raises(ModelConfigError, match=needle) as info:
         ModelConfig.from_dict(data)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("precision", "float32"), ("precision", "BF16"), ("device", "cuda:1"), ("device", "mps"),
+    ("device", " auto "), ("optimize", "Freeze"),
+])
+def test_spellings_the_resolvers_take_are_good_records(field: str, value: str) -> None:
+    assert getattr(ModelConfig("resnet18", ("layer3",), **{field: value}), field) == value
 
 
 POWER_POOLING = """

@@ -83,8 +83,10 @@ def test_schema_types_and_defaults(default: dict[str, Any]) -> None:
     schema = dataclasses.asdict(JobConfig())
     for key in ("pca_level", "image_size", "batch_size", "num_workers", "precision",
                 "optimize", "device", "seed", "save_model", "overlays", "resume", "debug",
-                "cache", "threshold_fpr", "select_metric"):
+                "cache", "threshold_fpr", "select_metric", "combine", "reduction",
+                "reduction_topk"):
         assert default[key] == schema[key], key
+    assert (default["combine"], default["reduction"]) == ("ensemble", "auto")
     assert default["pooling"]["kernel_size"] == 2   # the command line's own kernel
     assert default["select_metric"] == "val_synthetic_AUROC"
     assert default["data"]["val_fraction"] == 0.2   # added to every data source's node

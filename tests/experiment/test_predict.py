@@ -13,7 +13,7 @@ import pytest
 from dfmx.cli import predict as predict_cli
 from dfmx.data.demo import demo_root
 from dfmx.experiment.predict import expand_inputs, predict_images
-from dfmx.experiment.run import load_splits, run_experiment, score_samples
+from dfmx.experiment.run import LoaderSettings, load_splits, run_experiment, score_samples
 from dfmx.experiment.saved_model import load_model
 from dfmx.metrics.threshold import fpr_threshold
 
@@ -67,7 +67,8 @@ def test_predictions_equal_the_run_scores(saved) -> None:
     # run's decisions
     cfg = saved["cfg"]
     _, val, _ = load_splits(cfg["data"], cfg["seed"])
-    val_scores = score_samples(result.model, val, cfg, split="val")["scores"]
+    loader = LoaderSettings.from_config(cfg)
+    val_scores = score_samples(result.model, val, loader, split="val")["scores"]
     assert preds.threshold == fpr_threshold(val_scores, 0.01) == result.metrics["image_threshold"]
     assert model.metadata["val_scores"]["n"] == len(val) == result.n_val
     assert preds.predictions.astype(int).tolist() == [

@@ -15,6 +15,7 @@ from dfmx.data.demo import demo_root
 from dfmx.data.overlaps import DataOverlapError
 from dfmx.data.sources import FolderData, MVTecData
 from dfmx.experiment.run import (
+    LoaderSettings,
     build_model,
     load_samples,
     load_splits,
@@ -146,7 +147,7 @@ def test_threshold_is_set_on_the_validation_normals_only(tiny_config, folders,
     assert a.metrics["image_threshold"] == b.metrics["image_threshold"]
 
     _, val, _ = load_splits(cfg["data"], cfg["seed"])
-    val_scores = score_samples(a.model, val, cfg, split="val")["scores"]
+    val_scores = score_samples(a.model, val, LoaderSettings.from_config(cfg), split="val")["scores"]
     assert a.metrics["image_threshold"] == fpr_threshold(val_scores, cfg.get("threshold_fpr",
                                                                             0.01))
     assert a.metrics["image_threshold"] > val_scores.max()  # 2 images < 1 / 0.01

@@ -22,7 +22,13 @@ from safetensors import safe_open
 
 import dfmx
 from dfmx import registry
-from dfmx.experiment.run import RunResult, load_samples, run_experiment, score_samples
+from dfmx.experiment.run import (
+    LoaderSettings,
+    RunResult,
+    load_samples,
+    run_experiment,
+    score_samples,
+)
 from dfmx.experiment.saved_model import (
     CONFIG,
     TENSORS,
@@ -80,12 +86,13 @@ def test_loaded_model_scores_exactly_like_the_run(job: dict[str, Any]) -> None:
 
     for key, value in result.model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
-    again = score_samples(loaded, test, cfg)
+    again = score_samples(loaded, test, LoaderSettings.from_config(cfg))
     from_csv = _csv_scores(result.output_dir)
     np.testing.assert_array_equal(again["scores"], [from_csv[str(s.path)] for s in test])
     # maps too, against the in-memory model (on a few normal and anomalous images)
     few = test[:3] + test[-3:]
-    mine, theirs = score_samples(loaded, few, cfg), score_samples(result.model, few, cfg)
+    loader = LoaderSettings.from_config(cfg)
+    mine, theirs = score_samples(loaded, few, loader), score_samples(result.model, few, loader)
     np.testing.assert_array_equal(mine["scores"], theirs["scores"])
     if cfg["scorer"]["name"] == "fre":
         assert mine["maps"] is not None

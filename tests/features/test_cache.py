@@ -16,7 +16,13 @@ from PIL import Image
 import dfmx.data.batches as batches_module
 from dfmx.data.batches import image_batches
 from dfmx.experiment import run as run_module
-from dfmx.experiment.run import build_model, load_samples, run_experiment, score_samples
+from dfmx.experiment.run import (
+    LoaderSettings,
+    build_model,
+    load_samples,
+    run_experiment,
+    score_samples,
+)
 from dfmx.features.cache import (
     FeatureCache,
     default_feature_cache_dir,
@@ -348,13 +354,14 @@ def test_scores_with_a_cache_hit_equal_scores_without_cache(
     train, test = load_samples(cfg["data"])
     torch.manual_seed(0)
     model = build_model(cfg)
-    feats, shape = run_module.extract_features(model, train, cfg, "train")
+    loader = LoaderSettings.from_config(cfg)
+    feats, shape = run_module.extract_features(model, train, loader, "train")
     model.fit(feats, shape)
     cache = FeatureCache(tmp_path)
-    plain = score_samples(model, test, cfg)
-    miss = score_samples(model, test, cfg, cache=cache)
-    hit = score_samples(model, test, cfg, cache=cache)
-    _, was_hit = run_module.raw_features(model, test, cfg, "test", cache)
+    plain = score_samples(model, test, loader)
+    miss = score_samples(model, test, loader, cache=cache)
+    hit = score_samples(model, test, loader, cache=cache)
+    _, was_hit = run_module.raw_features(model, test, loader, "test", cache)
     assert was_hit
     for res in (miss, hit):
         assert res.keys() == plain.keys()
