@@ -66,7 +66,8 @@ from dfmx.data.batches import image_batches
 from dfmx.data.sources import DemoData
 from dfmx.engine.model_config import ModelConfig
 from dfmx.engine.pca import PCA
-from dfmx.engine.torch_model import DFMModel, build_scorer, upsample_maps
+from dfmx.engine.plugins import build_scorer
+from dfmx.engine.torch_model import DFMModel, upsample_maps
 from dfmx.features.pooling import pool_features
 from dfmx.metrics import image_auroc
 from dfmx.metrics.pixel import pixel_metrics

@@ -34,7 +34,7 @@ COMBINES = ("concat", "ensemble")
 #: The values of ``ModelConfig.reduction``.
 REDUCTIONS = ("sum", "max", "topk")
 #: The job-level reduction (not a record value) that
-#: :func:`dfmx.engine.torch_model.resolve_reduction` turns into ``"topk"`` for a scorer
+#: :func:`dfmx.engine.plugins.resolve_reduction` turns into ``"topk"`` for a scorer
 #: with maps and ``"sum"`` for an image-only one.
 AUTO_REDUCTION = "auto"
 

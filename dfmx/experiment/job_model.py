@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dfmx.engine.model_config import ModelConfig, ModelConfigError
-from dfmx.engine.torch_model import check_plugin_options, resolve_reduction
+from dfmx.engine.plugins import check_plugin_options, resolve_reduction
 from dfmx.errors import ConfigError
 from dfmx.experiment.job_config import job_config_problems
 

@@ -38,7 +38,8 @@ from safetensors.torch import load_file, save_file
 
 from dfmx.atomic import atomic_path, atomic_write_text
 from dfmx.engine.model_config import ModelConfig, ModelConfigError
-from dfmx.engine.torch_model import DFMModel, check_plugin_options
+from dfmx.engine.plugins import check_plugin_options
+from dfmx.engine.torch_model import DFMModel
 from dfmx.errors import UserError
 from dfmx.features.cache import weights_fingerprint
 from dfmx.registry import provider

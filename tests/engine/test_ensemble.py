@@ -11,8 +11,8 @@ import torch
 from dfmx import DFMModel
 from dfmx.engine.ensemble import UncalibratedEnsembleWarning
 from dfmx.engine.model_config import ModelConfig, ModelConfigError
+from dfmx.engine.plugins import build_scorer, check_plugin_options
 from dfmx.engine.reduction import reduce_maps, topk_count
-from dfmx.engine.torch_model import build_scorer, check_plugin_options
 from dfmx.experiment.saved_model import CONFIG, load_model, save_model
 
 LAYERS = ["layer2", "layer3"]  # resnet18: 128 channels at stride 8, 256 at stride 16

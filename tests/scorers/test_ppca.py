@@ -11,7 +11,7 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from dfmx.engine.pca import PCA
-from dfmx.engine.torch_model import build_scorer
+from dfmx.engine.plugins import build_scorer
 from dfmx.metrics import image_auroc
 from dfmx.scorers.nll import NLLScorer
 from dfmx.scorers.ppca import PPCAScorer
