@@ -1,4 +1,4 @@
-"""API-level checks behind the round-two CLI cases (``test_round_two.py``): overlaps of
+"""API-level checks behind the CLI cases of ``test_data_and_tracking_cases.py``: overlaps of
 samples from any source, the no-variation check of the engine, escaped file names,
 redaction of log records and Hydra's files."""
 
