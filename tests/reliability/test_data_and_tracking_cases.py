@@ -119,19 +119,16 @@ def test_test_images_equal_to_training_images_stop(folders: dict[str, Path]) -> 
 
 
 # ---------------------------------------------------------------- item 5: no variation
-def test_one_image_repeated_stops_before_fitting(folders: dict[str, Path]) -> None:
+@pytest.mark.parametrize(("folder", "phrases"), [
+    ("same", ("all have the same contents", "carry no variation")),  # checked on the files
+    ("black", ("NoVariationError", "carry no variation")),  # blank: checked on the features
+], ids=["one_image_repeated", "blank_images"])
+def test_training_images_without_variation_stop(folders: dict[str, Path], folder: str,
+                                                phrases: tuple[str, str]) -> None:
     f = folders
-    result = run_cli(["tracking=none", "data=folder", f"data.normal_dir={f['same']}",
-                      f"data.test_normal_dir={f['normal']}"], _cwd(f, "same"))
-    assert_stops(result, "all have the same contents", "carry no variation")
-    assert "NaN" not in result.output
-
-
-def test_blank_images_stop_with_no_variation(folders: dict[str, Path]) -> None:
-    f = folders
-    result = run_cli(["tracking=none", "data=folder", f"data.normal_dir={f['black']}",
-                      f"data.test_normal_dir={f['normal']}"], _cwd(f, "black"))
-    assert_stops(result, "NoVariationError", "carry no variation")
+    result = run_cli(["tracking=none", "data=folder", f"data.normal_dir={f[folder]}",
+                      f"data.test_normal_dir={f['normal']}"], _cwd(f, folder))
+    assert_stops(result, *phrases)
     assert "NaN" not in result.output
 
 

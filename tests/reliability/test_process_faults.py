@@ -69,17 +69,9 @@ def _runs(db: str) -> list:
 
 def _wait_until_running(running: RunningCli, db: str, n: int = 1, timeout: float = 240) -> None:
     """Poll the store until ``n`` runs are RUNNING (the job has started its MLflow run)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        assert running.poll() is None, running.wait(5)
-        try:
-            runs = _runs(db)
-        except Exception:  # the store is being created by the command
-            runs = []
-        if sum(r.info.status == "RUNNING" for r in runs) >= n:
-            return
-        time.sleep(0.2)
-    pytest.fail(f"no RUNNING run after {timeout} s:\n{running.wait(5)}")
+    _wait_for_statuses(running, db,
+                       lambda found: sum(s.count("RUNNING") for s in found.values()) >= n,
+                       timeout)
 
 
 def _wait_for_statuses(running: RunningCli, db: str,
