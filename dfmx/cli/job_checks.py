@@ -72,7 +72,15 @@ def layer_problem(cfg: Mapping[str, Any]) -> str | None:
 
 def job_problem(cfg: Mapping[str, Any]) -> str | None:
     """The first problem of a resolved job config (plugins, layers, job-level and model
-    options), in one line; ``None`` when the job may start."""
+    options), in one line; ``None`` when the job may start. The options' own values come
+    first: their check imports no plugin and no torch."""
+    from dfmx.errors import USER_ERRORS
+    from dfmx.experiment.job_model import checked_model_config
+
+    try:
+        checked_model_config(cfg, plugins=False)
+    except USER_ERRORS as exc:
+        return str(exc)
     for kind in registry.GROUPS:
         node = cfg.get(kind)
         if isinstance(node, Mapping) and "name" in node:
@@ -82,9 +90,6 @@ def job_problem(cfg: Mapping[str, Any]) -> str | None:
     problem = layer_problem(cfg)
     if problem:
         return problem
-    from dfmx.errors import USER_ERRORS
-    from dfmx.experiment.job_model import checked_model_config
-
     try:
         checked_model_config(cfg)
     except USER_ERRORS as exc:

@@ -4,9 +4,11 @@
 ``pca_level``...) into a :class:`~dfmx.engine.model_config.ModelConfig`, which checks
 every model option; :func:`checked_model_config` adds the job-level options
 (:func:`~dfmx.experiment.job_config.job_config_problems`). The command line runs the
-latter before it creates a run folder; :func:`dfmx.experiment.run.run_experiment` runs it
-again before it reads any data. Building the record builds the pooling and the scorer
-(cheap: no backbone, no data).
+latter before it creates a run folder, first with ``plugins=False`` (the options' own
+values: no plugin loaded, no torch imported, so a bad value costs no import), then in
+full; :func:`dfmx.experiment.run.run_experiment` runs it again before it reads any data.
+Building the record in full builds the pooling and the scorer (cheap: no backbone, no
+data).
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dfmx.engine.model_config import ModelConfig, ModelConfigError
-from dfmx.engine.plugins import check_plugin_options, resolve_reduction
+from dfmx.engine.model_config import AUTO_REDUCTION, ModelConfig, ModelConfigError
 from dfmx.errors import ConfigError
 from dfmx.experiment.job_config import job_config_problems
 
@@ -38,11 +39,13 @@ def _split(node: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return str(params.pop("name")), params
 
 
-def model_config(cfg: Mapping[str, Any]) -> ModelConfig:
+def model_config(cfg: Mapping[str, Any], *, plugins: bool = True) -> ModelConfig:
     """The model record a job config describes, checked before any data is read (the
     pooling's and scorer's options by the plugins themselves).
 
-    Job-level keys left out of ``cfg`` take the record's defaults.
+    Job-level keys left out of ``cfg`` take the record's defaults. With ``plugins=False``
+    no plugin is loaded or built (nor torch imported): the record's own values are
+    checked, a job-level ``reduction=auto`` standing as ``sum``.
 
     Raises:
         ConfigError: a bad value, in one line naming the job config's key
@@ -64,26 +67,31 @@ def model_config(cfg: Mapping[str, Any]) -> ModelConfig:
     for record_name, job_name in _TOP_KEYS:
         if job_name in cfg:
             options[record_name] = cfg[job_name]
+    if plugins:
+        from dfmx.engine.plugins import check_plugin_options, resolve_reduction
     if "reduction" in options:
-        options["reduction"] = resolve_reduction(options["reduction"], scorer_name,
-                                                 scorer_params)
+        options["reduction"] = (
+            resolve_reduction(options["reduction"], scorer_name, scorer_params) if plugins
+            else "sum" if options["reduction"] == AUTO_REDUCTION else options["reduction"])
     try:
         record = ModelConfig(**options)
-        check_plugin_options(record)
+        if plugins:
+            check_plugin_options(record)
         return record
     except ModelConfigError as exc:
         raise ConfigError(exc.message(_JOB_KEYS.get(exc.field, exc.field))) from None
 
 
-def checked_model_config(cfg: Mapping[str, Any]) -> ModelConfig:
-    """The model record of ``cfg``, after checking the job-level options.
+def checked_model_config(cfg: Mapping[str, Any], *, plugins: bool = True) -> ModelConfig:
+    """The model record of ``cfg`` (``plugins`` as in :func:`model_config`), after checking
+    the job-level options.
 
     Raises:
         ConfigError: one line listing every problem of both, ``"; "``-separated.
     """
     problems = job_config_problems(cfg)
     try:
-        record = model_config(cfg)
+        record = model_config(cfg, plugins=plugins)
     except ConfigError as exc:
         problems.append(str(exc))
     if problems:
