@@ -84,38 +84,34 @@ def _cwd(folders: dict[str, Path], name: str) -> Path:
 
 
 # ------------------------------------------------------------------- item 4: overlaps
-def test_masks_beside_the_anomalous_images_stop(folders: dict[str, Path]) -> None:
-    f = folders
-    result = run_cli(["tracking=none", "data=folder", f"data.normal_dir={f['normal']}",
-                      f"data.abnormal_dir={f['beside']}", f"data.mask_dir={f['beside']}"],
-                     _cwd(f, "beside_same"))
-    assert_stops(result, "data.abnormal_dir and data.mask_dir are the same folder")
-    result = run_cli(["tracking=none", "data=folder", f"data.normal_dir={f['normal']}",
-                      f"data.abnormal_dir={f['beside']}"], _cwd(f, "beside_nomask"))
-    assert_stops(result, "look like masks kept beside their images", "_mask.png")
+#: Overlapping sets: the folders given (keys of the ``folders`` fixture) and the phrases of
+#: the one-line refusal.
+OVERLAPS = {
+    "masks_in_the_anomalous_folder": ({"abnormal_dir": "beside", "mask_dir": "beside"},
+                                      "data.abnormal_dir and data.mask_dir are the same folder"),
+    "masks_beside_the_anomalous_images": ({"abnormal_dir": "beside"},
+                                          "look like masks kept beside their images",
+                                          "_mask.png"),
+    "anomalous_folder_is_the_training_folder": (
+        {"abnormal_dir": "normal"}, "data.normal_dir and data.abnormal_dir are the same folder"),
+    "test_folder_linked_to_the_training_folder": (
+        {"test_normal_dir": "link"},
+        "data.normal_dir and data.test_normal_dir are the same folder"),
+    "test_images_equal_to_training_images": (
+        {"test_normal_dir": "copy", "abnormal_dir": "abnormal"},
+        "both a training image and a test image (identical contents)"),
+}
 
 
-def test_anomalous_folder_equal_to_the_training_folder_stops(folders: dict[str, Path]) -> None:
+@pytest.mark.parametrize("case", list(OVERLAPS))
+def test_overlapping_sets_stop(folders: dict[str, Path], case: str) -> None:
     f = folders
+    given, *phrases = OVERLAPS[case]
     result = run_cli(["tracking=none", "data=folder", f"data.normal_dir={f['normal']}",
-                      f"data.abnormal_dir={f['normal']}"], _cwd(f, "abnormal_is_normal"))
-    assert_stops(result, "data.normal_dir and data.abnormal_dir are the same folder")
+                      *(f"data.{key}={f[name]}" for key, name in given.items())],
+                     _cwd(f, case))
+    assert_stops(result, *phrases)
     assert len(result.stderr.strip().splitlines()) <= 3, result  # the line and the debug hint
-
-
-def test_test_folder_linked_to_the_training_folder_stops(folders: dict[str, Path]) -> None:
-    f = folders
-    result = run_cli(["tracking=none", "data=folder", f"data.normal_dir={f['normal']}",
-                      f"data.test_normal_dir={f['link']}"], _cwd(f, "link"))
-    assert_stops(result, "data.normal_dir and data.test_normal_dir are the same folder")
-
-
-def test_test_images_equal_to_training_images_stop(folders: dict[str, Path]) -> None:
-    f = folders
-    result = run_cli(["tracking=none", "data=folder", f"data.normal_dir={f['normal']}",
-                      f"data.test_normal_dir={f['copy']}", f"data.abnormal_dir={f['abnormal']}"],
-                     _cwd(f, "copy"))
-    assert_stops(result, "both a training image and a test image (identical contents)")
 
 
 # ---------------------------------------------------------------- item 5: no variation
