@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
+from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -51,6 +52,13 @@ def _origin(ep: EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
     where = f" from package {dist.name} {dist.version}" if dist is not None else ""
     return f"'{ep.name}' = '{ep.value}'{where}"
+
+
+def plugin_params(node: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Split a resolved config node (``{"name": ..., **options}``) into the plugin's name
+    and its options."""
+    params = dict(node)
+    return str(params.pop("name")), params
 
 
 def names(kind: str) -> list[str]:

@@ -98,12 +98,6 @@ def register_plugins(store: ConfigStore | None = None) -> dict[str, list[str]]:
     return stored
 
 
-def plugin_params(node: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Split a resolved config node into the plugin name and its hyperparameters."""
-    params = dict(node)
-    return params.pop("name"), params
-
-
 def _kind(hint: Any) -> str:
     """What a schema field's type takes, in words (``Optional[int]`` -> a whole number or
     null)."""

@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dfmx import registry
-from dfmx.cli.config_store import config_class, plugin_params
+from dfmx.cli.config_store import config_class
 from dfmx.cli.timings import job_timer
 
 #: Exit status of a command refused for its options (as argparse's usage errors).
@@ -36,7 +36,7 @@ def plugin_problem(kind: str, node: Mapping[str, Any]) -> str | None:
     from dfmx.data.splits import source_options
     from dfmx.errors import USER_ERRORS
 
-    name, params = plugin_params(node)
+    name, params = registry.plugin_params(node)
     try:
         plugin = registry.load(kind, name)
         cls = config_class(kind, name, plugin)

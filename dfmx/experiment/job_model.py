@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dfmx import registry
 from dfmx.engine.model_config import AUTO_REDUCTION, ModelConfig, ModelConfigError
 from dfmx.errors import ConfigError
 from dfmx.experiment.job_config import job_config_problems
@@ -34,11 +35,6 @@ _TOP_KEYS = (("n_comps", "pca_level"), ("precision", "precision"), ("device", "d
              ("reduction_topk", "reduction_topk"))
 
 
-def _split(node: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    params = dict(node)
-    return str(params.pop("name")), params
-
-
 def model_config(cfg: Mapping[str, Any], *, plugins: bool = True) -> ModelConfig:
     """The model record a job config describes, checked before any data is read (the
     pooling's and scorer's options by the plugins themselves).
@@ -51,9 +47,9 @@ def model_config(cfg: Mapping[str, Any], *, plugins: bool = True) -> ModelConfig
         ConfigError: a bad value, in one line naming the job config's key
             (``pca_level``, not the record's ``n_comps``).
     """
-    _, backbone = _split(cfg["backbone"])
-    pooling_name, pooling_params = _split(cfg["pooling"])
-    scorer_name, scorer_params = _split(cfg["scorer"])
+    _, backbone = registry.plugin_params(cfg["backbone"])
+    pooling_name, pooling_params = registry.plugin_params(cfg["pooling"])
+    scorer_name, scorer_params = registry.plugin_params(cfg["scorer"])
     options: dict[str, Any] = {
         "backbone": backbone["arch"],
         "layers": tuple(cfg["layer"].get("names") or backbone["layers"]),

@@ -73,11 +73,6 @@ class RunResult:
     notes: dict[str, str] = field(default_factory=dict)
 
 
-def _split(node: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    params = dict(node)
-    return str(params.pop("name")), params
-
-
 def build_model(cfg: Mapping[str, Any]) -> DFMModel:
     """The :class:`DFMModel` a job config describes (not fitted)."""
     return DFMModel.from_config(model_config(cfg))
@@ -107,7 +102,7 @@ def _load_samples(data_cfg: Mapping[str, Any]) -> tuple[
         list[Sample], list[Sample] | None, list[Sample], str]:
     """The source's ``(train, val or None, test)`` and where it looks for masks
     (:func:`mask_locations`)."""
-    name, params = _split(data_cfg)
+    name, params = registry.plugin_params(data_cfg)
     cls = registry.load("data", name)
     source = cls(**source_options(cls, params))
     loaded = tuple(source.load())
