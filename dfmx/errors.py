@@ -10,7 +10,8 @@ a ``ValueError`` so that ``except ValueError`` keeps catching it. A plain ``Valu
 
 from __future__ import annotations
 
-__all__ = ["USER_ERRORS", "ConfigError", "DataError", "UserError", "describe", "is_user_error"]
+__all__ = ["USER_ERRORS", "ConfigError", "DataError", "UserError", "describe", "is_user_error",
+           "traceback_text"]
 
 
 class UserError(Exception):
@@ -54,6 +55,13 @@ def _message(exc: BaseException) -> str:
         name = f"{type(exc).__name__}: "
         return last[len(name):] if last.startswith(name) else last
     return text
+
+
+def traceback_text(exc: BaseException) -> str:
+    """The whole traceback of ``exc`` (its causes too), as Python prints it."""
+    import traceback
+
+    return "".join(traceback.format_exception(exc))
 
 
 def describe(exc: BaseException, debug_flag: str = "debug=true") -> str:

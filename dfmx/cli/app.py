@@ -27,7 +27,7 @@ from dfmx.cli.compose import share_config_store
 from dfmx.cli.config_store import register_plugins, register_resolvers
 from dfmx.cli.overrides import exit_on_bad_overrides
 from dfmx.cli.timings import job_timer, log_job_timings
-from dfmx.errors import USER_ERRORS, describe
+from dfmx.errors import USER_ERRORS, describe, traceback_text
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import JobContext
 from dfmx.tracking.redact import (
@@ -103,7 +103,7 @@ def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: 
     if context.multirun:
         _record(context, "FAILED", run_id, error=one_line)
         if not logged and show_traceback:  # in the message: the log redaction covers it
-            log.error("job %s failed\n%s", context.job_num, _traceback(exc).rstrip())
+            log.error("job %s failed\n%s", context.job_num, traceback_text(exc).rstrip())
         elif not logged:
             log.error("job %s failed: %s", context.job_num, describe(exc))
         return None
@@ -141,13 +141,6 @@ def _note_interrupt(context: JobContext, tracker: Any) -> None:
     interrupts.on_interrupt(lambda: f"{run}files written so far are in {context.output_dir}")
 
 
-def _traceback(exc: BaseException) -> str:
-    """The whole traceback of ``exc`` (its causes too), as Python prints it."""
-    import traceback
-
-    return "".join(traceback.format_exception(exc))
-
-
 def _exit_unexpected(exc: BaseException, overrides: list[str]) -> NoReturn:
     """A single run ended by an error that is not the user's (a bug): the report Hydra
     would print (the overrides, then the whole traceback), with secrets hidden in both,
@@ -157,7 +150,7 @@ def _exit_unexpected(exc: BaseException, overrides: list[str]) -> NoReturn:
 
     shown = [redact_override(item) for item in overrides]
     sys.stderr.write(f"Error executing job with overrides: {shown}\n"
-                     + text_safe(redact_text(_traceback(exc))))
+                     + text_safe(redact_text(traceback_text(exc))))
     sys.stderr.flush()
     sys.exit(1)
 

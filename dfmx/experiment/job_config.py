@@ -6,8 +6,8 @@ swappable parts, ``backbone``, ``layer``, ``pooling``, ``scorer``, ``data`` and
 as the base of ``conf/config.yaml``, so Hydra and OmegaConf check each value's type, and
 these dataclasses hold each job-level option's one default: the model's options take the
 model record's (:class:`~dfmx.engine.model_config.ModelConfig`), except ``combine`` and
-``reduction``, where the command line's model differs from the Python API's (see
-``conf/config.yaml``). :func:`check_job_config` is the one
+``reduction``, where the command line's model differs from the Python API's (the
+reasons are in ``conf/config.yaml`` and ``docs/accuracy.md``). :func:`check_job_config` is the one
 check of what types cannot say (``image_size >= 1``...): a value of the wrong kind or out
 of range gets one :class:`ValueError` that names the option, says what it takes and shows
 what it got, before a job reads any data. The model's options (``pca_level``,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dfmx import interrupts
-from dfmx.errors import USER_ERRORS, describe
+from dfmx.errors import USER_ERRORS, describe, traceback_text
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import absolute_dir
 from dfmx.tracking.params import version_tags
@@ -153,7 +152,7 @@ class SweepCallback(Callback):
                 # Hydra turns a callback's exception into a warning and launches every job,
                 # each to fail the same way: stop the sweep here instead.
                 if OmegaConf.select(config, "debug", default=False):
-                    trace = "".join(traceback.format_exception(exc)).rstrip()
+                    trace = traceback_text(exc).rstrip()
                     log.error("dfmx sweep: the MLflow store cannot be used\n%s", trace)
                 else:
                     print(f"dfmx sweep: {redact_text(describe(exc))}", file=sys.stderr,

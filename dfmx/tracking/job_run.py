@@ -6,11 +6,11 @@ import hashlib
 import json
 import logging
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dfmx.errors import traceback_text
 from dfmx.path_text import path_text, text_safe
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import JobContext
@@ -164,7 +164,7 @@ class JobRun:
         try:
             client = self._client
             line = safe(f"{type(exc).__name__}: {exc}").splitlines()[0][:MAX_TAG_LENGTH]
-            text = safe("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+            text = safe(traceback_text(exc))
             retry_locked(client.set_tag, self.run_id, "error", line)
             retry_locked(client.log_text, self.run_id, text, "error.txt")
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
