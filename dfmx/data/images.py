@@ -65,7 +65,12 @@ LARGE_IMAGE_PIXELS = 4096 * 4096
 
 
 class ImageLoadError(UserError, ValueError):
-    """A file could not be read as an image; the message names the file."""
+    """A file could not be read as an image; the message names the file, :attr:`path`
+    holds it (``None`` where unknown)."""
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else str(path)
 
 
 def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -180,7 +185,7 @@ def _read(path: Path, convert: Callable[[Image.Image], Image.Image]) -> Image.Im
             out = out.transpose(method)
         return out
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageLoadError(f"cannot read image {path}: {err}") from err
+        raise ImageLoadError(f"cannot read image {path}: {err}", path) from err
 
 
 def load_image(path: str | Path) -> Image.Image:

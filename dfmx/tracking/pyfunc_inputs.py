@@ -30,12 +30,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from PIL import Image
 
 from dfmx.errors import UserError
+
+if TYPE_CHECKING:
+    from dfmx.data.images import ImageLoadError
 
 __all__ = [
     "IMAGE_COLUMN",
@@ -197,15 +200,16 @@ def image_files(rows: list[RequestImage]) -> Iterator[list[str]]:
         yield files
 
 
-def undecodable(error: Exception, rows: list[RequestImage], files: list[str]) -> BadRequest:
-    """The refusal for an image the decoder could not read (``error``, whose message names
+def undecodable(error: ImageLoadError, rows: list[RequestImage],
+                files: list[str]) -> BadRequest:
+    """The refusal for an image the decoder could not read (``error``, whose ``path`` is
     one of ``files``, the :func:`image_files` of ``rows``): it names the row, and the path
     as sent for a ``path`` row, not the temporary file; the decoder's reason follows."""
-    message = str(error)
-    reason = str(error.__cause__) if error.__cause__ is not None else message
+    reason = str(error.__cause__) if error.__cause__ is not None else str(error)
     for row, (item, file) in enumerate(zip(rows, files, strict=True)):
-        if f" {file}:" in message or message.endswith(f" {file}"):
-            what = f"row {row}: {item.path}" if item.data is None else (
-                f"row {row}: the '{IMAGE_COLUMN}' value")
-            return BadRequest(f"{what} cannot be decoded ({reason})")
-    return BadRequest(message)
+        if error.path is None or Path(error.path) != Path(file):
+            continue
+        what = f"row {row}: {item.path}" if item.data is None else (
+            f"row {row}: the '{IMAGE_COLUMN}' value")
+        return BadRequest(f"{what} cannot be decoded ({reason})")
+    return BadRequest(str(error))
