@@ -94,7 +94,10 @@ def redact_hydra_dir(hydra_dir: str | Path) -> None:
         path = hydra_dir / name
         if not path.is_file():
             continue
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        original = path.read_text(encoding="utf-8")
+        if not (_SECRET_KEY.search(original) or _URL_USERINFO.search(original)):
+            continue  # nothing to hide: no secret-named key or value, no URL credentials
+        data = OmegaConf.to_container(OmegaConf.create(original), resolve=False)
         if name == "overrides.yaml":
             clean: Any = [redact_override(v) for v in data or []]
         else:
@@ -106,5 +109,5 @@ def redact_hydra_dir(hydra_dir: str | Path) -> None:
                     if isinstance(overrides.get(group), list):
                         overrides[group] = [redact_override(v) for v in overrides[group]]
         text = OmegaConf.to_yaml(OmegaConf.create(clean))
-        if text != path.read_text(encoding="utf-8"):
+        if text != original:
             atomic_write_text(path, text, mode=stat.S_IMODE(path.stat().st_mode))
