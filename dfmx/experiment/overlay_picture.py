@@ -4,7 +4,7 @@ The three panels are ``(H, W)`` pixels each, the image's shape (a picture whose 
 is under :data:`MIN_PANEL` pixels is enlarged by a whole factor, nearest neighbour, so its
 titles fit). The map panel shows the ``(H, W)`` anomaly map in the jet colormap on a
 run-wide ``[vmin, vmax]`` scale, with a vertical colorbar and tick labels beside it; the
-third panel blends the colored map over the image (:data:`ALPHA`) and outlines the
+third panel blends the coloured map over the image (:data:`ALPHA`) and outlines the
 ground-truth mask in white. Text is set in DejaVu Sans, the TrueType font matplotlib
 installs (found without importing matplotlib), or in Pillow's built-in font when that file
 is missing. No matplotlib is imported. :func:`save_png` writes the picture with libpng
@@ -27,10 +27,10 @@ from PIL import Image, ImageDraw, ImageFont
 from dfmx.atomic import atomic_write_bytes
 from dfmx.path_text import text_safe
 
-__all__ = ["ALPHA", "MASK_COLOUR", "MIN_PANEL", "jet_lut", "mask_outline", "overlay_picture",
-           "save_png"]
+__all__ = ["ALPHA", "MASK_COLOUR", "MIN_PANEL", "fit_text", "font", "jet_lut", "mask_outline",
+           "nice_ticks", "overlay_picture", "save_png", "tick_text"]
 
-#: Opacity of the colored map over the image in the third panel.
+#: Opacity of the coloured map over the image in the third panel.
 ALPHA = 0.45
 #: Colour (RGB) of the ground-truth outline.
 MASK_COLOUR = (255, 255, 255)
