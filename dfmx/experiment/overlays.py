@@ -3,7 +3,9 @@
 :func:`write_overlays` shows a labelled test set's riskiest normals and strongest
 anomalies (with the ground-truth mask outlined); :func:`write_prediction_overlays` the
 highest-scored images of an unlabelled prediction. Maps are ``(N, H, W)`` float anomaly maps
-at image size, masks ``(N, H, W)`` bool. Every PNG is written atomically.
+at image size, masks ``(N, H, W)`` bool. The pictures are drawn by
+:mod:`dfmx.experiment.overlay_picture` (numpy and Pillow, no matplotlib); every PNG is
+written atomically.
 """
 
 from __future__ import annotations
@@ -14,17 +16,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 from PIL import Image
 
 from dfmx.experiment.labelled_scores import as_labels_scores
-from dfmx.experiment.plots import save_figure, set_title
+from dfmx.experiment.overlay_picture import overlay_picture, save_png
 from dfmx.path_text import path_text
 
 __all__ = ["top_indices", "write_overlays", "write_prediction_overlays"]
-
-HEATMAP_CMAP = "jet"
-MASK_COLOUR = "white"
 
 
 def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -85,57 +83,6 @@ def _map_range(maps: np.ndarray) -> tuple[float, float]:
     if hi <= lo:
         hi = lo + 1e-6 * max(1.0, abs(lo))
     return lo, hi
-
-
-# Overlay layout in inches: three panels of the image's shape (longer side _PANEL_IN), a
-# colorbar right of the map, room for the titles above. Fixed positions: constrained
-# layout would measure every text of the figure once more, a large part of drawing it.
-_PANEL_IN, _MIN_SLOT_IN, _GAP_IN, _MARGIN_IN, _TOP_IN = 3.9, 2.9, 0.25, 0.1, 0.7
-_CBAR_PAD_IN, _CBAR_IN, _CBAR_LABELS_IN = 0.08, 0.15, 0.55
-
-
-def _overlay_figure(
-    image: np.ndarray | None,
-    amap: np.ndarray,
-    mask: np.ndarray | None,
-    vmin: float,
-    vmax: float,
-    title: str,
-) -> Figure:
-    """Three panels: image | heatmap + colorbar | blend + mask contour."""
-    h, w = amap.shape
-    panel_w, panel_h = _PANEL_IN * min(1.0, w / h), _PANEL_IN * min(1.0, h / w)
-    slot = max(panel_w, _MIN_SLOT_IN)  # a narrow panel is centred in room for its title
-    lefts = [_MARGIN_IN, _MARGIN_IN + slot + _GAP_IN]
-    cbar_left = lefts[1] + (slot + panel_w) / 2 + _CBAR_PAD_IN
-    lefts.append(cbar_left + _CBAR_IN + _CBAR_LABELS_IN)
-    width, height = lefts[2] + slot + _MARGIN_IN, panel_h + _MARGIN_IN + _TOP_IN
-    fig = Figure(figsize=(width, height))
-
-    def box(left: float, size: float) -> list[float]:
-        return [left / width, _MARGIN_IN / height, size / width, panel_h / height]
-
-    axes = [fig.add_axes(box(left + (slot - panel_w) / 2, panel_w)) for left in lefts]
-    shown = image if image is not None else np.full((h, w, 3), 128, np.uint8)
-    axes[0].imshow(shown)
-    titles = ["image" if image is not None else "image (could not be read)",
-              "anomaly map (run-wide scale)"]
-    heat = axes[1].imshow(amap, cmap=HEATMAP_CMAP, vmin=vmin, vmax=vmax)
-    fig.colorbar(heat, cax=fig.add_axes(box(cbar_left, _CBAR_IN)))
-    axes[2].imshow(shown)
-    axes[2].imshow(amap, cmap=HEATMAP_CMAP, vmin=vmin, vmax=vmax, alpha=0.45)
-    if mask is not None and mask.any() and not mask.all():
-        axes[2].contour(mask.astype(np.float32), levels=[0.5], colors=MASK_COLOUR,
-                        linewidths=1.8)
-        titles.append(f"overlay + ground truth ({MASK_COLOUR} contour)")
-    else:
-        titles.append("overlay" + (" (no defect in mask)" if mask is not None else ""))
-    for ax, text in zip(axes, titles, strict=True):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        set_title(ax, text)
-    fig.suptitle(title, fontsize=12, y=1 - 0.12 / height)
-    return fig
 
 
 def write_overlays(
@@ -207,9 +154,8 @@ def write_overlays(
             p = Path(paths[i])
             name = path_text(f"{p.parent.name}/{p.name}" if p.parent.name else p.name)
             title = f"{name}  —  label: {kind} ({cls})  —  score: {sco[i]:.4g}"
-            fig = _overlay_figure(image, amap, mask, vmin, vmax, title)
-            target = out_dir / f"{kind}_{rank:02d}_{_safe_stem(p)}.png"
-            written.append(save_figure(fig, target))
+            picture = overlay_picture(image, amap, mask, vmin, vmax, title)
+            written.append(save_png(picture, out_dir / f"{kind}_{rank:02d}_{_safe_stem(p)}.png"))
     return written
 
 
@@ -248,6 +194,6 @@ def write_prediction_overlays(
             image = None
         verdict = "anomalous" if sco[i] >= threshold else "normal"
         title = f"{path_text(Path(paths[i]).name)}  —  predicted {verdict}  —  score: {sco[i]:.4g}"
-        fig = _overlay_figure(image, amap, None, vmin, vmax, title)
-        written.append(save_figure(fig, out_dir / f"top_{rank:02d}_{_safe_stem(paths[i])}.png"))
+        picture = overlay_picture(image, amap, None, vmin, vmax, title)
+        written.append(save_png(picture, out_dir / f"top_{rank:02d}_{_safe_stem(paths[i])}.png"))
     return written

@@ -4,8 +4,8 @@ Inputs are plain arrays of one test set of ``N`` images: ``labels`` ``(N,)`` in 
 (1 = anomalous) and ``scores`` ``(N,)``, higher = more anomalous. Plots use matplotlib's
 object API (``Figure.savefig`` renders with Agg): no display, no pyplot state, and the
 caller's backend is left alone. Every PNG is written atomically (:mod:`dfmx.atomic`).
-:func:`save_figure` and :func:`message_figure` serve the other pictures dfmx draws
-(overlays, the sweep picture).
+:func:`save_figure` and :func:`message_figure` serve the sweep picture too; the overlays
+are drawn without matplotlib (:mod:`dfmx.experiment.overlay_picture`).
 """
 
 from __future__ import annotations
