@@ -215,13 +215,14 @@ def dashed_line(draw: ImageDraw.ImageDraw, start: tuple[float, float],
         s += dash + gap
 
 
-def blend(canvas: np.ndarray, where: np.ndarray, colour: tuple[int, int, int],
+def blend(canvas: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, int, int],
           alpha: float) -> None:
-    """Paint ``colour`` at opacity ``alpha`` over the ``(H, W, 3)`` uint8 ``canvas`` where
-    the ``(H, W)`` bool ``where`` holds (in place)."""
-    over = canvas[where].astype(np.float32) * (1 - alpha) + np.float32(alpha) * np.array(
-        colour, np.float32)
-    canvas[where] = np.rint(over).astype(np.uint8)
+    """Paint ``colour`` at opacity ``alpha`` over the ``(H, W, 3)`` uint8 ``canvas`` in the
+    pixel box ``(left, top, right, bottom)``, right and bottom excluded (in place)."""
+    left, top, right, bottom = box
+    region = canvas[top:bottom, left:right]
+    over = region * np.float32(1 - alpha) + np.float32(alpha) * np.array(colour, np.float32)
+    region[...] = np.rint(over).astype(np.uint8)
 
 
 def message_picture(title: str, message: str, size: tuple[int, int] = (550, 500)) -> np.ndarray:

@@ -195,15 +195,14 @@ def plot_score_histogram(
     bar_cols = np.round(ax.col(edges)).astype(int)
     bars = []
     for counts, _, colour in classes:
-        # Each pixel column of the axes takes the count of the bin it lies in.
-        top_row = np.full(canvas.shape[1], ax.bottom, float)
-        for count, a, b in zip(counts, bar_cols[:-1], bar_cols[1:], strict=True):
-            if count:
-                top_row[a:b + 1] = np.minimum(top_row[a:b + 1], ax.row(float(count)))
-        rows = np.arange(canvas.shape[0])[:, None]
-        inside = (rows >= np.round(top_row)[None, :]) & (rows < ax.bottom)
-        blend(canvas, inside, colour, FILL_ALPHA)
-        bars.append(inside)
+        # A bar's box spans its bin's columns, the right edge left to the next bar (but
+        # the last), from its count's row down to the axis.
+        boxes = [(int(a), round(ax.row(float(count))), int(b) + (i == len(counts) - 1),
+                  ax.bottom) for i, (count, a, b) in enumerate(
+                      zip(counts, bar_cols[:-1], bar_cols[1:], strict=True)) if count]
+        for box in boxes:
+            blend(canvas, box, colour, FILL_ALPHA)
+        bars += boxes
     picture = Image.fromarray(canvas)
     draw = ImageDraw.Draw(picture)
     for counts, _, colour in classes:
@@ -230,15 +229,16 @@ def _mixed(colour: tuple[int, int, int]) -> tuple[int, int, int]:
     return tuple(round(255 * (1 - FILL_ALPHA) + c * FILL_ALPHA) for c in colour)
 
 
-def _legend_corner(ax: Axes, size: tuple[int, int], bars: list[np.ndarray],
+def _legend_corner(ax: Axes, size: tuple[int, int], bars: list[tuple[int, int, int, int]],
                    line_x: float | None) -> tuple[int, int]:
     """Top-left pixel of the legend: the upper corner of the axes (right first) where it
-    hides the fewest bar pixels and, at a tie, does not cross the threshold line."""
+    hides the least bar area and, at a tie, does not cross the threshold line."""
     w, h = size
     best: tuple[tuple[int, bool], tuple[int, int]] | None = None
     for left in (ax.right - 8 - w, ax.left + 8):
         top = ax.top + 8
-        hidden = sum(int(b[top:top + h, left:left + w].sum()) for b in bars)
+        hidden = sum(max(0, min(r, left + w) - max(a, left)) * max(0, min(b, top + h) - max(t, top))
+                     for a, t, r, b in bars)
         crosses = line_x is not None and left <= line_x <= left + w
         if best is None or (hidden, crosses) < best[0]:
             best = ((hidden, crosses), (left, top))

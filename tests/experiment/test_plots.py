@@ -39,7 +39,7 @@ def _filled(colour: tuple[int, int, int], under: tuple[int, int, int] = (255, 25
             ) -> tuple[int, int, int]:
     """``colour`` blended at the bars' opacity over ``under``, as the plot blends it."""
     pixel = np.array([[under]], np.uint8)
-    blend(pixel, np.ones((1, 1), bool), colour, plots.FILL_ALPHA)
+    blend(pixel, (0, 0, 1, 1), colour, plots.FILL_ALPHA)
     return tuple(int(c) for c in pixel[0, 0])
 
 
