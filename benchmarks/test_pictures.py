@@ -1,16 +1,27 @@
-"""Overlay pictures: milliseconds per overlay PNG, as a job writes them.
+"""Overlay pictures and run plots: milliseconds per PNG, as a job writes them.
 
     pytest benchmarks/test_pictures.py --benchmark-enable -s
+
+With ``DFMX_OLD_PLOTS`` naming another copy of ``dfmx/experiment/plots.py`` (e.g. one
+from git history, drawn with matplotlib), the plots benchmark times that copy beside the
+current one, on the same data.
 
 Synthetic data, no MVTec needed: 16 images of 256 px (8 normal, 8 anomalous with a
 defect mask), ``write_overlays(k=4)`` writes 8 PNGs, as one FRE job of the CLI does.
 Timed in :data:`ROUNDS` rounds in this process (the median and the best round are
 printed as ms per overlay), and once in a fresh interpreter: importing the module and
 writing the 8 PNGs, what the first job of a command pays.
+
+Run plots: :func:`plot_roc` and :func:`plot_score_histogram` of a bottle-sized test set
+(20 normal scores ~ N(5, 1), 63 anomalous ~ N(12, 3)), timed the same way; the fresh
+interpreter imports :mod:`dfmx.experiment.run` and draws both (the time from the end of
+that import is printed apart: the job's import is most of the total and varies most).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -21,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.test_cli import machine
+from dfmx.experiment import plots
 from dfmx.experiment.overlays import write_overlays
 
 ROUNDS, N, SIZE, K = 5, 16, 256, 4
@@ -81,3 +93,67 @@ def test_overlay_pictures(benchmark, tmp_path: Path) -> None:
           f"best {min(times):.1f} ms\n"
           f"  fresh interpreter, import + {2 * K} overlays: "
           f"{float(fresh.stdout.split()[-1]) * 1000:.0f} ms")
+
+
+_FRESH_PLOTS = """
+import sys, time
+start = time.perf_counter()
+import dfmx.experiment.run
+imported = time.perf_counter()
+from benchmarks.test_pictures import plots_module, write_plots
+write_plots(plots_module(sys.argv[2] or None), sys.argv[1])
+print(time.perf_counter() - start, time.perf_counter() - imported)
+"""
+
+
+def plots_module(path: str | None = None):
+    """:mod:`dfmx.experiment.plots`, or the copy of it at ``path``."""
+    if path is None:
+        return plots
+    spec = importlib.util.spec_from_file_location("old_plots", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_plots(module, out: str | Path) -> None:
+    """The ROC curve and the score histogram of a bottle-sized test set, into ``out``."""
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(20, int), np.ones(63, int)]
+    scores = np.r_[rng.normal(5, 1, 20), rng.normal(12, 3, 63)]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    module.plot_roc(out / "roc.png", labels, scores)
+    module.plot_score_histogram(out / "score_histogram.png", labels, scores, 7.3,
+                                threshold_label="validation threshold (FPR 0.05)")
+
+
+def test_run_plots(benchmark, tmp_path: Path) -> None:
+    old = os.environ.get("DFMX_OLD_PLOTS")
+    versions = {"numpy + Pillow": None, **({f"old copy ({old})": old} if old else {})}
+    repo = Path(__file__).resolve().parents[1]
+    lines = []
+    for name, source in versions.items():
+        module = plots_module(source)
+        write_plots(module, tmp_path / "warm-up")
+        times: list[float] = []
+
+        def one_round(module=module, times=times) -> None:
+            start = time.perf_counter()
+            write_plots(module, tmp_path / f"round{len(times)}")
+            times.append((time.perf_counter() - start) / 2 * 1000)
+
+        if source is None:
+            benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+        else:
+            for _ in range(ROUNDS):
+                one_round()
+        fresh = subprocess.run([sys.executable, "-c", _FRESH_PLOTS, str(tmp_path / "fresh"),
+                                source or ""], cwd=repo, capture_output=True, text=True,
+                               check=True)
+        total, first = (float(t) * 1000 for t in fresh.stdout.split()[-2:])
+        lines.append(f"  {name}: {statistics.median(times):.1f} ms per plot (median of "
+                     f"{ROUNDS} rounds), best {min(times):.1f} ms; fresh interpreter, import "
+                     f"dfmx.experiment.run + 2 plots: {total:.0f} ms, of which the 2 plots "
+                     f"(and what they import) {first:.0f} ms")
+    print(f"\nplot_roc + plot_score_histogram, 83 scores, {machine()}:\n" + "\n".join(lines))
