@@ -266,9 +266,9 @@ def _exit(code: object) -> NoReturn:
     else:
         print(code, file=sys.stderr)
         status = 1
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # What the interpreter's own exit does first: the shutdown hooks of thread pools
+    # (concurrent.futures, joblib's loky), then every other non-daemon thread joined.
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     interrupts.exit_now(status)
 
