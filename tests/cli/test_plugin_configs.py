@@ -138,17 +138,14 @@ def test_a_plugin_of_another_version_is_imported_again(cache_dir: Path) -> None:
         != "dfmx 0.0.0"
 
 
-#: ``python -m dfmx ARGS`` that then says whether torch was imported (a module in the
-#: command's working folder, which ``python -m`` finds there).
+#: ``python -m dfmx ARGS`` that says at exit whether torch was imported (a module in the
+#: command's working folder, which ``python -m`` finds there; the command ends with
+#: ``os._exit`` after the atexit handlers).
 _PROBE = """
-import runpy, sys
+import atexit, runpy, sys
 sys.argv = ["dfmx", *sys.argv[1:]]
-code = 0
-try:
-    runpy.run_module("dfmx", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code
-print("torch imported:", "torch" in sys.modules, "exit:", code, file=sys.stderr)
+atexit.register(lambda: print("torch imported:", "torch" in sys.modules, file=sys.stderr))
+runpy.run_module("dfmx", run_name="__main__")
 """
 
 
