@@ -104,10 +104,11 @@ def exit_code(exc: KeyboardInterrupt) -> int:
 
 
 def exit_now(code: int) -> NoReturn:
-    """End the process with ``code`` once an interrupt has been handled: log handlers and
-    the standard streams flushed, no interpreter tear-down. A signal that cut an import
-    short can leave a C extension half-initialised, and tearing it down can abort the
-    process (exit -6, ``Fatal Python error`` while finalizing) instead of exiting 130."""
+    """End the process with ``code``: log handlers and the standard streams flushed, no
+    interpreter tear-down. After an interrupt this matters for more than time: a signal
+    that cut an import short can leave a C extension half-initialised, and tearing it down
+    can abort the process (exit -6, ``Fatal Python error`` while finalizing) instead of
+    exiting 130. The command's ordinary exit ends here too (:func:`dfmx.cli.app._exit`)."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
