@@ -258,7 +258,9 @@ def main() -> None:
 def _exit(code: object) -> NoReturn:
     """End the command as ``sys.exit(code)`` would (other threads joined, atexit handlers
     run, streams flushed) but without tearing the interpreter down: unloading torch, timm
-    and MLflow module by module is about half a second of every command, for nothing."""
+    and MLflow module by module is about half a second of every command, for nothing.
+    Under a profiler or a debugger, which have work to do after ``main`` returns, it is
+    ``sys.exit(code)``."""
     if code is None:
         status = 0
     elif isinstance(code, int):
@@ -266,6 +268,8 @@ def _exit(code: object) -> NoReturn:
     else:
         print(code, file=sys.stderr)
         status = 1
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(status)  # a profiler (python -m cProfile) or debugger writes after main
     # What the interpreter's own exit does first: the shutdown hooks of thread pools
     # (concurrent.futures, joblib's loky), then every other non-daemon thread joined.
     threading._shutdown()  # type: ignore[attr-defined]
