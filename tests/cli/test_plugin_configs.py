@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import json
 import os
+import pstats
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,16 @@ def test_quick_commands_do_not_import_torch(cache_dir: Path, args: list[str]) ->
     probe = run_cli(args, cache_dir, env, module="import_probe", timeout=600)
     assert "torch imported: False" in probe.stderr, probe
     assert not (cache_dir / "outputs").exists()
+
+
+def test_a_profiler_still_writes_its_profile(cache_dir: Path) -> None:
+    """The command ends with ``os._exit`` after its atexit handlers, except under a
+    profiler or debugger, which write after the program returns."""
+    env = command_env(cache_dir)
+    profile = cache_dir / "help.prof"
+    result = run_cli(["-o", str(profile), "-m", "dfmx", "--help"], cache_dir, env,
+                     module="cProfile", timeout=600)
+    assert result.returncode == 0, result
+    assert "dfmx" in result.stdout
+    stats = pstats.Stats(str(profile))
+    assert any("dfmx/cli/app.py" in file for file, _, _ in stats.stats), "no dfmx frame"
