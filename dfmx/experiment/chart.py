@@ -3,7 +3,7 @@ their labels, axis labels, title, legend box, dashed lines, and a picture that o
 something (a chart that cannot be drawn).
 
 Pictures are ``(H, W, 3)`` uint8 RGB arrays or the :class:`PIL.Image.Image` drawn on; text
-is set with :func:`~dfmx.experiment.overlay_picture.font`. No matplotlib is imported. A
+is set with :func:`~dfmx.experiment.drawing.font`. No matplotlib is imported. A
 chart is drawn in this order: :func:`draw_grid`, the data, :func:`draw_frame`,
 :func:`draw_legend`, :func:`draw_title`.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from dfmx.experiment.overlay_picture import fit_text, font, nice_ticks, tick_text
+from dfmx.experiment.drawing import fit_text, font, nice_ticks, tick_text
 
 __all__ = ["INK", "Axes", "LegendEntry", "Ticks", "axes_box", "blend", "dashed_line",
            "draw_frame", "draw_grid", "draw_legend", "draw_title", "legend_size",

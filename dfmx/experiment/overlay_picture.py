@@ -5,30 +5,23 @@ is under :data:`MIN_PANEL` pixels is enlarged by a whole factor, nearest neighbo
 titles fit). The map panel shows the ``(H, W)`` anomaly map in the jet colormap on a
 run-wide ``[vmin, vmax]`` scale, with a vertical colorbar and tick labels beside it; the
 third panel blends the coloured map over the image (:data:`ALPHA`) and outlines the
-ground-truth mask in white. Text is set in DejaVu Sans, the TrueType font matplotlib
-installs (found without importing matplotlib), or in Pillow's built-in font when that file
-is missing. No matplotlib is imported. :func:`save_png` writes the picture with libpng
-(imagecodecs, as dfmx decodes PNGs), set for speed: most of a picture's cost is its PNG
-compression.
+ground-truth mask in white. Text, tick values and the PNG writer are
+:mod:`dfmx.experiment.drawing`'s; no matplotlib is imported.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 import re
-from pathlib import Path
 
-import imagecodecs
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-from dfmx.atomic import atomic_write_bytes
+from dfmx.experiment.drawing import fit_text, font, nice_ticks, tick_text
 from dfmx.path_text import text_safe
 
-__all__ = ["ALPHA", "MASK_COLOUR", "MIN_PANEL", "fit_text", "font", "jet_lut", "mask_outline",
-           "nice_ticks", "overlay_picture", "save_png", "tick_text"]
+__all__ = ["ALPHA", "MASK_COLOUR", "MIN_PANEL", "jet_lut", "mask_outline", "overlay_picture"]
 
 #: Opacity of the coloured map over the image in the third panel.
 ALPHA = 0.45
@@ -43,9 +36,6 @@ _MARGIN, _GAP, _CBAR_PAD, _CBAR_W, _TICK_LEN, _LABEL_PAD = 10, 18, 8, 16, 4, 3
 _TITLES = ("image", "image (could not be read)", "anomaly map (run-wide scale)",
            "overlay + ground truth (white contour)", "overlay (no defect in mask)", "overlay")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
-
 
 def jet_lut(n: int = 256) -> np.ndarray:
     """The jet colormap as an ``(n, 3)`` uint8 table, low values first.
@@ -92,83 +82,10 @@ def mask_outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
     return _grow(mask, outside) & _grow(~mask, width - outside)
 
 
-def _font_file() -> Path | None:
-    """DejaVuSans.ttf from matplotlib's installed data, located without importing it."""
-    spec = importlib.util.find_spec("matplotlib")
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
-    return path if path.is_file() else None
-
-
-@functools.lru_cache(maxsize=8)
-def font(size: int) -> Font:
-    """A ``size``-pixel sans-serif font: DejaVu Sans, else Pillow's built-in one."""
-    path = _font_file()
-    if path is not None:
-        try:
-            return ImageFont.truetype(str(path), size)
-        except OSError:
-            pass
-    return ImageFont.load_default(size=size)
-
-
 def _clean(text: str) -> str:
     """Text Pillow can draw on one line: lone surrogates and control characters as
     ``\\xNN``."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text_safe(text))
-
-
-def fit_text(text: str, fnt: Font, width: float) -> str:
-    """``text`` if it fits in ``width`` pixels, else its start and end joined by "…"
-    (the middle dropped, so a long file name keeps the score that ends a title)."""
-    if fnt.getlength(text) <= width:
-        return text
-
-    def middle(keep: int) -> str:
-        head = (keep + 1) // 2
-        return text[:head] + "…" + text[len(text) - (keep - head):]
-
-    lo, hi = 0, len(text) - 1
-    while lo < hi:  # the most characters that still fit
-        mid = (lo + hi + 1) // 2
-        if fnt.getlength(middle(mid)) <= width:
-            lo = mid
-        else:
-            hi = mid - 1
-    return middle(lo)
-
-
-def nice_ticks(lo: float, hi: float, most: int = 6) -> tuple[list[float], float]:
-    """At most ``most`` round values (steps of 1, 2, 2.5 or 5 × 10^k) within ``[lo, hi]``,
-    and the step."""
-    span = hi - lo
-    magnitude = 10.0 ** math.floor(math.log10(span / max(most - 1, 1)))
-    step = 10.0 * magnitude
-    for factor in (1.0, 2.0, 2.5, 5.0):
-        if math.floor(hi / (factor * magnitude)) - math.ceil(lo / (factor * magnitude)) < most:
-            step = factor * magnitude
-            break
-    first = math.ceil(lo / step - 1e-9)
-    ticks = []
-    while (first + len(ticks)) * step <= hi + 1e-9 * step:
-        value = (first + len(ticks)) * step
-        ticks.append(0.0 if abs(value) < 1e-9 * step else value)
-    return ticks, step
-
-
-def tick_text(value: float, step: float) -> str:
-    """A tick label with the digits the step needs (scientific for very large or small
-    values)."""
-    step_exp = math.floor(math.log10(step) + 1e-9)
-    extra = 0 if math.isclose(step / 10.0**step_exp, round(step / 10.0**step_exp)) else 1
-    big = max(abs(value), step)
-    if value == 0:
-        return "0"
-    if big >= 1e5 or big < 1e-3:
-        digits = min(max(math.floor(math.log10(big)) - step_exp + extra, 0), 6)
-        return f"{value:.{digits}e}"
-    return f"{value:.{max(0, -step_exp + extra)}f}"
 
 
 @functools.lru_cache(maxsize=4)
@@ -287,16 +204,3 @@ def _frame(ph: int, pw: int, vmin: float, vmax: float,
     frame = np.asarray(picture)
     frame.flags.writeable = False
     return frame, lefts, top
-
-
-def save_png(picture: np.ndarray, path: str | Path) -> Path:
-    """Write an ``(H, W, 3)`` uint8 picture as a PNG at ``path`` atomically
-    (:mod:`dfmx.atomic`); returns ``path`` as a Path.
-
-    zlib level 1 with its run-length strategy and PNG's "sub" filter on every row: about
-    three times faster than Pillow at level 1 (which tries five filters per row) for files
-    of about the same size.
-    """
-    data = imagecodecs.png_encode(picture, level=1, strategy=imagecodecs.PNG.STRATEGY.RLE,
-                                  filter=imagecodecs.PNG.FILTER.SUB)
-    return atomic_write_bytes(path, data)

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dfmx.experiment.drawing import save_png
 from dfmx.experiment.labelled_scores import as_labels_scores
-from dfmx.experiment.overlay_picture import overlay_picture, save_png
+from dfmx.experiment.overlay_picture import overlay_picture
 from dfmx.path_text import path_text
 
 __all__ = ["top_indices", "write_overlays", "write_prediction_overlays"]

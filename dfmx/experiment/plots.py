@@ -3,7 +3,7 @@
 Inputs are plain arrays of one test set of ``N`` images: ``labels`` ``(N,)`` in ``{0, 1}``
 (1 = anomalous) and ``scores`` ``(N,)``, higher = more anomalous. The plots are drawn with
 numpy and Pillow (:mod:`dfmx.experiment.chart`) and written atomically by
-:func:`~dfmx.experiment.overlay_picture.save_png`; no matplotlib is imported.
+:func:`~dfmx.experiment.drawing.save_png`; no matplotlib is imported.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from dfmx.experiment.chart import (
     message_picture,
     ticks,
 )
+from dfmx.experiment.drawing import save_png
 from dfmx.experiment.labelled_scores import as_labels_scores
-from dfmx.experiment.overlay_picture import save_png
 from dfmx.metrics.ranking import Ranking
 
 __all__ = ["ANOMALOUS_COLOUR", "CHANCE_COLOUR", "HISTOGRAM_SIZE", "NORMAL_COLOUR",

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from dfmx.experiment.overlay_picture import font, jet_lut
+from dfmx.experiment.drawing import font
+from dfmx.experiment.overlay_picture import jet_lut
 from dfmx.experiment.overlays import write_overlays, write_prediction_overlays
 
 SIZE = 128

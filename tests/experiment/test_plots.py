@@ -17,7 +17,7 @@ from PIL import Image
 
 from dfmx.experiment import plots
 from dfmx.experiment.chart import blend
-from dfmx.experiment.overlay_picture import font
+from dfmx.experiment.drawing import font
 
 N = 6
 LABELS = np.array([0, 0, 0, 1, 1, 1])
