@@ -75,7 +75,7 @@ def job_problem(cfg: Mapping[str, Any]) -> str | None:
     options), in one line; ``None`` when the job may start. The options' own values come
     first: their check imports no plugin and no torch."""
     from dfmx.errors import USER_ERRORS
-    from dfmx.experiment.job_model import checked_model_config
+    from dfmx.experiment.job_model import checked_model_config, model_config
 
     try:
         checked_model_config(cfg, plugins=False)
@@ -91,7 +91,7 @@ def job_problem(cfg: Mapping[str, Any]) -> str | None:
     if problem:
         return problem
     try:
-        checked_model_config(cfg)
+        model_config(cfg)  # the job-level options passed the first check
     except USER_ERRORS as exc:
         return str(exc)
     return None

@@ -65,10 +65,12 @@ def model_config(cfg: Mapping[str, Any], *, plugins: bool = True) -> ModelConfig
             options[record_name] = cfg[job_name]
     if plugins:
         from dfmx.engine.plugins import check_plugin_options, resolve_reduction
-    if "reduction" in options:
-        options["reduction"] = (
-            resolve_reduction(options["reduction"], scorer_name, scorer_params) if plugins
-            else "sum" if options["reduction"] == AUTO_REDUCTION else options["reduction"])
+
+        if "reduction" in options:
+            options["reduction"] = resolve_reduction(options["reduction"], scorer_name,
+                                                     scorer_params)
+    elif options.get("reduction") == AUTO_REDUCTION:
+        options["reduction"] = "sum"  # which reduction "auto" is needs the scorer
     try:
         record = ModelConfig(**options)
         if plugins:
