@@ -10,6 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from dfmx.atomic import atomic_path
+from dfmx.experiment.chart import message_picture
+from dfmx.experiment.drawing import save_png
 from dfmx.tracking.sweep_table import BEST_METRIC, rank_jobs
 
 __all__ = ["SWEEP_METRICS", "SWEEP_ROWS", "plot_sweep", "sweep_rows"]
@@ -26,27 +28,13 @@ SWEEP_METRICS = (
 SWEEP_ROWS = 40
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Write ``fig`` as a PNG at ``path`` atomically; returns ``path`` as a Path.
-
-    zlib level 1: several times faster than Pillow's default level 6, for slightly larger
-    files.
-    """
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically, zlib level 1 (several times faster
+    than Pillow's default level 6, for slightly larger files); returns ``path``."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})
+        fig.savefig(tmp, format="png", dpi=100, pil_kwargs={"compress_level": 1})
     return path
-
-
-def message_figure(title: str, message: str) -> Figure:
-    """A figure with ``title`` and ``message`` centred in it (wrapped), no axes."""
-    fig = Figure(figsize=(5.5, 5), layout="constrained")
-    ax = fig.add_subplot()
-    ax.set_axis_off()
-    ax.set_title(title)
-    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=11,
-            transform=ax.transAxes)
-    return fig
 
 
 def sweep_rows(
@@ -101,8 +89,8 @@ def plot_sweep(
     if not values:
         title = (f"Sweep of {len(labels)} jobs: "
                  + (f"all {n_failed} failed" if n_failed == len(labels) else "no metrics to show"))
-        fig = message_figure("Sweep", title + "\n(sweep_table.csv lists every job)")
-        return save_figure(fig, path)
+        return save_png(message_picture("Sweep", title + "\n(sweep_table.csv lists every job)"),
+                        path)
 
     rows = len(order)
     width = 10.0
@@ -150,5 +138,5 @@ def plot_sweep(
              f"{more}", ha="center", va="top", fontsize=11)
     ax.legend(loc="lower left", fontsize=8, bbox_to_anchor=(0.0, 1.0), ncols=len(shown),
               frameon=False, borderaxespad=0.3)
-    return save_figure(fig, path)
+    return _save(fig, path)
 
