@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchmarks.conftest import REPO
 from benchmarks.test_cli import machine
 from dfmx.experiment import plots
 from dfmx.experiment.overlays import write_overlays
@@ -85,8 +86,7 @@ def test_overlay_pictures(benchmark, tmp_path: Path) -> None:
     data = _data()
     write_all(tmp_path / "warm-up", data)
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
-    repo = Path(__file__).resolve().parents[1]
-    fresh = subprocess.run([sys.executable, "-c", _FRESH, str(tmp_path / "fresh")], cwd=repo,
+    fresh = subprocess.run([sys.executable, "-c", _FRESH, str(tmp_path / "fresh")], cwd=REPO,
                            capture_output=True, text=True, check=True)
     print(f"\nwrite_overlays, {2 * K} overlays of {SIZE} px, {machine()}:\n"
           f"  {statistics.median(times):.1f} ms per overlay (median of {ROUNDS} rounds), "
@@ -131,7 +131,6 @@ def write_plots(module, out: str | Path) -> None:
 def test_run_plots(benchmark, tmp_path: Path) -> None:
     old = os.environ.get("DFMX_OLD_PLOTS")
     versions = {"numpy + Pillow": None, **({f"old copy ({old})": old} if old else {})}
-    repo = Path(__file__).resolve().parents[1]
     lines = []
     for name, source in versions.items():
         module = plots_module(source)
@@ -149,7 +148,7 @@ def test_run_plots(benchmark, tmp_path: Path) -> None:
             for _ in range(ROUNDS):
                 one_round()
         fresh = subprocess.run([sys.executable, "-c", _FRESH_PLOTS, str(tmp_path / "fresh"),
-                                source or ""], cwd=repo, capture_output=True, text=True,
+                                source or ""], cwd=REPO, capture_output=True, text=True,
                                check=True)
         total, first = (float(t) * 1000 for t in fresh.stdout.split()[-2:])
         lines.append(f"  {name}: {statistics.median(times):.1f} ms per plot (median of "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -110,4 +109,4 @@ def redact_hydra_dir(hydra_dir: str | Path) -> None:
                         overrides[group] = [redact_override(v) for v in overrides[group]]
         text = OmegaConf.to_yaml(OmegaConf.create(clean))
         if text != original:
-            atomic_write_text(path, text, mode=stat.S_IMODE(path.stat().st_mode))
+            atomic_write_text(path, text, mode=path.stat().st_mode)
