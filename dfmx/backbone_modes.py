@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["DEVICE_KINDS", "OPTIMIZATIONS", "PRECISIONS", "PRECISION_ALIASES",
+__all__ = ["DEVICE_CHOICES", "DEVICE_KINDS", "OPTIMIZATIONS", "PRECISIONS", "PRECISION_ALIASES",
            "device_known", "optimize_key", "precision_key"]
 
 #: The precisions: ``auto`` (bf16 only where the hardware has fast bf16), ``fp32``, ``bf16``.
@@ -23,8 +23,10 @@ PRECISION_ALIASES: dict[str, str] = {"float32": "fp32", "bfloat16": "bf16"}
 OPTIMIZATIONS: tuple[str, ...] = ("auto", "none", "freeze", "compile")
 #: The device kinds: ``auto`` (CUDA where present), or a kind with an optional ``:N`` index.
 DEVICE_KINDS: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+#: The devices in words, for messages.
+DEVICE_CHOICES = "cpu, cuda, cuda:N, mps or auto"
 
-_DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")
+_DEVICE = re.compile(rf"({'|'.join(k for k in DEVICE_KINDS if k != 'auto')})(:\d+)?")
 
 
 def precision_key(name: str) -> str | None:

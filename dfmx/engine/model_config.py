@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dfmx.backbone_modes import (
+    DEVICE_CHOICES,
     OPTIMIZATIONS,
     PRECISIONS,
     device_known,
@@ -136,7 +137,7 @@ class ModelConfig:
             yield ModelConfigError("precision", f"one of {', '.join(PRECISIONS)}",
                                    self.precision)
         if not isinstance(self.device, str) or not device_known(self.device):
-            yield ModelConfigError("device", "cpu, cuda, cuda:N, mps or auto", self.device)
+            yield ModelConfigError("device", DEVICE_CHOICES, self.device)
         if not isinstance(self.optimize, str) or optimize_key(self.optimize) is None:
             yield ModelConfigError("optimize", f"one of {', '.join(OPTIMIZATIONS)}",
                                    self.optimize)

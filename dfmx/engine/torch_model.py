@@ -17,7 +17,7 @@ from dfmx.engine.pca import PCA
 from dfmx.engine.plugins import build_pooling, build_scorer, check_reduction, pooling_fields
 from dfmx.engine.reduction import reduce_maps
 from dfmx.errors import ConfigError
-from dfmx.features.pooling import Pooling
+from dfmx.features.pooling import DEFAULT_KERNEL_SIZE
 
 
 class InferenceBatch(NamedTuple):
@@ -38,7 +38,7 @@ def upsample_maps(maps: Tensor, size: Sequence[int]) -> Tensor:
 
 #: anomalib's default pooling kernel, the default of ``DFMModel`` and ``Dfm``: the
 #: pooling plugins' own default.
-POOLING_KERNEL_SIZE = Pooling.Config.kernel_size
+POOLING_KERNEL_SIZE = DEFAULT_KERNEL_SIZE
 
 
 class DFMModel(FittedModule):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from dfmx.backbone_modes import PRECISIONS, precision_key
+from dfmx.backbone_modes import DEVICE_CHOICES, PRECISIONS, precision_key
 from dfmx.errors import ConfigError
 
 _CPU_BF16_FLAGS: frozenset[str] = frozenset({"amx_bf16", "avx512_bf16"})
@@ -67,7 +67,7 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
         dev = torch.device(device.strip() if isinstance(device, str) else device)
     except (RuntimeError, TypeError) as err:
         raise ConfigError(
-            f"Unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto ({err})."
+            f"Unknown device {device!r}; use {DEVICE_CHOICES} ({err})."
         ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
