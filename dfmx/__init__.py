@@ -7,8 +7,9 @@ The public API mirrors anomalib's DFM: :class:`Dfm`, :class:`DFMModel`,
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dfmx.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -41,9 +42,4 @@ if TYPE_CHECKING:
     from dfmx.experiment.saved_model import load_model, save_model
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dfmx' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
