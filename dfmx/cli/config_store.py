@@ -118,7 +118,7 @@ def job_value_problem(values: dict[str, list[Any]]) -> str | None:
 
     ``values`` maps dotted keys of :class:`JobConfig` (``batch_size``, ``cache.max_gb``)
     to their parsed values (several in a sweep); other keys are ignored. The types come
-    from the schema, the ranges from :func:`~dfmx.experiment.job_config.check_job_config`,
+    from the schema, the ranges from :func:`~dfmx.experiment.job_config.job_config_problems`,
     so a command line gets the same words as a config handed to ``run_experiment``.
     """
     from omegaconf import OmegaConf, ValidationError

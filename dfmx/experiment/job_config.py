@@ -7,9 +7,10 @@ as the base of ``conf/config.yaml``, so Hydra and OmegaConf check each value's t
 these dataclasses hold each job-level option's one default: the model's options take the
 model record's (:class:`~dfmx.engine.model_config.ModelConfig`), except ``combine`` and
 ``reduction``, where the command line's model differs from the Python API's (the
-reasons are in ``conf/config.yaml`` and ``docs/accuracy.md``). :func:`check_job_config` is the one
-check of what types cannot say (``image_size >= 1``...): a value of the wrong kind or out
-of range gets one :class:`ValueError` that names the option, says what it takes and shows
+reasons are in ``conf/config.yaml`` and ``docs/accuracy.md``). :func:`job_config_problems` is the
+one check of what types cannot say (``image_size >= 1``...): a value of the wrong kind or out
+of range gets one line that names the option (:func:`check_job_config` raises them as one
+:class:`~dfmx.errors.ConfigError`), says what it takes and shows
 what it got, before a job reads any data. The model's options (``pca_level``,
 ``precision``, ``device``, ``optimize``) are checked by the model record
 (:class:`dfmx.engine.model_config.ModelConfig`); the cache checks its own.
