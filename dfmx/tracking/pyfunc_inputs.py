@@ -205,11 +205,13 @@ def undecodable(error: ImageLoadError, rows: list[RequestImage],
     """The refusal for an image the decoder could not read (``error``, whose ``path`` is
     one of ``files``, the :func:`image_files` of ``rows``): it names the row, and the path
     as sent for a ``path`` row, not the temporary file; the decoder's reason follows."""
+    if error.path is None:
+        return BadRequest(str(error))
     reason = str(error.__cause__) if error.__cause__ is not None else str(error)
+    target = Path(error.path)
     for row, (item, file) in enumerate(zip(rows, files, strict=True)):
-        if error.path is None or Path(error.path) != Path(file):
-            continue
-        what = f"row {row}: {item.path}" if item.data is None else (
-            f"row {row}: the '{IMAGE_COLUMN}' value")
-        return BadRequest(f"{what} cannot be decoded ({reason})")
+        if Path(file) == target:
+            what = f"row {row}: {item.path}" if item.data is None else (
+                f"row {row}: the '{IMAGE_COLUMN}' value")
+            return BadRequest(f"{what} cannot be decoded ({reason})")
     return BadRequest(str(error))
