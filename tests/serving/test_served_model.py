@@ -177,11 +177,20 @@ def test_bad_request_is_a_400_with_one_message(server: Server, case: str) -> Non
     assert "dfmx-request-" not in text, "the answer names the server's temporary file"
 
 
-def test_logged_signature_and_input_example(logged_model: LoggedModel) -> None:
+def test_logged_signature_and_input_example(logged_model: LoggedModel, server: Server,
+                                            tmp_path: Path) -> None:
+    """The logged signature, and the logged example request answered by the server (MLflow
+    does not check the example when dfmx logs the model)."""
     mlflow.set_tracking_uri(logged_model.tracking_uri)
     info = mlflow.models.get_model_info(logged_model.model_uri)
     assert info.signature == model_signature()
     assert info.saved_input_example_info["artifact_path"] == "input_example.json"
+    folder = Path(mlflow.artifacts.download_artifacts(logged_model.model_uri,
+                                                      dst_path=str(tmp_path)))
+    status, body = post(server.url, (folder / "serving_input_example.json").read_bytes())
+    assert status == 200, body
+    [row] = body["predictions"]
+    assert np.isfinite(row["score"]) and isinstance(row["anomalous"], bool), row
 
 
 def _doc_send_lines() -> str:
