@@ -29,7 +29,7 @@ from dfmx.cli.config_store import register_plugins, register_resolvers
 from dfmx.cli.overrides import exit_on_bad_overrides
 from dfmx.cli.timings import job_timer, log_job_timings
 from dfmx.errors import USER_ERRORS, describe, traceback_text
-from dfmx.tracking import sweep_state
+from dfmx.tracking import run_process, sweep_state
 from dfmx.tracking.job_context import JobContext
 from dfmx.tracking.redact import (
     install_log_redaction,
@@ -81,12 +81,12 @@ def _selected(metrics: dict[str, float], plain: dict[str, Any]) -> float | None:
 
 
 def _skip_finished(context: JobContext, prior: Any, plain: dict[str, Any]) -> float | None:
-    """``resume=true`` found this job's config finished before: record it, do nothing."""
-    metrics = dict(prior.data.metrics)
+    """``resume=true`` found this job's config finished before (a
+    :class:`~dfmx.tracking.job_run.FinishedRun`): record it, do nothing."""
     log.info("skipped: this configuration already finished as MLflow run %s (resume=true)",
-             prior.info.run_id)
-    _record(context, "FINISHED", prior.info.run_id, metrics=metrics)
-    return _selected(metrics, plain)
+             prior.run_id)
+    _record(context, "FINISHED", prior.run_id, metrics=prior.metrics)
+    return _selected(prior.metrics, plain)
 
 
 def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: str | None,
@@ -176,9 +176,13 @@ def _job(cfg: DictConfig) -> float | None:
     settings = TrackingSettings.from_config(plain.get("tracking"))
     tracker = None
     if settings.enabled:
-        from dfmx.tracking.job_run import JobRun
+        tracker = run_process.client(settings, context)
+        if tracker is None:
+            from dfmx.tracking.job_run import JobRun
 
-        tracker = JobRun(settings, context)
+            tracker = JobRun(settings, context)
+    if tracker is None or context.multirun:
+        run_process.stop()
     started = None
     try:
         started = _start_tracking(tracker, plain) if tracker is not None else None
@@ -233,6 +237,18 @@ def _job(cfg: DictConfig) -> float | None:
     return _selected(result.metrics, plain)
 
 
+#: Options after which the command shows something and runs no job, or runs a sweep.
+_NO_SINGLE_RUN = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--version",
+                  "--shell-completion", "-sc", "--multirun", "-m", "tracking=none")
+
+
+def _may_record_a_single_run(args: list[str]) -> bool:
+    """Whether the command line may run one job that records an MLflow run (whose MLflow
+    work then goes to :mod:`dfmx.tracking.run_process`)."""
+    return not any(a in _NO_SINGLE_RUN or a.startswith(("--cfg=", "--info=", "hydra.mode="))
+                   for a in args)
+
+
 def main() -> None:
     """Console entry point: register plugin configs, then run the Hydra app."""
     interrupts.install()  # Ctrl-C and SIGTERM end the MLflow runs and exit 130 / 143
@@ -242,6 +258,8 @@ def main() -> None:
             share_config_store()
             register_plugins()
             exit_on_bad_overrides()
+            if _may_record_a_single_run(sys.argv[1:]):
+                run_process.prestart()
         # Warnings (e.g. "image AUROC is undefined") become log lines in the run's log.
         logging.captureWarnings(True)
         _run()

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,27 @@ def config_hash(config: Mapping[str, Any]) -> str:
     kept = {k: v for k, v in config.items() if k not in _RUN_ONLY_KEYS}
     text = json.dumps(flatten_params(kept), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A finished MLflow run that ``resume=true`` skips to."""
+
+    run_id: str
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class LoggedResult:
+    """What :meth:`JobRun.log_result` reads of a job's ``RunResult``."""
+
+    metrics: dict[str, float]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, result: Any) -> LoggedResult:
+        files = getattr(result, "files", {}) or {}
+        return cls(dict(result.metrics), {k: Path(v) for k, v in files.items()})
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -92,7 +114,7 @@ class JobRun:
             )
         return self._experiment_id
 
-    def find_finished(self, config: Mapping[str, Any]) -> Any | None:
+    def find_finished(self, config: Mapping[str, Any]) -> FinishedRun | None:
         """The newest ``FINISHED`` run of this experiment with the same resolved config
         (:func:`config_hash`), or ``None``: what ``resume=true`` skips."""
         experiment_id = self._connect()
@@ -102,7 +124,9 @@ class JobRun:
                           "and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"], max_results=1,
         )
-        return runs[0] if runs else None
+        if not runs:
+            return None
+        return FinishedRun(runs[0].info.run_id, dict(runs[0].data.metrics))
 
     def start(self, config: Mapping[str, Any]) -> str:
         """Create the run with the flattened config as params; returns the run id."""
@@ -127,10 +151,11 @@ class JobRun:
         return self.run_id
 
     def log_result(self, result: Any, config_yaml: str) -> None:
-        """Log ``RunResult`` metrics, the resolved config, the run folder's files and the
-        pyfunc model; end the run ``FINISHED``."""
+        """Log a ``RunResult``'s (or :class:`LoggedResult`'s) metrics, the resolved config,
+        the run folder's files and the pyfunc model; end the run ``FINISHED``."""
         from mlflow.entities import Metric
 
+        result = result if isinstance(result, LoggedResult) else LoggedResult.of(result)
         client, run_id = self._client, self.run_id
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()
@@ -138,7 +163,7 @@ class JobRun:
         for chunk in _chunks(metrics, 1000):
             retry_locked(client.log_batch, run_id, metrics=list(chunk))
         retry_locked(client.log_text, run_id, safe(config_yaml), "config.yaml")
-        files: Mapping[str, Path] = getattr(result, "files", {}) or {}
+        files = result.files
         if self.settings.log_artifacts:
             for key in ARTIFACT_FILES:
                 path = files.get(key)
@@ -159,15 +184,20 @@ class JobRun:
     def log_failure(self, exc: BaseException) -> None:
         """Tag the run with the error, attach the traceback as ``error.txt``, end it
         ``FAILED`` (``KILLED`` for an interrupt). Never raises."""
+        self.record_failure(f"{type(exc).__name__}: {exc}", traceback_text(exc),
+                            isinstance(exc, KeyboardInterrupt))
+
+    def record_failure(self, line: str, text: str, killed: bool) -> None:
+        """:meth:`log_failure` of an error given as its one-line description, its
+        traceback text and whether it was an interrupt. Never raises."""
         if self.run_id is None:
             return
         try:
+            self._connect()
             client = self._client
-            line = safe(f"{type(exc).__name__}: {exc}").splitlines()[0][:MAX_TAG_LENGTH]
-            text = safe(traceback_text(exc))
+            line = (safe(line).splitlines() or [""])[0][:MAX_TAG_LENGTH]
             retry_locked(client.set_tag, self.run_id, "error", line)
-            retry_locked(client.log_text, self.run_id, text, "error.txt")
-            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-            retry_locked(client.set_terminated, self.run_id, status)
+            retry_locked(client.log_text, self.run_id, safe(text), "error.txt")
+            retry_locked(client.set_terminated, self.run_id, "KILLED" if killed else "FAILED")
         except Exception as log_exc:  # the original error matters more
             log.warning("could not record the failure in MLflow: %s", log_exc)

@@ -22,8 +22,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 __all__ = ["MAP_CHOICES", "answer_table", "grid_map", "png_map"]
@@ -35,6 +33,9 @@ MAP_CHOICES = ("none", "grid", "png", "both")
 def grid_map(anomaly_map: np.ndarray, size: int) -> list[list[float]]:
     """``anomaly_map (H, W)`` averaged over a ``size x size`` grid (adaptive average
     pooling), as nested lists."""
+    import torch  # the served model has it loaded; logging the model needs none
+    import torch.nn.functional as F
+
     pooled = F.adaptive_avg_pool2d(torch.from_numpy(np.ascontiguousarray(anomaly_map,
                                                                         dtype=np.float32))[None],
                                    (size, size))[0]

@@ -15,6 +15,7 @@ through the real CLI (``python -m dfmx`` / ``dfmx-predict`` in subprocesses):
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shlex
 import signal
@@ -259,6 +260,60 @@ def test_a_signal_ends_the_run_killed(tmp_path: Path, signum: int) -> None:
     assert f"files written so far are in {tmp_path / 'run'}" in lines[0], result
     assert _statuses(db)["single"] == ["KILLED"]
     assert not list((tmp_path / "run").rglob("*.tmp"))
+
+
+def _tracking_process(pid: int) -> int:
+    """The process id of command ``pid``'s tracking process (``dfmx.tracking.run_process``)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):  # a process that just ended
+            continue
+        if parent == pid and b"dfmx.tracking.run_process" in cmdline:
+            return int(entry.name)
+    pytest.fail(f"command {pid} has no tracking process")
+
+
+def test_a_killed_command_ends_its_run_failed(tmp_path: Path) -> None:
+    """``SIGKILL`` (as the out-of-memory killer sends it): no handler runs in the command,
+    and still its MLflow run does not stay ``RUNNING``: the tracking process, left alone,
+    ends it ``FAILED`` with the reason."""
+    from dfmx.tracking.run_process import ORPHANED
+
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    running = CliRunner(_env(tmp_path), tmp_path).start(
+        _job([*FAST, "image_size=320", f"tracking.tracking_uri={db}"]))
+    _wait_until_running(running, db)
+    running.process.send_signal(signal.SIGKILL)
+    result = running.wait(120)  # its output ends when the tracking process has ended too
+    assert result.returncode == -signal.SIGKILL, result
+    [run] = _runs(db)
+    assert run.info.status == "FAILED", run.info
+    assert run.data.tags["error"] == f"RuntimeError: {ORPHANED}", run.data.tags
+
+
+def test_a_lost_tracking_process_fails_the_job_and_its_run(tmp_path: Path) -> None:
+    """The tracking process killed while the job works: the job's results are saved, it
+    exits 1 with one line, and the command ends the run ``FAILED`` itself."""
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "run"
+    running = CliRunner(_env(tmp_path), tmp_path).start(
+        _job([*FAST, "image_size=320", f"tracking.tracking_uri={db}",
+              f"hydra.run.dir={run_dir}"]))
+    _wait_until_running(running, db)
+    os.kill(_tracking_process(running.process.pid), signal.SIGKILL)
+    result = running.wait(300)
+    lost = "TrackingProcessError: the MLflow tracking process ended unexpectedly (exit status -9)"
+    assert_clean_failure(result, f"could not record the run in MLflow ({lost}); its results "
+                                 f"are saved in {run_dir}")
+    assert result.returncode == 1, result
+    assert (run_dir / "metrics.json").is_file()
+    [run] = _runs(db)
+    assert run.info.status == "FAILED", run.info
+    assert run.data.tags["error"] == lost, run.data.tags
 
 
 @pytest.mark.parametrize(("launcher", "signum"), [("basic", signal.SIGINT),
