@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dfmx import interrupts
 from dfmx.errors import USER_ERRORS, describe, traceback_text
-from dfmx.tracking import sweep_state
+from dfmx.tracking import run_process, sweep_state
 from dfmx.tracking.job_context import absolute_dir
 from dfmx.tracking.params import version_tags
 from dfmx.tracking.redact import redact_hydra_dir, redact_override, redact_text
@@ -99,6 +99,20 @@ def _end_interrupted_sweep(sweep_dir: Path) -> str:
     retry_locked(client.set_terminated, info.run_id, "KILLED")
     return f"{note}; MLflow parent run {info.run_id} and {len(children)} running job(s) " \
            "marked KILLED"
+
+
+class TrackingProcessCallback(Callback):
+    """First in ``hydra.callbacks``: once a single run's config is composed, the tracking
+    process (:mod:`dfmx.tracking.run_process`) opens its store while the callbacks after
+    this one check the options, which imports torch."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            settings = _settings(config)
+        except Exception:  # a value the checks refuse next
+            return
+        run_process.open_store_early(
+            settings, OmegaConf.select(config, "hydra.runtime.cwd", default=None))
 
 
 class SweepCallback(Callback):

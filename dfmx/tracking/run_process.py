@@ -35,7 +35,7 @@ from typing import IO, Any
 
 from dfmx.errors import traceback_text
 from dfmx.tracking.job_context import JobContext
-from dfmx.tracking.settings import TrackingSettings
+from dfmx.tracking.settings import TrackingSettings, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,14 @@ class _Channel:
             raise value if isinstance(value, BaseException) else _remote_error(*value)
         return value, state
 
+    def post(self, method: str, *args: Any) -> None:
+        """``method(*args)`` there without waiting for it; the next :meth:`call` skips
+        its answer."""
+        with self._lock:
+            self._last_id += 1
+            with contextlib.suppress(OSError):
+                _send(self._requests, (self._last_id, method, args))
+
     def close(self) -> None:
         for stream in (self._requests, self._answers):
             with contextlib.suppress(OSError):
@@ -159,7 +167,7 @@ def prestart() -> None:
             [sys.executable, "-m", "dfmx.tracking.run_process", str(to_child_r),
              str(to_parent_w)],
             pass_fds=(to_child_r, to_parent_w), stdin=subprocess.DEVNULL)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # no process to start, or no passing of pipes
         for fd in (to_child_r, to_child_w, to_parent_r, to_parent_w):
             os.close(fd)
         log.debug("no tracking process (%s): the run is recorded in this process", exc)
@@ -179,6 +187,19 @@ def stop(timeout: float = 60.0) -> None:
         channel.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             channel.proc.wait(timeout)
+
+
+def open_store_early(settings: TrackingSettings, cwd: str | None) -> None:
+    """Have the tracking process open the run's store now, while this process checks the
+    options and imports torch: only an existing SQLite store (opening one may create it,
+    and a command refused by its checks leaves nothing behind); errors are left for the
+    run's start to report."""
+    if _channel is None:
+        return
+    uri = settings.resolved_uri(cwd)
+    path = sqlite_path(uri)
+    if settings.enabled and path is not None and path.is_file():
+        _channel.post("open_store", uri, settings.experiment_name)
 
 
 def client(settings: TrackingSettings, context: JobContext) -> RunClient | None:
@@ -280,6 +301,11 @@ class _Server:
                 "model_uri": self.run.model_uri}
 
     def handle(self, method: str, args: tuple[Any, ...]) -> Any:
+        if method == "open_store":
+            from dfmx.tracking.store import open_store
+
+            open_store(*args)
+            return None
         if method == "open":
             from dfmx.tracking.job_run import JobRun
 
