@@ -7,7 +7,10 @@ do the imports of torch and timm that the job needs first; threads cannot overla
 the other core while the command composes its config and imports torch. The job then
 records its run through a :class:`RunClient`, which has the methods of
 :class:`~dfmx.tracking.job_run.JobRun` and has them carried out there, one call at a
-time; the command itself never imports MLflow.
+time; the command itself never imports MLflow. The store is opened as soon as the config
+is composed (:func:`open_store_early`, from
+:class:`~dfmx.tracking.callback.TrackingProcessCallback`), and what logging the results
+needs is loaded while the job works.
 
 The process ends when the command closes its end of the pipes, also when the command is
 killed (``SIGKILL``, out of memory): a run still open then ends ``FAILED`` with the error
@@ -15,8 +18,8 @@ killed (``SIGKILL``, out of memory): a run still open then ends ``FAILED`` with 
 and ``SIGTERM``: the command handles them and has the run ended ``KILLED``. Its log
 records go to the command's log.
 
-Sweeps (``-m``) record their runs in their own processes, as before: their parent run is
-opened by the sweep callback in the launching process anyway.
+Sweeps (``-m``) record their runs in the processes that run their jobs: the launching
+process opens the store for the parent run anyway.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ ORPHANED = "the dfmx command ended before its MLflow run finished"
 
 class TrackingProcessError(RuntimeError):
     """An error raised in the tracking process. :func:`_remote_error` names a subclass
-    after the original class, so messages read ``MlflowException: ...`` as before."""
+    after the original class, so messages name it (``MlflowException: ...``)."""
 
 
 class _RemoteTraceback(Exception):
@@ -110,6 +113,7 @@ class _Channel:
         self.proc, self._requests, self._answers = proc, requests, answers
         self._lock = threading.Lock()
         self._last_id = 0
+        self.has_run = False  # a RunClient was made: a run may be open there
 
     def call(self, method: str, *args: Any) -> tuple[Any, dict[str, Any]]:
         """``method(*args)`` of the process's run; returns its value and the run's ids.
@@ -180,11 +184,16 @@ def prestart() -> None:
 
 def stop(timeout: float = 60.0) -> None:
     """Close the pipes and wait (at most ``timeout`` seconds) for the process to end a
-    run still open ``FAILED`` and exit."""
+    run still open ``FAILED`` and exit; a process that was never given a run (the
+    command refused its options, or records no run) is ended at once instead of being
+    waited for while it imports MLflow."""
     global _channel
     if _channel is not None:
         channel, _channel = _channel, None
         channel.close()
+        if not channel.has_run:
+            with contextlib.suppress(OSError):
+                channel.proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             channel.proc.wait(timeout)
 
@@ -207,6 +216,7 @@ def client(settings: TrackingSettings, context: JobContext) -> RunClient | None:
     ``None`` (the job records its run in this process)."""
     if _channel is None or context.multirun or _channel.proc.poll() is not None:
         return None
+    _channel.has_run = True
     return RunClient(_channel, settings, context)
 
 
