@@ -39,6 +39,7 @@ from typing import IO, Any
 from dfmx.errors import traceback_text
 from dfmx.tracking.job_context import JobContext
 from dfmx.tracking.settings import TrackingSettings, sqlite_path
+from dfmx.tracking.store import TrackingUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,12 @@ _HEADER = struct.Struct("<Q")
 ORPHANED = "the dfmx command ended before its MLflow run finished"
 
 
-class TrackingProcessError(RuntimeError):
+class TrackingProcessError(TrackingUnavailableError):
+    """The tracking process ended while the command needed it (one line, like a tracking
+    server that went away)."""
+
+
+class RemoteTrackingError(RuntimeError):
     """An error raised in the tracking process. :func:`_remote_error` names a subclass
     after the original class, so messages name it (``MlflowException: ...``)."""
 
@@ -64,7 +70,7 @@ class _RemoteTraceback(Exception):
 
 
 def _remote_error(type_name: str, message: str, remote_traceback: str) -> BaseException:
-    cls = type(type_name, (TrackingProcessError,), {"__module__": __name__})
+    cls = type(type_name, (RemoteTrackingError,), {"__module__": __name__})
     exc = cls(message)
     exc.__cause__ = _RemoteTraceback(remote_traceback) if remote_traceback else None
     return exc
@@ -133,9 +139,8 @@ class _Channel:
             except (EOFError, OSError) as exc:
                 code = self.proc.poll()
                 status = f" (exit status {code})" if code is not None else ""
-                raise _remote_error("TrackingProcessError",
-                                    f"the MLflow tracking process ended unexpectedly{status}",
-                                    "") from exc
+                raise TrackingProcessError(
+                    f"the MLflow tracking process ended unexpectedly{status}") from exc
         value, state = payload
         if kind == "error":
             raise value if isinstance(value, BaseException) else _remote_error(*value)
@@ -352,7 +357,7 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
     while True:
         try:
             ident, method, args = _receive(requests)
-        except EOFError:
+        except Exception:  # the command closed its end (EOF), or went away mid-message
             break
         try:
             answer: tuple[Any, ...] = ("ok", ident, (server.handle(method, args),

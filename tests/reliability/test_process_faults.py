@@ -14,6 +14,7 @@ through the real CLI (``python -m dfmx`` / ``dfmx-predict`` in subprocesses):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -68,6 +69,19 @@ def _runs(db: str) -> list:
     return client.search_runs(ids) if ids else []
 
 
+def _wait_for_runs(running: RunningCli, db: str, wanted: Callable[[list], bool],
+                   timeout: float = 240) -> None:
+    """Poll the store until its runs are ``wanted``."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert running.poll() is None, running.wait(5)
+        with contextlib.suppress(Exception):  # the store is being created by the command
+            if wanted(_runs(db)):
+                return
+        time.sleep(0.2)
+    pytest.fail(f"the runs were not as wanted in {timeout} s:\n{running.wait(5)}")
+
+
 def _wait_until_running(running: RunningCli, db: str, n: int = 1, timeout: float = 240) -> None:
     """Poll the store until ``n`` runs are RUNNING (the job has started its MLflow run)."""
     _wait_for_statuses(running, db,
@@ -79,18 +93,7 @@ def _wait_for_statuses(running: RunningCli, db: str,
                        wanted: Callable[[dict[str, list[str]]], bool],
                        timeout: float = 300) -> None:
     """Poll the store until the runs' statuses (:func:`_statuses`) are ``wanted``."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        assert running.poll() is None, running.wait(5)
-        try:
-            statuses = _statuses(db)
-        except Exception:  # the store is being created by the command
-            statuses = {"parent": [], "child": [], "single": []}
-        if wanted(statuses):
-            return
-        time.sleep(0.2)
-    pytest.fail(f"the runs did not reach the statuses wanted in {timeout} s:\n"
-                f"{running.wait(5)}")
+    _wait_for_runs(running, db, lambda runs: wanted(_statuses(runs)), timeout)
 
 
 # ----------------------------------------------------------------- item 2: run folders
@@ -234,9 +237,10 @@ def test_predict_keeps_or_wholly_replaces_earlier_results(tmp_path: Path,
 
 
 # ------------------------------------------------------------------ item 10: signals
-def _statuses(db: str) -> dict[str, list[str]]:
+def _statuses(db_or_runs: str | list) -> dict[str, list[str]]:
+    """The statuses of the store's (or the given) runs by kind: parent, child, single."""
     found: dict[str, list[str]] = {"parent": [], "child": [], "single": []}
-    for run in _runs(db):
+    for run in _runs(db_or_runs) if isinstance(db_or_runs, str) else db_or_runs:
         kind = ("parent" if run.data.tags.get("dfmx.sweep") == "parent" else
                 "child" if "mlflow.parentRunId" in run.data.tags else "single")
         found[kind].append(run.info.status)
@@ -303,7 +307,9 @@ def test_a_lost_tracking_process_fails_the_job_and_its_run(tmp_path: Path) -> No
     running = CliRunner(_env(tmp_path), tmp_path).start(
         _job([*FAST, "image_size=320", f"tracking.tracking_uri={db}",
               f"hydra.run.dir={run_dir}"]))
-    _wait_until_running(running, db)
+    # Once the run holds its params, the tracking process has answered its start.
+    _wait_for_runs(running, db, lambda runs: any(r.data.params for r in runs))
+    time.sleep(1)
     os.kill(_tracking_process(running.process.pid), signal.SIGKILL)
     result = running.wait(300)
     lost = "TrackingProcessError: the MLflow tracking process ended unexpectedly (exit status -9)"

@@ -187,3 +187,26 @@ def test_unknown_tracking_uri_scheme_is_one_clear_error() -> None:
     with pytest.raises(ValueError, match="no tracking store for the URI scheme 'foo'") as err:
         open_store("foo://user:secret@host/x", "dfmx")
     assert "secret" not in str(err.value) and "tracking=none" in str(err.value)
+
+
+def test_a_lost_tracking_process_is_one_line_of_the_user() -> None:
+    """A call to a tracking process that has died is a one-line error (a user error, as a
+    tracking server gone away), never a traceback; no run is given to a dead process."""
+    from dfmx.errors import is_user_error
+    from dfmx.tracking import run_process
+    from dfmx.tracking.job_context import JobContext
+
+    run_process.prestart()
+    channel = run_process._channel
+    assert channel is not None
+    try:
+        channel.proc.kill()
+        channel.proc.wait(30)
+        with pytest.raises(run_process.TrackingProcessError,
+                           match=r"ended unexpectedly \(exit status -9\)") as lost:
+            channel.call("start", {})
+        assert is_user_error(lost.value)
+        context = JobContext(multirun=False, output_dir=Path("run"))
+        assert run_process.client(TrackingSettings.from_config(None), context) is None
+    finally:
+        run_process.stop()
