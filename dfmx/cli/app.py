@@ -117,8 +117,9 @@ def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: 
 
 def _start_tracking(tracker: Any, plain: dict[str, Any]) -> Future:
     """Open the store and create the run (or find the finished one, ``resume=true``) in a
-    thread, beside the import of the experiment code in the caller's thread: both are
-    mostly imports (MLflow, torch). Returns a future of the finished prior run or ``None``."""
+    thread, beside the import of the experiment code in the caller's thread (a single run's
+    tracker has it done by the tracking process; a sweep job's imports MLflow here).
+    Returns a future of the finished prior run or ``None``."""
     from concurrent.futures import ThreadPoolExecutor
 
     def start() -> Any:
