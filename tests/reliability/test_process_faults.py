@@ -6,7 +6,8 @@ through the real CLI (``python -m dfmx`` / ``dfmx-predict`` in subprocesses):
 * ``dfmx-predict`` checks ``--output`` before any work and replaces earlier results only
   whole, saying so;
 * ``SIGTERM`` and Ctrl-C (``SIGINT``) end every MLflow run that was started (``KILLED``,
-  the sweep's parent too) and exit 143 / 130 with one line;
+  the sweep's parent too) and exit 143 / 130 with one line; ``SIGKILL`` of the command,
+  or of its tracking process, still ends its run (``FAILED``);
 * a run folder that cannot be created, a file size limit (``RLIMIT_FSIZE`` with
   ``SIGXFSZ`` ignored: writes fail with ``EFBIG``, the class of ``ENOSPC`` / ``EDQUOT``)
   and an address-space limit (``RLIMIT_AS``) each end in one line naming the way out.
