@@ -175,15 +175,13 @@ def _job(cfg: DictConfig) -> float | None:
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     context = JobContext.from_hydra(HydraConfig.get())
     settings = TrackingSettings.from_config(plain.get("tracking"))
-    tracker = None
-    if settings.enabled:
-        tracker = run_process.client(settings, context)
-        if tracker is None:
+    tracker = run_process.client(settings, context) if settings.enabled else None
+    if tracker is None:
+        run_process.stop()  # not given this job's run: it holds none
+        if settings.enabled:
             from dfmx.tracking.job_run import JobRun
 
             tracker = JobRun(settings, context)
-    if tracker is None or context.multirun:
-        run_process.stop()
     started = None
     try:
         started = _start_tracking(tracker, plain) if tracker is not None else None

@@ -63,18 +63,18 @@ def check_plugin_options(config: ModelConfig) -> None:
         ModelConfigError: naming ``pooling_params`` or ``scorer_params``, with the
             plugin's own words.
     """
-    built = []
+    built = {}
     for name, build, plugin, params in (
             ("pooling_params", build_pooling, config.pooling, config.pooling_params),
             ("scorer_params", build_scorer, config.score_type, config.scorer_params)):
         try:
-            built.append(build(plugin, dict(params)))
+            built[name] = build(plugin, dict(params))
         except (ValueError, TypeError) as exc:
             # The plugin's own words, without the builder's "pooling 'avg': " prefix.
             own = exc.__cause__ if isinstance(exc.__cause__, (ValueError, TypeError)) else exc
             raise ModelConfigError(name, f"options that {plugin!r} takes", dict(params),
                                    reason=str(own)) from None
-    check_reduction(config, built[1])
+    check_reduction(config, built["scorer_params"])
 
 
 def resolve_reduction(reduction: str, score_type: str,

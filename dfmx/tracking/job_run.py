@@ -65,6 +65,12 @@ class LoggedResult:
         return cls(dict(result.metrics), {k: Path(v) for k, v in files.items()})
 
 
+def failure_record(exc: BaseException) -> tuple[str, str, bool]:
+    """What a run records of an error: its one-line description, its traceback text and
+    whether it was an interrupt (the arguments of :meth:`JobRun.record_failure`)."""
+    return f"{type(exc).__name__}: {exc}", traceback_text(exc), isinstance(exc, KeyboardInterrupt)
+
+
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -184,8 +190,7 @@ class JobRun:
     def log_failure(self, exc: BaseException) -> None:
         """Tag the run with the error, attach the traceback as ``error.txt``, end it
         ``FAILED`` (``KILLED`` for an interrupt). Never raises."""
-        self.record_failure(f"{type(exc).__name__}: {exc}", traceback_text(exc),
-                            isinstance(exc, KeyboardInterrupt))
+        self.record_failure(*failure_record(exc))
 
     def record_failure(self, line: str, text: str, killed: bool) -> None:
         """:meth:`log_failure` of an error given as its one-line description, its

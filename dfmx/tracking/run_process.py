@@ -264,8 +264,9 @@ class RunClient:
         tracking process has gone, this process ends the run itself."""
         if self.run_id is None:
             return
-        failure = (f"{type(exc).__name__}: {exc}", traceback_text(exc),
-                   isinstance(exc, KeyboardInterrupt))
+        from dfmx.tracking.job_run import JobRun, failure_record
+
+        failure = failure_record(exc)
         try:
             self._call("record_failure", *failure)
             return
@@ -273,8 +274,6 @@ class RunClient:
             if self._channel.proc.poll() is None:  # the process is there but failed
                 log.warning("could not record the failure in MLflow: %s", log_exc)
                 return
-        from dfmx.tracking.job_run import JobRun
-
         run = JobRun(self.settings, self.context)
         run.run_id = self.run_id
         run.record_failure(*failure)

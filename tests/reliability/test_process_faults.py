@@ -238,10 +238,10 @@ def test_predict_keeps_or_wholly_replaces_earlier_results(tmp_path: Path,
 
 
 # ------------------------------------------------------------------ item 10: signals
-def _statuses(db_or_runs: str | list) -> dict[str, list[str]]:
-    """The statuses of the store's (or the given) runs by kind: parent, child, single."""
+def _statuses(runs: list) -> dict[str, list[str]]:
+    """The runs' statuses by kind: parent, child, single."""
     found: dict[str, list[str]] = {"parent": [], "child": [], "single": []}
-    for run in _runs(db_or_runs) if isinstance(db_or_runs, str) else db_or_runs:
+    for run in runs:
         kind = ("parent" if run.data.tags.get("dfmx.sweep") == "parent" else
                 "child" if "mlflow.parentRunId" in run.data.tags else "single")
         found[kind].append(run.info.status)
@@ -263,7 +263,7 @@ def test_a_signal_ends_the_run_killed(tmp_path: Path, signum: int) -> None:
     lines = [line for line in result.stderr.splitlines() if "stopped by" in line]
     assert lines == [lines[0]] and lines[0].startswith(f"dfmx: stopped by {name}; MLflow run")
     assert f"files written so far are in {tmp_path / 'run'}" in lines[0], result
-    assert _statuses(db)["single"] == ["KILLED"]
+    assert _statuses(_runs(db))["single"] == ["KILLED"]
     assert not list((tmp_path / "run").rglob("*.tmp"))
 
 
@@ -345,7 +345,7 @@ def test_an_interrupted_sweep_ends_every_run(tmp_path: Path, launcher: str, sign
     assert TRACEBACK not in result.output, result
     assert f"dfmx: stopped by {signal.Signals(signum).name}" in result.stderr, result
     assert "marked KILLED" in result.stderr, result
-    statuses = _statuses(db)
+    statuses = _statuses(_runs(db))
     assert statuses["parent"] == ["KILLED"], statuses
     assert statuses["child"] and "RUNNING" not in statuses["child"], statuses
     assert "KILLED" in statuses["child"], statuses
