@@ -16,6 +16,7 @@ import logging
 import sys
 import threading
 from concurrent.futures import Future, wait
+from pathlib import Path
 from typing import Any, NoReturn
 
 import hydra
@@ -115,10 +116,21 @@ def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: 
     sys.exit(1)
 
 
+def _not_logged(context: JobContext, plain: dict[str, Any], tracker: Any, exc: Exception,
+                output_dir: Path) -> None:
+    """The job's results could not go to MLflow: say where they are, end its run
+    ``FAILED`` (where that is not done yet) and fail the job."""
+    log.error("could not record the run in MLflow (%s: %s); its results are saved in %s",
+              type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", output_dir)
+    tracker.log_failure(exc)
+    return _failed(context, plain, exc, tracker.run_id, logged=True)
+
+
 def _start_tracking(tracker: Any, plain: dict[str, Any]) -> Future:
     """Open the store and create the run (or find the finished one, ``resume=true``) in a
-    thread, beside the import of the experiment code in the caller's thread (a single run's
-    tracker has it done by the tracking process; a sweep job's imports MLflow here).
+    thread, beside the import of the experiment code in the caller's thread (a
+    :class:`~dfmx.tracking.run_process.RunClient` has it done by the tracking process; a
+    job in a launcher's worker process imports MLflow here).
     Returns a future of the finished prior run or ``None``."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -177,23 +189,29 @@ def _job(cfg: DictConfig) -> float | None:
     settings = TrackingSettings.from_config(plain.get("tracking"))
     tracker = run_process.client(settings, context) if settings.enabled else None
     if tracker is None:
-        run_process.stop()  # not given this job's run: it holds none
+        if not context.multirun:  # a sweep's process may hold its parent run
+            run_process.stop()  # not given this job's run: it holds none
         if settings.enabled:
             from dfmx.tracking.job_run import JobRun
 
             tracker = JobRun(settings, context)
+    # A sweep's tracking process logs a job while the next one works: that job's run is
+    # created meanwhile too, and waited for only before its own logging (unless resume).
+    deferred = context.multirun and isinstance(tracker, run_process.RunClient)
     started = None
     try:
         started = _start_tracking(tracker, plain) if tracker is not None else None
         with job_timer("import_experiment"):
             from dfmx.experiment.run import run_experiment
-        if started is not None:
+        if started is not None and not (deferred and not plain.get("resume")):
             with job_timer("tracking_wait"):
                 prior = started.result()  # before any data is read: a dead server stops here
             if prior is not None:
                 return _skip_finished(context, prior, plain)
         with job_timer("run_experiment"):
             result = run_experiment(plain, context.output_dir)
+        if started is not None:
+            started.result()
         interrupts.check()  # a Ctrl-C that library code swallowed ends the job KILLED
     except BaseException as caught:
         exc = interrupts.as_interrupt(caught)
@@ -214,9 +232,14 @@ def _job(cfg: DictConfig) -> float | None:
     with job_timer("summary"):
         print(_summary(result, plain), flush=True)
     if tracker is not None:
+        config_yaml = OmegaConf.to_yaml(redact_config(plain))
         try:
             with job_timer("tracking_log"):
-                tracker.log_result(result, OmegaConf.to_yaml(redact_config(plain)))
+                if deferred:
+                    tracker.log_result_later(result, config_yaml, lambda exc: _not_logged(
+                        context, plain, tracker, exc, result.output_dir))
+                else:
+                    tracker.log_result(result, config_yaml)
         except BaseException as caught:  # the server went away: the results are on disk
             exc = interrupts.as_interrupt(caught)
             if not isinstance(exc, Exception):  # an interrupt: the results are on disk
@@ -226,26 +249,21 @@ def _job(cfg: DictConfig) -> float | None:
                 if exc is not caught:
                     raise exc from caught
                 raise
-            log.error("could not record the run in MLflow (%s: %s); its results are saved in "
-                      "%s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
-                      result.output_dir)
-            tracker.log_failure(exc)
-            return _failed(context, plain, exc, run_id, logged=True)
+            return _not_logged(context, plain, tracker, exc, result.output_dir)
     _record(context, "FINISHED", run_id, metrics=result.metrics)
     log_job_timings()
     return _selected(result.metrics, plain)
 
 
-#: Options after which the command shows something and runs no job, or runs a sweep.
-_NO_SINGLE_RUN = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--version",
-                  "--shell-completion", "-sc", "--multirun", "-m", "tracking=none")
+#: Options after which the command shows something and runs no job, or records no run.
+_NO_RUNS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--version",
+            "--shell-completion", "-sc", "tracking=none")
 
 
-def _may_record_a_single_run(args: list[str]) -> bool:
-    """Whether the command line may run one job that records an MLflow run (whose MLflow
-    work then goes to :mod:`dfmx.tracking.run_process`)."""
-    return not any(a in _NO_SINGLE_RUN or a.startswith(("--cfg=", "--info=", "hydra.mode="))
-                   for a in args)
+def _may_record_runs(args: list[str]) -> bool:
+    """Whether the command line may record MLflow runs (a job's, or a sweep's), whose
+    MLflow work then goes to :mod:`dfmx.tracking.run_process`."""
+    return not any(a in _NO_RUNS or a.startswith(("--cfg=", "--info=")) for a in args)
 
 
 def main() -> None:
@@ -257,7 +275,7 @@ def main() -> None:
             share_config_store()
             register_plugins()
             exit_on_bad_overrides()
-            if _may_record_a_single_run(sys.argv[1:]):
+            if _may_record_runs(sys.argv[1:]):
                 run_process.prestart()
         # Warnings (e.g. "image AUROC is undefined") become log lines in the run's log.
         logging.captureWarnings(True)

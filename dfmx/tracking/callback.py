@@ -1,7 +1,8 @@
 """The Hydra callback that owns a sweep's MLflow parent run.
 
 Registered in ``conf/config.yaml`` under ``hydra.callbacks``. ``on_multirun_start`` (in the
-launching process, before any job) initialises the store, creates the parent run and writes
+launching process, before any job) initialises the store, creates the parent run
+(:mod:`dfmx.tracking.parent_run`, by the tracking process when it runs) and writes
 it to ``<sweep dir>/.dfmx/parent.json``, where every job, in whatever process or machine,
 finds it. ``on_multirun_end`` collects the job records into ``sweep_table.csv`` and its
 picture ``sweep_summary.png`` (in the sweep folder and as parent artifacts), logs the best
@@ -12,6 +13,7 @@ when any job failed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -29,10 +31,8 @@ from dfmx.tracking.job_context import absolute_dir
 from dfmx.tracking.params import version_tags
 from dfmx.tracking.redact import redact_hydra_dir, redact_override, redact_text
 from dfmx.tracking.settings import TrackingSettings
-from dfmx.tracking.store import open_store, retry_locked
 from dfmx.tracking.sweep_table import (
     BEST_METRIC,
-    best_record,
     failure_summary,
     result_line,
     write_sweep_plot,
@@ -79,6 +79,7 @@ def _end_interrupted_sweep(sweep_dir: Path) -> str:
     """After Ctrl-C or ``SIGTERM``: the sweep table of the jobs that finished, every child
     run still ``RUNNING`` and the parent run marked ``KILLED``; returns words for the
     final line."""
+    run_process.settle()
     records = sweep_state.read_job_records(sweep_dir)
     note = f"{len(records)} finished job(s) in {sweep_dir}"
     if records:
@@ -86,25 +87,15 @@ def _end_interrupted_sweep(sweep_dir: Path) -> str:
     info = sweep_state.read_parent(sweep_dir)
     if info is None or not (info.run_id and info.tracking_uri):
         return note
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=info.tracking_uri)
-    children = retry_locked(
-        client.search_runs, [info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{info.run_id}' "
-                      "and attributes.status = 'RUNNING'")
-    for child in children:
-        retry_locked(client.set_terminated, child.info.run_id, "KILLED")
-    retry_locked(client.set_tag, info.run_id, "dfmx.n_jobs", str(len(records)))
-    retry_locked(client.set_terminated, info.run_id, "KILLED")
-    return f"{note}; MLflow parent run {info.run_id} and {len(children)} running job(s) " \
+    n_children = run_process.parent_runs().end(info, len(records), "KILLED")
+    return f"{note}; MLflow parent run {info.run_id} and {n_children} running job(s) " \
            "marked KILLED"
 
 
 class TrackingProcessCallback(Callback):
-    """First in ``hydra.callbacks``: once a single run's config is composed, the tracking
-    process (:mod:`dfmx.tracking.run_process`) opens its store while the callbacks after
-    this one check the options, which imports torch."""
+    """First in ``hydra.callbacks``: once the config of a run or a sweep is composed, the
+    tracking process (:mod:`dfmx.tracking.run_process`) opens its store while the
+    callbacks after this one check the options, which imports torch."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -113,6 +104,8 @@ class TrackingProcessCallback(Callback):
             return
         run_process.open_store_early(
             settings, OmegaConf.select(config, "hydra.runtime.cwd", default=None))
+
+    on_multirun_start = on_run_start
 
 
 class SweepCallback(Callback):
@@ -160,8 +153,13 @@ class SweepCallback(Callback):
         if settings.enabled:
             cwd = OmegaConf.select(config, "hydra.runtime.cwd", default=None)
             uri = settings.resolved_uri(cwd)
+            overrides = " ".join(redact_override(o) for o in OmegaConf.select(
+                config, "hydra.overrides.task", default=[]))
+            tags = {"dfmx.sweep": "parent", "dfmx.sweep_overrides": overrides[:5000],
+                    "dfmx.sweep_dir": str(sweep_dir), **version_tags()}
             try:
-                client, experiment_id = open_store(uri, settings.experiment_name)
+                info = run_process.parent_runs().create(
+                    uri, settings.experiment_name, tags, f"sweep {sweep_dir.name}")
             except USER_ERRORS as exc:
                 # Hydra turns a callback's exception into a warning and launches every job,
                 # each to fail the same way: stop the sweep here instead.
@@ -172,13 +170,6 @@ class SweepCallback(Callback):
                     print(f"dfmx sweep: {redact_text(describe(exc))}", file=sys.stderr,
                           flush=True)
                 sys.exit(1)
-            overrides = " ".join(redact_override(o) for o in OmegaConf.select(
-                config, "hydra.overrides.task", default=[]))
-            tags = {"dfmx.sweep": "parent", "dfmx.sweep_overrides": overrides[:5000],
-                    "dfmx.sweep_dir": str(sweep_dir), **version_tags()}
-            run = retry_locked(client.create_run, experiment_id, tags=tags,
-                               run_name=f"sweep {sweep_dir.name}")
-            info = sweep_state.ParentInfo(run.info.run_id, uri, experiment_id)
             log.info("MLflow parent run %s in %s", info.run_id, uri)
         interrupts.on_interrupt(lambda: _end_interrupted_sweep(sweep_dir))
         sweep_state.write_parent(sweep_dir, info)
@@ -188,6 +179,7 @@ class SweepCallback(Callback):
         when a job failed."""
         sweep_dir = _sweep_dir(config)
         metric = select_metric(config)
+        run_process.settle()  # the last jobs' logging, whose failures fail those jobs
         records = sweep_state.read_job_records(sweep_dir)
         table = write_sweep_table(sweep_dir / SWEEP_TABLE, records, metric)
         files = [table]
@@ -199,37 +191,17 @@ class SweepCallback(Callback):
         summary = failure_summary(records)
         info = sweep_state.read_parent(sweep_dir)
         if info is not None and info.run_id and info.tracking_uri:
-            self._finish_parent(info, files, records, failed=summary is not None,
-                                metric=metric)
+            try:
+                run_process.parent_runs().finish(info, files, records, summary is not None,
+                                                 metric)
+            except Exception as exc:  # the jobs' results are on disk and in the table
+                line = redact_text(describe(exc).splitlines()[0])
+                log.error("could not record the sweep in its MLflow parent run %s (%s)",
+                          info.run_id, line)
+                with contextlib.suppress(Exception):
+                    run_process.parent_runs().end(info, len(records), "FAILED", line)
+                summary = summary or f"dfmx sweep: could not record the sweep in MLflow " \
+                                     f"({line}); its table is {table}"
         if summary and self.exit_on_failure:
             print(summary, file=sys.stderr, flush=True)
             sys.exit(1)
-
-    @staticmethod
-    def _finish_parent(info: sweep_state.ParentInfo, files: list[Path],
-                       records: list[sweep_state.JobRecord], failed: bool,
-                       metric: str = BEST_METRIC) -> None:
-        import time
-
-        from mlflow.entities import Metric
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=info.tracking_uri)
-        run_id = info.run_id
-        for path in files:
-            retry_locked(client.log_artifact, run_id, str(path))
-        n_failed = sum(r.status != "FINISHED" for r in records)
-        retry_locked(client.set_tag, run_id, "dfmx.n_jobs", str(len(records)))
-        retry_locked(client.set_tag, run_id, "dfmx.n_failed", str(n_failed))
-        retry_locked(client.set_tag, run_id, "dfmx.best_metric", metric)
-        best = best_record(records, metric)
-        if best is not None:
-            now = int(time.time() * 1000)
-            metrics = [Metric(f"best_{k}", float(v), now, 0) for k, v in best.metrics.items()
-                       if v is not None and not k.startswith("time_")]
-            retry_locked(client.log_batch, run_id, metrics=metrics)
-            label = " ".join(f"{k}={v}" for k, v in best.overrides.items())
-            retry_locked(client.set_tag, run_id, "dfmx.best_run_id", best.run_id or "")
-            retry_locked(client.set_tag, run_id, "dfmx.best_job", str(best.num))
-            retry_locked(client.set_tag, run_id, "dfmx.best_overrides", label[:5000])
-        retry_locked(client.set_terminated, run_id, "FAILED" if failed else "FINISHED")

@@ -201,8 +201,11 @@ class JobRun:
             self._connect()
             client = self._client
             line = (safe(line).splitlines() or [""])[0][:MAX_TAG_LENGTH]
-            retry_locked(client.set_tag, self.run_id, "error", line)
-            retry_locked(client.log_text, self.run_id, safe(text), "error.txt")
-            retry_locked(client.set_terminated, self.run_id, "KILLED" if killed else "FAILED")
+            try:
+                retry_locked(client.set_tag, self.run_id, "error", line)
+                retry_locked(client.log_text, self.run_id, safe(text), "error.txt")
+            finally:  # ended even where its artifacts cannot be written
+                retry_locked(client.set_terminated, self.run_id,
+                             "KILLED" if killed else "FAILED")
         except Exception as log_exc:  # the original error matters more
             log.warning("could not record the failure in MLflow: %s", log_exc)

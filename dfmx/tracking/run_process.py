@@ -1,25 +1,25 @@
-"""A single run's MLflow run, recorded by a process of its own.
+"""The MLflow runs of a command, recorded by a process of its own.
 
-Importing MLflow, opening its store and creating the run take seconds of one core, and so
+Importing MLflow, opening its store and creating a run take seconds of one core, and so
 do the imports of torch and timm that the job needs first; threads cannot overlap them
-(imports hold the GIL). So a command that will run one tracked job starts
+(imports hold the GIL). So a command that may record runs starts
 ``python -m dfmx.tracking.run_process`` first (:func:`prestart`): it imports MLflow on
-the other core while the command composes its config and imports torch. The job then
+the other core while the command composes its config and imports torch. A job then
 records its run through a :class:`RunClient`, which has the methods of
 :class:`~dfmx.tracking.job_run.JobRun` and has them carried out there, one call at a
-time; the command itself never imports MLflow. The store is opened as soon as the config
-is composed (:func:`open_store_early`, from
-:class:`~dfmx.tracking.callback.TrackingProcessCallback`), and what logging the results
-needs is loaded while the job works.
+time, and a sweep's callback its parent run through :func:`parent_runs`; the command
+itself never imports MLflow. The store is opened as soon as the config is composed
+(:func:`open_store_early`, from :class:`~dfmx.tracking.callback.TrackingProcessCallback`),
+and what logging the results needs is loaded while the first job works.
+
+Only the process that started it uses it: jobs that a launcher runs in other processes
+(joblib, Ray, SLURM) record their runs themselves.
 
 The process ends when the command closes its end of the pipes, also when the command is
-killed (``SIGKILL``, out of memory): a run still open then ends ``FAILED`` with the error
-:data:`ORPHANED`, where an in-process run would stay ``RUNNING``. It ignores ``SIGINT``
-and ``SIGTERM``: the command handles them and has the run ended ``KILLED``. Its log
-records go to the command's log.
-
-Sweeps (``-m``) record their runs in the processes that run their jobs: the launching
-process opens the store for the parent run anyway.
+killed (``SIGKILL``, out of memory): the job's run and a sweep's parent run still open
+then end ``FAILED`` with the error :data:`ORPHANED`, where in-process runs would stay
+``RUNNING``. It ignores ``SIGINT`` and ``SIGTERM``: the command handles them and has the
+runs ended ``KILLED``. Its log records go to the command's log.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from typing import IO, Any
 
 from dfmx.errors import traceback_text
@@ -111,53 +112,95 @@ def _portable(exc: BaseException) -> Any:
 
 # --- the command's side --------------------------------------------------------------
 
+#: Called with the error of a posted call, once its answer (or the process's loss) is seen.
+OnError = Callable[[BaseException], None]
+
+
 class _Channel:
     """The command's ends of the pipes to the tracking process."""
 
     def __init__(self, proc: subprocess.Popen[bytes], requests: IO[bytes],
                  answers: IO[bytes]) -> None:
         self.proc, self._requests, self._answers = proc, requests, answers
+        self.pid = os.getpid()  # a forked child must not use these pipes
         self._lock = threading.Lock()
         self._last_id = 0
+        self._pending: dict[int, OnError] = {}  # posted calls whose errors are wanted
         self.has_run = False  # a RunClient was made: a run may be open there
 
     def call(self, method: str, *args: Any) -> tuple[Any, dict[str, Any]]:
-        """``method(*args)`` of the process's run; returns its value and the run's ids.
-        A call cut short here (an interrupt) leaves its answer in the pipe; the next call
-        skips it."""
-        with self._lock:
-            self._last_id += 1
-            ident = self._last_id
-            try:
-                _send(self._requests, (ident, method, args))
-                while True:
-                    kind, answer_id, payload = _receive(self._answers)
-                    if kind == "log":
-                        logging.getLogger(payload[0]).log(payload[1], "%s", payload[2])
-                    elif answer_id == ident:
-                        break
-            except (EOFError, OSError) as exc:
-                code = self.proc.poll()
-                status = f" (exit status {code})" if code is not None else ""
-                raise TrackingProcessError(
-                    f"the MLflow tracking process ended unexpectedly{status}") from exc
+        """``method(*args)`` of the process's run; returns its value and the run's state.
+        Answers of earlier posted calls are read first (their errors handed to their
+        ``on_error``, after the lock is released); a call cut short here (an interrupt)
+        leaves its answer in the pipe, and the next call skips it."""
+        failures: list[tuple[OnError, BaseException]] = []
+        try:
+            with self._lock:
+                kind, payload = self._exchange(method, args, failures)
+        finally:
+            for on_error, exc in failures:
+                try:
+                    on_error(exc)
+                except Exception:  # a failure report must not hide this call's outcome
+                    log.exception("could not report an MLflow logging failure")
         value, state = payload
         if kind == "error":
-            raise value if isinstance(value, BaseException) else _remote_error(*value)
+            raise _error(value)
         return value, state
 
-    def post(self, method: str, *args: Any) -> None:
-        """``method(*args)`` there without waiting for it; the next :meth:`call` skips
-        its answer."""
+    def _exchange(self, method: str, args: tuple[Any, ...],
+                  failures: list[tuple[OnError, BaseException]]) -> tuple[str, Any]:
+        self._last_id += 1
+        ident = self._last_id
+        try:
+            _send(self._requests, (ident, method, args))
+            while True:
+                kind, answer_id, payload = _receive(self._answers)
+                if kind == "log":
+                    logging.getLogger(payload[0]).log(payload[1], "%s", payload[2])
+                elif answer_id == ident:
+                    return kind, payload
+                else:
+                    on_error = self._pending.pop(answer_id, None)
+                    if kind == "error" and on_error is not None:
+                        failures.append((on_error, _error(payload[0])))
+        except (EOFError, OSError) as exc:
+            lost = self._lost()
+            failures.extend((on_error, lost) for on_error in self._pending.values())
+            self._pending.clear()
+            raise lost from exc
+
+    def _lost(self) -> TrackingProcessError:
+        code = self.proc.poll()
+        status = f" (exit status {code})" if code is not None else ""
+        return TrackingProcessError(f"the MLflow tracking process ended unexpectedly{status}")
+
+    def post(self, method: str, *args: Any, on_error: OnError | None = None) -> None:
+        """``method(*args)`` there without waiting for it. Its answer is read by a later
+        :meth:`call` (or :meth:`settle`); ``on_error`` is then given its error, or the
+        process's loss."""
         with self._lock:
             self._last_id += 1
-            with contextlib.suppress(OSError):
+            if on_error is not None:
+                self._pending[self._last_id] = on_error
+            with contextlib.suppress(OSError):  # the process has gone: the next call says
                 _send(self._requests, (self._last_id, method, args))
+
+    def settle(self) -> None:
+        """Wait for the posted calls whose errors are wanted; their ``on_error`` run."""
+        if self._pending:
+            with contextlib.suppress(TrackingProcessError):
+                self.call("ping")
 
     def close(self) -> None:
         for stream in (self._requests, self._answers):
             with contextlib.suppress(OSError):
                 stream.close()
+
+
+def _error(value: Any) -> BaseException:
+    """The exception of an ``("error", ...)`` answer."""
+    return value if isinstance(value, BaseException) else _remote_error(*value)
 
 
 _channel: _Channel | None = None
@@ -196,6 +239,8 @@ def stop(timeout: float = 60.0) -> None:
     if _channel is not None:
         channel, _channel = _channel, None
         channel.close()
+        if channel.pid != os.getpid():  # a forked copy of the command: not its process
+            return
         if not channel.has_run:
             with contextlib.suppress(OSError):
                 channel.proc.kill()
@@ -216,13 +261,66 @@ def open_store_early(settings: TrackingSettings, cwd: str | None) -> None:
         _channel.post("open_store", uri, settings.experiment_name)
 
 
-def client(settings: TrackingSettings, context: JobContext) -> RunClient | None:
-    """A :class:`RunClient` for a single run when the tracking process runs, else
-    ``None`` (the job records its run in this process)."""
-    if _channel is None or context.multirun or _channel.proc.poll() is not None:
+def _usable() -> _Channel | None:
+    """The channel to a tracking process this process started and that still runs."""
+    if _channel is None or _channel.pid != os.getpid() or _channel.proc.poll() is not None:
         return None
-    _channel.has_run = True
-    return RunClient(_channel, settings, context)
+    return _channel
+
+
+def client(settings: TrackingSettings, context: JobContext) -> RunClient | None:
+    """A :class:`RunClient` for a job's run when the tracking process runs, else
+    ``None`` (the job records its run in this process)."""
+    channel = _usable()
+    if channel is None:
+        settle()  # the logging a lost process still owed fails its jobs now
+        return None
+    channel.has_run = True
+    return RunClient(channel, settings, context)
+
+
+def settle() -> None:
+    """Wait until the tracking process has done the logging posted to it (by
+    :meth:`RunClient.log_result_later`), its failures (or the process's loss) reported."""
+    if _channel is not None and _channel.pid == os.getpid():
+        _channel.settle()
+
+
+def parent_runs() -> Any:
+    """The functions of :mod:`dfmx.tracking.parent_run` (``create``, ``finish``,
+    ``end``), carried out by the tracking process when it runs, else here."""
+    channel = _usable()
+    if channel is None:
+        from dfmx.tracking import parent_run
+
+        return parent_run
+    channel.has_run = True
+    return _ParentClient(channel)
+
+
+class _ParentClient:
+    """:mod:`dfmx.tracking.parent_run` through the tracking process. Ending the parent
+    when the process has gone is done here."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+
+    def create(self, *args: Any) -> Any:
+        return self._channel.call("parent.create", *args)[0]
+
+    def finish(self, *args: Any) -> None:
+        self._call_or_here("finish", *args)
+
+    def end(self, *args: Any) -> int:
+        return self._call_or_here("end", *args)
+
+    def _call_or_here(self, name: str, *args: Any) -> Any:
+        try:
+            return self._channel.call(f"parent.{name}", *args)[0]
+        except TrackingProcessError:
+            from dfmx.tracking import parent_run
+
+            return getattr(parent_run, name)(*args)
 
 
 class RunClient:
@@ -237,16 +335,28 @@ class RunClient:
         self.tracking_uri: str | None = None
         self.model_uri: str | None = None
         self._opened = False
+        self._open_there = False  # the process holds this run open (last it said)
 
     def _call(self, method: str, *args: Any) -> Any:
         if not self._opened:
             self._channel.call("open", self.settings, self.context)
             self._opened = True
-        value, state = self._channel.call(method, *args)
+        try:
+            value, state = self._channel.call(method, *args)
+        except TrackingProcessError:
+            raise
+        except Exception:
+            if method == "log_result":
+                self._open_there = False  # the process has ended the run FAILED
+            raise
+        self._take(state)
+        return value
+
+    def _take(self, state: dict[str, Any]) -> None:
         self.run_id = state.get("run_id")
         self.tracking_uri = state.get("tracking_uri")
         self.model_uri = state.get("model_uri")
-        return value
+        self._open_there = bool(state.get("open"))
 
     def find_finished(self, config: dict[str, Any]) -> Any:
         return self._call("find_finished", config)
@@ -255,28 +365,49 @@ class RunClient:
         return self._call("start", config)
 
     def log_result(self, result: Any, config_yaml: str) -> None:
+        """As :meth:`~dfmx.tracking.job_run.JobRun.log_result`; when it fails there, the
+        process has ended the run ``FAILED`` with that error."""
         from dfmx.tracking.job_run import LoggedResult
 
         self._call("log_result", LoggedResult.of(result), config_yaml)
 
+    def log_result_later(self, result: Any, config_yaml: str, on_error: OnError) -> None:
+        """:meth:`log_result` without waiting for it: the process logs while this one goes
+        on. When the logging fails, the run has been ended ``FAILED`` (here, when the
+        process was lost) before ``on_error(exc)`` is called, during a later call or
+        :func:`settle`."""
+        from dfmx.tracking.job_run import LoggedResult
+
+        def failed(exc: BaseException) -> None:
+            if self._open_there and isinstance(exc, TrackingProcessError):
+                self._record_failure_here(exc)
+            self._open_there = False  # ended either way: on_error must not end it again
+            on_error(exc)
+
+        self._channel.post("log_result", LoggedResult.of(result), config_yaml,
+                           on_error=failed)
+
     def log_failure(self, exc: BaseException) -> None:
         """As :meth:`~dfmx.tracking.job_run.JobRun.log_failure`; never raises. When the
         tracking process has gone, this process ends the run itself."""
-        if self.run_id is None:
+        if self.run_id is None or not self._open_there:
             return
-        from dfmx.tracking.job_run import JobRun, failure_record
+        from dfmx.tracking.job_run import failure_record
 
-        failure = failure_record(exc)
         try:
-            self._call("record_failure", *failure)
-            return
+            self._call("record_failure", *failure_record(exc))
         except Exception as log_exc:
             if self._channel.proc.poll() is None:  # the process is there but failed
                 log.warning("could not record the failure in MLflow: %s", log_exc)
                 return
+            self._record_failure_here(exc)
+
+    def _record_failure_here(self, exc: BaseException) -> None:
+        from dfmx.tracking.job_run import JobRun, failure_record
+
         run = JobRun(self.settings, self.context)
         run.run_id = self.run_id
-        run.record_failure(*failure)
+        run.record_failure(*failure_record(exc))
 
 
 # --- the tracking process's side -----------------------------------------------------
@@ -296,13 +427,15 @@ class _Forward(logging.Handler):
 
 
 class _Server:
-    """The run the command's calls act on."""
+    """The runs the command's calls act on: a job's, and a sweep's parent."""
 
     def __init__(self, answers: IO[bytes]) -> None:
         self._answers = answers
         self._send_lock = threading.Lock()
         self.run: Any = None
         self.open_run = False
+        self.parent: Any = None  # a sweep's parent run (ParentInfo) while it is open
+        self.sweep_dir: str | None = None
 
     def send(self, message: Any) -> None:
         with self._send_lock:
@@ -312,9 +445,11 @@ class _Server:
         if self.run is None:
             return {}
         return {"run_id": self.run.run_id, "tracking_uri": self.run.tracking_uri,
-                "model_uri": self.run.model_uri}
+                "model_uri": self.run.model_uri, "open": self.open_run}
 
     def handle(self, method: str, args: tuple[Any, ...]) -> Any:
+        if method == "ping":
+            return None
         if method == "open_store":
             from dfmx.tracking.store import open_store
 
@@ -325,19 +460,49 @@ class _Server:
 
             self.run, self.open_run = JobRun(*args), False
             return None
+        if method.startswith("parent."):
+            return self._parent(method.removeprefix("parent."), args)
         if self.run is None or method not in ("find_finished", "start", "log_result",
                                               "record_failure"):
             raise RuntimeError(f"the tracking process cannot {method!r} now")
-        value = getattr(self.run, method)(*args)
+        try:
+            value = getattr(self.run, method)(*args)
+        except Exception as exc:
+            if method == "log_result" and self.open_run:  # whoever waits for it or not
+                from dfmx.tracking.job_run import failure_record
+
+                self.open_run = False
+                with contextlib.suppress(Exception):
+                    self.run.record_failure(*failure_record(exc))
+            raise
         if method == "start":
             self.open_run = True
         elif method != "find_finished":
             self.open_run = False
         return value
 
-    def end_orphaned_run(self) -> None:
+    def _parent(self, name: str, args: tuple[Any, ...]) -> Any:
+        from dfmx.tracking import parent_run
+
+        if name not in ("create", "finish", "end"):
+            raise RuntimeError(f"the tracking process cannot 'parent.{name}'")
+        value = getattr(parent_run, name)(*args)
+        if name == "create":
+            self.parent, self.sweep_dir = value, args[2].get("dfmx.sweep_dir")
+        else:
+            self.parent = None
+        return value
+
+    def end_orphaned_runs(self) -> None:
+        """End the job's run and the sweep's parent run when either is still open."""
         if self.run is not None and self.open_run:
-            self.run.record_failure(f"RuntimeError: {ORPHANED}", ORPHANED, False)
+            with contextlib.suppress(Exception):
+                self.run.record_failure(f"RuntimeError: {ORPHANED}", ORPHANED, False)
+        if self.parent is not None:
+            from dfmx.tracking import parent_run, sweep_state
+
+            n_jobs = len(sweep_state.read_job_records(self.sweep_dir)) if self.sweep_dir else 0
+            parent_run.end(self.parent, n_jobs, "FAILED", f"RuntimeError: {ORPHANED}")
 
 
 def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
@@ -369,7 +534,7 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
             break
         if method == "start":
             _prepare_logging()  # while the job works
-    server.end_orphaned_run()
+    server.end_orphaned_runs()
 
 
 def _prepare_logging() -> None:

@@ -282,33 +282,43 @@ def _tracking_process(pid: int) -> int:
     pytest.fail(f"command {pid} has no tracking process")
 
 
-def test_a_killed_command_ends_its_run_failed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
+def test_a_killed_command_ends_its_runs_failed(tmp_path: Path, sweep: bool) -> None:
     """``SIGKILL`` (as the out-of-memory killer sends it): no handler runs in the command,
-    and still its MLflow run does not stay ``RUNNING``: the tracking process, left alone,
-    ends it ``FAILED`` with the reason."""
+    and still its MLflow runs do not stay ``RUNNING``: the tracking process, left alone,
+    ends the job's run (and a sweep's parent run) ``FAILED`` with the reason."""
     from dfmx.tracking.run_process import ORPHANED
 
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [*FAST, "image_size=320", f"tracking.tracking_uri={db}"]
     running = CliRunner(_env(tmp_path), tmp_path).start(
-        _job([*FAST, "image_size=320", f"tracking.tracking_uri={db}"]))
-    _wait_until_running(running, db)
+        _job(["-m", *args, "scorer=fre,nll"] if sweep else args))
+    _wait_until_running(running, db, n=2 if sweep else 1)
     running.process.send_signal(signal.SIGKILL)
     result = running.wait(120)  # its output ends when the tracking process has ended too
     assert result.returncode == -signal.SIGKILL, result
-    [run] = _runs(db)
-    assert run.info.status == "FAILED", run.info
-    assert run.data.tags["error"] == f"RuntimeError: {ORPHANED}", run.data.tags
+    runs = _runs(db)
+    assert len(runs) == (2 if sweep else 1), runs
+    for run in runs:
+        assert run.info.status == "FAILED", run.info
+        assert run.data.tags["error"] == f"RuntimeError: {ORPHANED}", run.data.tags
 
 
-def test_a_lost_tracking_process_fails_the_job_and_its_run(tmp_path: Path) -> None:
-    """The tracking process killed while the job works: the job's results are saved, it
-    exits 1 with one line, and the command ends the run ``FAILED`` itself."""
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
+def test_a_lost_tracking_process_fails_the_job_and_its_run(tmp_path: Path, sweep: bool) -> None:
+    """The tracking process killed while the (first) job works: the job's results are
+    saved, it fails with one line, and the command ends its run ``FAILED`` itself; a
+    sweep's next job and its parent run are recorded by the command."""
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_dir = tmp_path / "run"
-    running = CliRunner(_env(tmp_path), tmp_path).start(
-        _job([*FAST, "image_size=320", f"tracking.tracking_uri={db}",
-              f"hydra.run.dir={run_dir}"]))
-    # Once the run holds its params, the tracking process has answered its start.
+    args = [*FAST, "image_size=320", f"tracking.tracking_uri={db}"]
+    if sweep:
+        run_dir = tmp_path / "sweep" / "0"
+        args = ["-m", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}", "scorer=fre,nll"]
+    else:
+        run_dir = tmp_path / "run"
+        args = [*args, f"hydra.run.dir={run_dir}"]
+    running = CliRunner(_env(tmp_path), tmp_path).start(_job(args))
+    # Once the job's run holds its params, the tracking process has answered its start.
     _wait_for_runs(running, db, lambda runs: any(r.data.params for r in runs))
     time.sleep(1)
     os.kill(_tracking_process(running.process.pid), signal.SIGKILL)
@@ -318,9 +328,15 @@ def test_a_lost_tracking_process_fails_the_job_and_its_run(tmp_path: Path) -> No
                                  f"are saved in {run_dir}")
     assert result.returncode == 1, result
     assert (run_dir / "metrics.json").is_file()
-    [run] = _runs(db)
-    assert run.info.status == "FAILED", run.info
-    assert run.data.tags["error"] == lost, run.data.tags
+    runs = {r.data.tags.get("dfmx.job_num", r.data.tags.get("dfmx.sweep")): r
+            for r in _runs(db)}
+    assert runs["0" if sweep else None].info.status == "FAILED", runs
+    assert runs["0" if sweep else None].data.tags["error"] == lost, runs
+    if sweep:
+        assert "dfmx sweep: 1 of 2 jobs failed: #0" in result.stderr, result
+        assert runs["1"].info.status == "FINISHED", runs
+        assert runs["parent"].info.status == "FAILED", runs
+        assert runs["parent"].data.tags["dfmx.n_failed"] == "1", runs
 
 
 @pytest.mark.parametrize(("launcher", "signum"), [("basic", signal.SIGINT),

@@ -1,5 +1,6 @@
 """Against a real ``mlflow server``: a sweep with one failing job, and a single run whose
-explicit ``tracking.tracking_uri`` beats ``MLFLOW_TRACKING_URI``."""
+explicit ``tracking.tracking_uri`` beats ``MLFLOW_TRACKING_URI``. Against a SQLite store
+whose artifacts cannot be written: a run and a sweep whose logging fails."""
 
 from __future__ import annotations
 
@@ -133,3 +134,42 @@ def test_server_lost_mid_run_keeps_the_results(cli_env: dict[str, str], tmp_path
     for name in ("metrics.json", "predictions.csv", "roc.png"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
+def test_logging_that_fails_fails_the_jobs_and_their_runs(
+    cli_env: dict[str, str], tiny_data: list[str], tmp_path: Path, sweep: bool
+) -> None:
+    """Runs are created, but their artifacts cannot be written (the experiment's artifact
+    folder lies under a file): each job says where its results are, its run ends
+    ``FAILED`` with the error, and the command exits 1. A sweep's jobs are logged by the
+    tracking process while the next job works: their failures reach the sweep's table,
+    summary line and parent run all the same."""
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "afile").write_text("not a folder\n")
+    store = MlflowClient(db)
+    store.create_experiment("dfmx", artifact_location=(tmp_path / "afile" / "art").as_uri())
+    args = [*FAST, *tiny_data, f"tracking.tracking_uri={db}"]
+    args = ["-m", *args, "scorer=fre,nll", f"hydra.sweep.dir={tmp_path / 'mr'}"] if sweep \
+        else [*args, f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = run_cli(args, cwd=tmp_path, env={**cli_env, "HYDRA_FULL_ERROR": "0"})
+    assert proc.returncode == 1, proc
+    assert "Traceback" not in proc.output, proc
+    error = f"NotADirectoryError: [Errno 20] Not a directory: '{tmp_path / 'afile' / 'art'}'"
+    folders = [tmp_path / "mr" / "0", tmp_path / "mr" / "1"] if sweep else [tmp_path / "run"]
+    for folder in folders:
+        assert f"could not record the run in MLflow ({error}); its results are saved in " \
+               f"{folder}" in proc.output, proc
+        assert (folder / "metrics.json").is_file()
+    runs = store.search_runs([store.get_experiment_by_name("dfmx").experiment_id])
+    assert len(runs) == len(folders) + sweep, runs
+    for run in runs:
+        assert run.info.status == "FAILED", run.info
+        assert run.data.tags["error"] == error, run.data.tags
+    if sweep:
+        summary = [line for line in proc.stderr.splitlines() if line.startswith("dfmx sweep:")]
+        assert len(summary) == 1 and summary[0].startswith("dfmx sweep: 2 of 2 jobs failed: "
+                                                           "#0 ("), proc
+        assert summary[0].count(f"): {error}") == 2, summary
+        table = (tmp_path / "mr" / "sweep_table.csv").read_text()
+        assert table.count("FAILED") == 2 and "FINISHED" not in table, table
