@@ -25,7 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dfmx import interrupts
-from dfmx.cli.compose import share_config_store
+from dfmx.cli.compose import compose_sweep_jobs_once, share_config_store
 from dfmx.cli.config_store import register_plugins, register_resolvers
 from dfmx.cli.overrides import exit_on_bad_overrides
 from dfmx.cli.timings import job_timer, log_job_timings
@@ -273,6 +273,7 @@ def main() -> None:
     try:  # an interrupt during start-up (plugin imports) is one line too
         with job_timer("startup"):
             share_config_store()
+            compose_sweep_jobs_once()
             register_plugins()
             exit_on_bad_overrides()
             if _may_record_runs(sys.argv[1:]):
