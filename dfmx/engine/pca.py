@@ -119,12 +119,22 @@ def components_for_ratio(explained_variance_ratio: Tensor, level: float) -> int:
     return min(k + 1, explained_variance_ratio.numel())
 
 
-def _fix_signs(components: Tensor) -> Tensor:
-    """Make the largest-magnitude entry of every component positive (deterministic sign)."""
-    idx = components.abs().argmax(dim=1, keepdim=True)
-    signs = torch.sign(components.gather(1, idx))
-    signs[signs == 0] = 1
-    return components * signs
+def _signs(components: Tensor) -> Tensor:
+    """``(k, 1)`` factors ±1 that make the largest-magnitude entry of every component
+    positive (the first such entry where two have that magnitude; 1 for a zero row).
+
+    Two reductions per row rather than a copy of ``|components|`` (the components of a
+    large feature map are hundreds of MB); only rows whose maximum and minimum have the
+    same magnitude are looked at entry by entry.
+    """
+    top, bottom = components.amax(dim=1), components.amin(dim=1)
+    signs = torch.where(top >= -bottom, 1.0, -1.0).to(components.dtype)
+    ties = top == -bottom
+    if bool(ties.any()):
+        rows = components[ties]
+        first = torch.sign(rows.gather(1, rows.abs().argmax(dim=1, keepdim=True))).squeeze(1)
+        signs[ties] = torch.where(first == 0, 1.0, first).to(components.dtype)
+    return signs[:, None]
 
 
 @contextmanager
@@ -397,10 +407,11 @@ class PCA(FittedModule):
         ratio = eigvals / total if total > 0 else torch.zeros_like(eigvals)
         max_k = min(n, components.shape[1], eigvals.numel())
         k = _n_keep(ratio, self.n_components, max_k)
-        components = _fix_signs(components[:k])
+        components = components[:k]
+        signs = _signs(components)
         out = dtype if dtype.is_floating_point else torch.float32
         self.mean_ = mean.to(out)
-        self.components_ = components.to(out)
+        self.components_ = components.to(out, copy=True).mul_(signs.to(out))
         self.explained_variance_ = (eigvals[:k] / (n - 1)).to(out)
         self.explained_variance_ratio_ = ratio[:k].to(out)
         self.singular_values_ = eigvals[:k].sqrt().to(out)
