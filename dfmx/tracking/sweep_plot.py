@@ -1,4 +1,8 @@
-"""The sweep picture: every job of a sweep in one PNG, one row per job, its metrics as dots."""
+"""The sweep picture: every job of a sweep in one PNG, one row per job, its metrics as dots.
+
+Drawn with numpy and Pillow (:mod:`dfmx.experiment.chart`), as a job's plots are: no
+matplotlib is imported.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +11,42 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
 
-from dfmx.atomic import atomic_path
-from dfmx.experiment.chart import message_picture
-from dfmx.experiment.drawing import save_png
+from dfmx.experiment.chart import (
+    INK,
+    Axes,
+    Ticks,
+    blend,
+    draw_frame,
+    draw_grid,
+    draw_title,
+    message_picture,
+    ticks,
+)
+from dfmx.experiment.drawing import fit_text, font, save_png
 from dfmx.tracking.sweep_table import BEST_METRIC, rank_jobs
 
 __all__ = ["SWEEP_METRICS", "SWEEP_ROWS", "plot_sweep", "sweep_rows"]
 
 
-#: Metrics a sweep picture shows, when the jobs have them: key, legend, colour, marker.
+#: Metrics a sweep picture shows, when the jobs have them: key, legend, colour (RGB:
+#: matplotlib's tab:purple, tab:blue, tab:orange, tab:green), marker.
 SWEEP_METRICS = (
-    ("val_synthetic_AUROC", "label-free val. synthetic AUROC", "tab:purple", "^"),
-    ("image_AUROC", "image AUROC", "tab:blue", "o"),
-    ("pixel_AUROC", "pixel AUROC", "tab:orange", "s"),
-    ("pixel_PRO", "pixel PRO", "tab:green", "D"),
+    ("val_synthetic_AUROC", "label-free val. synthetic AUROC", (148, 103, 189), "triangle"),
+    ("image_AUROC", "image AUROC", (31, 119, 180), "circle"),
+    ("pixel_AUROC", "pixel AUROC", (255, 127, 14), "square"),
+    ("pixel_PRO", "pixel PRO", (44, 160, 44), "diamond"),
 )
 #: Rows in a sweep picture; a larger sweep shows its best jobs (and says so).
 SWEEP_ROWS = 40
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG at ``path`` atomically, zlib level 1 (several times faster
-    than Pillow's default level 6, for slightly larger files); returns ``path``."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, pil_kwargs={"compress_level": 1})
-    return path
+#: Picture width and height per row, in pixels.
+WIDTH, ROW_PX = 1000, 32
+_FAILED = (214, 39, 40)  # tab:red
+_BEST_SHADE, _BEST_ALPHA = (255, 215, 0), 0.25  # gold
+_TEXT_PX, _MARGIN, _DOT = 12, 8, 5
+#: Pixels above the rows (title and legend lines) and below them (x ticks and label).
+_ABOVE, _BELOW = 2 * _MARGIN + 2 * round(_TEXT_PX * 1.6), 60
 
 
 def sweep_rows(
@@ -51,6 +63,19 @@ def sweep_rows(
     return order[:SWEEP_ROWS], best
 
 
+def _marker(draw: ImageDraw.ImageDraw, x: float, y: float, shape: str,
+            colour: tuple[int, int, int]) -> None:
+    r = _DOT
+    if shape == "circle":
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+    elif shape == "square":
+        draw.rectangle((x - r + 1, y - r + 1, x + r - 1, y + r - 1), fill=colour)
+    elif shape == "diamond":
+        draw.polygon([(x, y - r - 1), (x + r, y), (x, y + r + 1), (x - r, y)], fill=colour)
+    else:
+        draw.polygon([(x, y - r - 1), (x + r, y + r - 1), (x - r, y + r - 1)], fill=colour)
+
+
 def plot_sweep(
     path: str | Path,
     labels: Sequence[str],
@@ -60,8 +85,10 @@ def plot_sweep(
 ) -> Path:
     """Write a sweep at a glance as a PNG: one row per job, its metrics as dots.
 
-    Jobs are sorted by ``metric``, best first (its row is shaded); failed jobs come last,
-    in red, with their error. Beyond :data:`SWEEP_ROWS` jobs, the best are shown.
+    Jobs are sorted by ``metric``, best first (its row is shaded and its label drawn
+    bold); failed jobs come last, their labels in red, with their error across the row.
+    Beyond :data:`SWEEP_ROWS` jobs, the best are shown. :data:`WIDTH` pixels wide,
+    :data:`ROW_PX` a row high plus the title, legend and axis.
 
     Args:
         path: output ``.png``.
@@ -82,8 +109,8 @@ def plot_sweep(
     order, best = sweep_rows(metrics, errors, metric)
     metric_name = next((name for key, name, *_ in SWEEP_METRICS if key == metric), metric)
     n_failed = sum(e is not None for e in errors)
-    shown = [(key, name, colour, marker) for key, name, colour, marker in SWEEP_METRICS
-             if any(metrics[j].get(key) is not None for j in order)]
+    shown = [entry for entry in SWEEP_METRICS
+             if any(metrics[j].get(entry[0]) is not None for j in order)]
     values = [float(metrics[j][key]) for j in order for key, *_ in shown
               if metrics[j].get(key) is not None and math.isfinite(metrics[j][key])]
     if not values:
@@ -92,51 +119,52 @@ def plot_sweep(
         return save_png(message_picture("Sweep", title + "\n(sweep_table.csv lists every job)"),
                         path)
 
-    rows = len(order)
-    width = 10.0
-    fig = Figure(figsize=(width, 1.6 + 0.32 * rows))
-    height = fig.get_figheight()
-    # Room for the longest row label at 8 pt (bold: ~0.066 in a character), up to half.
-    label_in = 0.4 + 0.066 * max(len(labels[j]) for j in order)
-    fig.subplots_adjust(left=min(0.5, label_in / width), right=0.91, bottom=0.75 / height,
-                        top=1 - 0.85 / height)
-    ax = fig.add_subplot()
-    y = np.arange(rows)[::-1]  # the first row at the top
-    for row, j in zip(y, order, strict=True):
-        if j == best:
-            ax.axhspan(row - 0.5, row + 0.5, color="gold", alpha=0.25, lw=0)
-    for key, name, colour, marker in shown:
-        xs = [metrics[j].get(key) for j in order]
-        keep = [x is not None and math.isfinite(x) for x in xs]
-        ax.scatter([x for x, k in zip(xs, keep, strict=True) if k], y[np.array(keep)],
-                   color=colour, marker=marker, s=28, label=name, zorder=3)
+    rows, text = len(order), font(_TEXT_PX)
+    picture = Image.new("RGB", (WIDTH, _ABOVE + ROW_PX * rows + _BELOW), (255, 255, 255))
+    draw = ImageDraw.Draw(picture)
     span = max(1.0 - min(values), 0.05)  # metrics lie in [0, 1]; at least 0.05 wide
-    ax.set_xlim(max(0.0, 1.0 - 1.08 * span), 1.0 + 0.02 * span)
-    ax.ticklabel_format(axis="x", useOffset=False)
-    ax.set_ylim(-0.6, rows - 0.4)
-    ax.set_yticks(y, [labels[j] for j in order], fontsize=8)
-    for tick, j in zip(ax.get_yticklabels(), order, strict=True):
+    lo, hi = max(0.0, 1.0 - 1.08 * span), 1.0 + 0.02 * span
+    xticks = ticks(lo, hi)
+    label_px = min(WIDTH // 2, math.ceil(max(text.getlength(labels[j]) for j in order)) + 2)
+    value_px = math.ceil(text.getlength("0.0000"))
+    ax = Axes(2 * _MARGIN + label_px, _ABOVE, WIDTH - 1 - 2 * _MARGIN - value_px,
+              _ABOVE + ROW_PX * rows, lo, hi, 0.0, float(rows))
+    centre = [ax.top + (i + 0.5) * ROW_PX for i in range(rows)]  # the first row on top
+    if best is not None:
+        i = order.index(best)
+        canvas = np.asarray(picture).copy()
+        blend(canvas, (ax.left + 1, round(centre[i] - ROW_PX / 2), ax.right,
+                       round(centre[i] + ROW_PX / 2)), _BEST_SHADE, _BEST_ALPHA)
+        picture.paste(Image.fromarray(canvas))
+    draw_grid(draw, ax, xticks, None)
+    for key, _, colour, shape in shown:
+        for i, j in enumerate(order):
+            x = metrics[j].get(key)
+            if x is not None and math.isfinite(x):
+                _marker(draw, float(ax.col(float(x))), centre[i], shape, colour)
+    draw_frame(picture, ax, xticks, Ticks([], []),
+               "metric value (higher is better)", "")
+    for i, j in enumerate(order):
+        label = fit_text(labels[j], text, label_px)
+        colour = _FAILED if errors[j] is not None else INK
+        for dx in ((0, 1) if j == best else (0,)):  # drawn twice, a pixel apart: bold
+            draw.text((ax.left - _MARGIN - dx, centre[i]), label, fill=colour, font=text,
+                      anchor="rm")
         if errors[j] is not None:
-            tick.set_color("tab:red")
-        elif j == best:
-            tick.set_fontweight("bold")
-    # The ranking metric in words right of each row; a failed job's error across its row.
-    for row, j in zip(y, order, strict=True):
-        if errors[j] is not None:
-            ax.text(0.01, row, f"failed: {errors[j]}"[:100], transform=ax.get_yaxis_transform(),
-                    va="center", fontsize=8, color="tab:red")
+            draw.text((ax.left + _MARGIN, centre[i]),
+                      fit_text(f"failed: {errors[j]}", text, ax.right - ax.left - 2 * _MARGIN),
+                      fill=_FAILED, font=text, anchor="lm")
         else:
             value = metrics[j].get(metric)
-            ax.text(1.01, row, "n/a" if value is None or not math.isfinite(value)
-                    else f"{value:.4f}", transform=ax.get_yaxis_transform(), va="center",
-                    fontsize=8, clip_on=False)
-    ax.grid(alpha=0.3, axis="x")
-    ax.set_xlabel("metric value (higher is better)")
+            draw.text((ax.right + _MARGIN, centre[i]), "n/a" if value is None
+                      or not math.isfinite(value) else f"{value:.4f}", fill=INK, font=text,
+                      anchor="lm")
     more = f"; the best {rows} shown" if rows < len(labels) else ""
     failed = f", {n_failed} failed" if n_failed else ""
-    fig.text(0.5, 1 - 0.2 / height, f"Sweep of {len(labels)} jobs{failed}, by {metric_name}"
-             f"{more}", ha="center", va="top", fontsize=11)
-    ax.legend(loc="lower left", fontsize=8, bbox_to_anchor=(0.0, 1.0), ncols=len(shown),
-              frameon=False, borderaxespad=0.3)
-    return _save(fig, path)
-
+    draw_title(draw, f"Sweep of {len(labels)} jobs{failed}, by {metric_name}{more}", WIDTH)
+    x, y = ax.left, _ABOVE - _MARGIN - round(_TEXT_PX * 0.8)  # the legend, in a line
+    for _, name, colour, shape in shown:
+        _marker(draw, x + _DOT, y, shape, colour)
+        draw.text((x + 3 * _DOT, y), name, fill=INK, font=text, anchor="lm")
+        x += 3 * _DOT + math.ceil(text.getlength(name)) + 3 * _MARGIN
+    return save_png(np.asarray(picture), path)

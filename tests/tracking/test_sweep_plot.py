@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -33,6 +36,11 @@ def _assert_png(path: Path) -> None:
     assert not list(path.parent.glob(".*.tmp")), "temporary file left behind"
 
 
+def _pixels(path: Path, colour: tuple[int, int, int]) -> int:
+    with Image.open(path) as im:
+        return int((np.asarray(im.convert("RGB")) == colour).all(axis=2).sum())
+
+
 def test_sweep_picture(tmp_path: Path) -> None:
     labels = [f"#{j} scorer={s} pooling.kernel_size={k}" for j, (s, k) in
               enumerate([("fre", 2), ("fre", 4), ("nll", 2), ("nll", 64)])]
@@ -40,7 +48,20 @@ def test_sweep_picture(tmp_path: Path) -> None:
                {"image_AUROC": 1.0, "pixel_AUROC": 0.97, "pixel_PRO": 0.9},
                {"image_AUROC": 0.95}, {}]
     errors = [None, None, None, "ValueError: images of size (64, 64) are too small"]
-    _assert_png(sweep_plot.plot_sweep(tmp_path / "sweep.png", labels, metrics, errors))
+    path = sweep_plot.plot_sweep(tmp_path / "sweep.png", labels, metrics, errors,
+                                 metric="image_AUROC")
+    _assert_png(path)
+    with Image.open(path) as im:
+        assert im.size == (sweep_plot.WIDTH, sweep_plot._ABOVE + 4 * sweep_plot.ROW_PX
+                           + sweep_plot._BELOW)
+    # Every metric's dots (and legend mark), the best row shaded, the failed one in red.
+    for key, _, colour, _ in sweep_plot.SWEEP_METRICS[1:]:
+        assert _pixels(path, colour) > 50, key
+    assert _pixels(path, sweep_plot.SWEEP_METRICS[0][2]) == 0  # no job has it
+    alpha = sweep_plot._BEST_ALPHA
+    shade = tuple(round(255 * (1 - alpha) + c * alpha) for c in sweep_plot._BEST_SHADE)
+    assert _pixels(path, shade) > 20 * sweep_plot.ROW_PX  # on white
+    assert _pixels(path, sweep_plot._FAILED) > 100
     _assert_png(sweep_plot.plot_sweep(tmp_path / "failed.png", labels[:2], [{}, {}],
                                    ["ValueError: a", "ValueError: b"]))
     with pytest.raises(ValueError, match="lengths differ"):
@@ -67,6 +88,16 @@ def test_one_rule_picks_the_best_job_for_the_table_line_and_the_picture() -> Non
         assert best_record(records, metric) is records[expected]
         assert rank_jobs(metrics, [e is None for e in errors], metric) == (order, best)
     assert best_record(records, "pixel_AUROC") is None
+
+
+def test_sweep_picture_imports_no_matplotlib(tmp_path: Path) -> None:
+    code = ("import sys\nfrom dfmx.tracking import sweep_plot\n"
+            f"sweep_plot.plot_sweep({str(tmp_path / 's.png')!r}, ['#0'], "
+            "[{'image_AUROC': 0.9}], [None])\nprint('matplotlib' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "False", done
+    _assert_png(tmp_path / "s.png")
 
 
 def test_sweep_picture_ranked_by_another_metric(tmp_path: Path) -> None:
