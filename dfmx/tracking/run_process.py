@@ -126,7 +126,7 @@ class _Channel:
         self._lock = threading.Lock()
         self._last_id = 0
         self._pending: dict[int, OnError] = {}  # posted calls whose errors are wanted
-        self.has_run = False  # a RunClient was made: a run may be open there
+        self.has_run = False  # given a job or a parent run: one may be open there
 
     def call(self, method: str, *args: Any) -> tuple[Any, dict[str, Any]]:
         """``method(*args)`` of the process's run; returns its value and the run's state.
@@ -231,10 +231,10 @@ def prestart() -> None:
 
 
 def stop(timeout: float = 60.0) -> None:
-    """Close the pipes and wait (at most ``timeout`` seconds) for the process to end a
-    run still open ``FAILED`` and exit; a process that was never given a run (the
-    command refused its options, or records no run) is ended at once instead of being
-    waited for while it imports MLflow."""
+    """Close the pipes and wait (at most ``timeout`` seconds) for the process to finish
+    the logging posted to it, end the runs still open ``FAILED`` and exit; a process that
+    was never given a run (the command refused its options, or records no run) is ended
+    at once instead of being waited for while it imports MLflow."""
     global _channel
     if _channel is not None:
         channel, _channel = _channel, None
