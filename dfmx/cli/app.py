@@ -198,12 +198,13 @@ def _job(cfg: DictConfig) -> float | None:
     # A sweep's tracking process logs a job while the next one works: that job's run is
     # created meanwhile too, and waited for only before its own logging (unless resume).
     deferred = context.multirun and isinstance(tracker, run_process.RunClient)
+    wait_before_work = not deferred or bool(plain.get("resume"))
     started = None
     try:
         started = _start_tracking(tracker, plain) if tracker is not None else None
         with job_timer("import_experiment"):
             from dfmx.experiment.run import run_experiment
-        if started is not None and not (deferred and not plain.get("resume")):
+        if started is not None and wait_before_work:
             with job_timer("tracking_wait"):
                 prior = started.result()  # before any data is read: a dead server stops here
             if prior is not None:

@@ -22,7 +22,7 @@ from dfmx.experiment.drawing import fit_text, font, nice_ticks, tick_text
 
 __all__ = ["INK", "Axes", "LegendEntry", "Ticks", "axes_box", "blend", "dashed_line",
            "draw_frame", "draw_grid", "draw_legend", "draw_title", "legend_size",
-           "message_picture", "ticks"]
+           "message_picture", "over_white", "ticks"]
 
 #: Colour (RGB) of text, the axes' box and ticks.
 INK = (0, 0, 0)
@@ -223,6 +223,12 @@ def blend(canvas: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int,
     region = canvas[top:bottom, left:right]
     over = region * np.float32(1 - alpha) + np.float32(alpha) * np.array(colour, np.float32)
     region[...] = np.rint(over).astype(np.uint8)
+
+
+def over_white(colour: tuple[int, int, int], alpha: float) -> tuple[int, int, int]:
+    """``colour`` at opacity ``alpha`` over white: what :func:`blend` paints on a white
+    canvas, as one colour."""
+    return tuple(round(255 * (1 - alpha) + c * alpha) for c in colour)  # type: ignore[return-value]
 
 
 def message_picture(title: str, message: str, size: tuple[int, int] = (550, 500)) -> np.ndarray:

@@ -27,6 +27,7 @@ from dfmx.experiment.chart import (
     draw_title,
     legend_size,
     message_picture,
+    over_white,
     ticks,
 )
 from dfmx.experiment.drawing import save_png
@@ -210,7 +211,8 @@ def plot_score_histogram(
         ys = np.asarray(ax.row(np.r_[0.0, np.repeat(counts, 2).astype(float), 0.0]))
         xs = np.repeat(bar_cols, 2).astype(float)
         draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=colour, width=1)
-    entries = [LegendEntry(text, colour, "patch", _mixed(colour)) for _, text, colour in classes]
+    entries = [LegendEntry(text, colour, "patch", over_white(colour, FILL_ALPHA))
+               for _, text, colour in classes]
     if math.isfinite(thr):
         x = ax.col(thr)
         dashed_line(draw, (x, ax.top), (x, ax.bottom), THRESHOLD_COLOUR, width=2)
@@ -222,11 +224,6 @@ def plot_score_histogram(
                                               ax.col(thr) if math.isfinite(thr) else None))
     draw_title(draw, f"Score distribution — {_counts(lab)}{note}", HISTOGRAM_SIZE[0])
     return save_png(np.asarray(picture), path)
-
-
-def _mixed(colour: tuple[int, int, int]) -> tuple[int, int, int]:
-    """``colour`` at :data:`FILL_ALPHA` over white."""
-    return tuple(round(255 * (1 - FILL_ALPHA) + c * FILL_ALPHA) for c in colour)
 
 
 def _legend_corner(ax: Axes, size: tuple[int, int], bars: list[tuple[int, int, int, int]],

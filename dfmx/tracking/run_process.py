@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 _HEADER = struct.Struct("<Q")
 #: The error of a run left open when the command ended.
 ORPHANED = "the dfmx command ended before its MLflow run finished"
+_ORPHANED_LINE = f"RuntimeError: {ORPHANED}"
 
 
 class TrackingProcessError(TrackingUnavailableError):
@@ -472,8 +473,7 @@ class _Server:
                 from dfmx.tracking.job_run import failure_record
 
                 self.open_run = False
-                with contextlib.suppress(Exception):
-                    self.run.record_failure(*failure_record(exc))
+                self.run.record_failure(*failure_record(exc))  # never raises
             raise
         if method == "start":
             self.open_run = True
@@ -496,13 +496,12 @@ class _Server:
     def end_orphaned_runs(self) -> None:
         """End the job's run and the sweep's parent run when either is still open."""
         if self.run is not None and self.open_run:
-            with contextlib.suppress(Exception):
-                self.run.record_failure(f"RuntimeError: {ORPHANED}", ORPHANED, False)
+            self.run.record_failure(_ORPHANED_LINE, ORPHANED, False)
         if self.parent is not None:
             from dfmx.tracking import parent_run, sweep_state
 
             n_jobs = len(sweep_state.read_job_records(self.sweep_dir)) if self.sweep_dir else 0
-            parent_run.end(self.parent, n_jobs, "FAILED", f"RuntimeError: {ORPHANED}")
+            parent_run.end(self.parent, n_jobs, "FAILED", _ORPHANED_LINE)
 
 
 def serve(requests: IO[bytes], answers: IO[bytes]) -> None:

@@ -17,11 +17,11 @@ from dfmx.experiment.chart import (
     INK,
     Axes,
     Ticks,
-    blend,
     draw_frame,
     draw_grid,
     draw_title,
     message_picture,
+    over_white,
     ticks,
 )
 from dfmx.experiment.drawing import fit_text, font, save_png
@@ -132,10 +132,9 @@ def plot_sweep(
     centre = [ax.top + (i + 0.5) * ROW_PX for i in range(rows)]  # the first row on top
     if best is not None:
         i = order.index(best)
-        canvas = np.asarray(picture).copy()
-        blend(canvas, (ax.left + 1, round(centre[i] - ROW_PX / 2), ax.right,
-                       round(centre[i] + ROW_PX / 2)), _BEST_SHADE, _BEST_ALPHA)
-        picture.paste(Image.fromarray(canvas))
+        draw.rectangle((ax.left + 1, round(centre[i] - ROW_PX / 2), ax.right - 1,
+                        round(centre[i] + ROW_PX / 2) - 1),
+                       fill=over_white(_BEST_SHADE, _BEST_ALPHA))
     draw_grid(draw, ax, xticks, None)
     for key, _, colour, shape in shown:
         for i, j in enumerate(order):
