@@ -347,12 +347,20 @@ def test_an_interrupted_sweep_ends_every_run(tmp_path: Path, launcher: str, sign
     sweep = tmp_path / "sweep"
     args = ["-m", *FAST, "image_size=320", f"tracking.tracking_uri={db}",
             f"hydra.sweep.dir={sweep}", "scorer=fre,nll", "pca_level=0.9,0.95"]
+    if launcher == "basic":  # each job extracts its features: seconds of work to stop
+        args.append("cache.enabled=false")
     if launcher == "joblib":
         args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     running = runner.start(_job(args))
     if launcher == "basic":  # one job after another: stop the second, the first finished
-        _wait_for_statuses(running, db, lambda s: "FINISHED" in s["child"]
-                           and "RUNNING" in s["child"])
+        # The second job still working (its run is RUNNING also while the tracking process
+        # logs a job that has finished, and the sweep goes on to the next one).
+        def second_working(runs: list) -> bool:
+            status = {r.data.tags.get("dfmx.job_num"): r.info.status for r in runs}
+            return (status.get("0") == "FINISHED" and status.get("1") == "RUNNING"
+                    and not (sweep / "1" / "metrics.json").exists())
+
+        _wait_for_runs(running, db, second_working)
     else:
         _wait_until_running(running, db, n=2)  # the parent and a first job
     running.process.send_signal(signum)
