@@ -126,27 +126,31 @@ def _not_logged(context: JobContext, plain: dict[str, Any], tracker: Any, exc: E
     return _failed(context, plain, exc, tracker.run_id, logged=True)
 
 
-def _start_tracking(tracker: Any, plain: dict[str, Any]) -> Future:
+def _start_tracking(tracker: Any, plain: dict[str, Any], started: Future) -> None:
     """Open the store and create the run (or find the finished one, ``resume=true``) in a
     thread, beside the import of the experiment code in the caller's thread (a
     :class:`~dfmx.tracking.run_process.RunClient` has it done by the tracking process; a
     job in a launcher's worker process imports MLflow here).
-    Returns a future of the finished prior run or ``None``."""
-    from concurrent.futures import ThreadPoolExecutor
 
-    def start() -> Any:
-        with job_timer("tracking_start"):
-            if plain.get("resume"):
-                prior = tracker.find_finished(plain)
-                if prior is not None:
-                    return prior
-            tracker.start(plain)  # fails fast when the tracking server is unreachable
-            return None
+    ``started`` gets the finished prior run or ``None``. The caller holds it before the
+    thread exists, so an interrupt at any point leaves it either cancelled (the thread
+    then creates no run) or running (the caller waits for the run, then ends it).
+    """
 
-    pool = ThreadPoolExecutor(1, thread_name_prefix="dfmx-tracking")
-    future = pool.submit(start)
-    pool.shutdown(wait=False)
-    return future
+    def start() -> None:
+        if not started.set_running_or_notify_cancel():
+            return
+        try:
+            with job_timer("tracking_start"):
+                prior = tracker.find_finished(plain) if plain.get("resume") else None
+                if prior is None:
+                    tracker.start(plain)  # fails fast when the tracking server is unreachable
+        except BaseException as exc:
+            started.set_exception(exc)
+        else:
+            started.set_result(prior)
+
+    threading.Thread(target=start, name="dfmx-tracking").start()
 
 
 def _note_interrupt(context: JobContext, tracker: Any) -> None:
@@ -199,9 +203,11 @@ def _job(cfg: DictConfig) -> float | None:
     # created meanwhile too, and waited for only before its own logging (unless resume).
     deferred = context.multirun and isinstance(tracker, run_process.RunClient)
     wait_before_work = not deferred or bool(plain.get("resume"))
-    started = None
+    started: Future | None = None
     try:
-        started = _start_tracking(tracker, plain) if tracker is not None else None
+        if tracker is not None:
+            started = Future()
+            _start_tracking(tracker, plain, started)
         with job_timer("import_experiment"):
             from dfmx.experiment.run import run_experiment
         if started is not None and wait_before_work:
@@ -216,7 +222,7 @@ def _job(cfg: DictConfig) -> float | None:
         interrupts.check()  # a Ctrl-C that library code swallowed ends the job KILLED
     except BaseException as caught:
         exc = interrupts.as_interrupt(caught)
-        if started is not None:
+        if started is not None and not started.cancel():
             wait([started])  # a run being created is marked failed, not left running
         if tracker is not None:
             tracker.log_failure(exc)
