@@ -16,6 +16,7 @@ fit with a float64 SVD (figures in ``docs/performance.md``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -34,6 +35,8 @@ _RESIDUAL_TOL = 1e-11
 # Most subspace iterations per block size before the block grows (or the full eigh runs).
 _MAX_ITER = 40
 
+
+_NOT_FINITE = "PCA.fit: the features contain NaN or inf values"
 
 #: Largest spread of the samples around the first one, relative to the largest feature
 #: magnitude, that counts as no variation at all (float32 rounding is ~1e-7).
@@ -269,13 +272,13 @@ class PCA(FittedModule):
         n, d = x.shape
         if n < 2:
             raise ValueError(f"PCA needs at least 2 samples to fit; got {n}")
-        if not all(bool(torch.isfinite(rows).all()) for rows in _row_blocks(x)):
-            raise ValueError("PCA.fit: the features contain NaN or inf values")
-        check_variation(x, "PCA.fit")
-        mean = self._blocked_mean(x)
         if n < d:
-            eigvals, components, total = self._fit_gram(x, mean, self.n_components)
+            mean, eigvals, components, total = self._fit_gram(x, self.n_components)
         else:
+            if not all(bool(torch.isfinite(rows).all()) for rows in _row_blocks(x)):
+                raise ValueError(_NOT_FINITE)
+            check_variation(x, "PCA.fit")
+            mean = self._blocked_mean(x)
             cov = self._covariance(x, mean)
             eigvals, components, total = self._eig_covariance(cov, self.n_components, n)
         self._set_fitted(mean, eigvals, components, n, x.dtype, total)
@@ -357,19 +360,40 @@ class PCA(FittedModule):
         return eigvals[:k], eigvecs[:, :k].T.contiguous(), total  # rows are components
 
     @staticmethod
-    def _fit_gram(
-        x: Tensor, mean: Tensor, n_components: float | int
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Eigendecomposition through the (n, n) Gram matrix; components recovered as
-        ``V_kᵀ Xc / sqrt(λ_k)`` for the kept non-null eigenvalues.
+    def _centred_gram(x: Tensor) -> tuple[Tensor, Tensor]:
+        """The mean ``(d,)`` and the centred Gram matrix ``Xc Xcᵀ (n, n)`` of ``x (n, d)``,
+        float64, in one pass over column spans, which also refuses non-finite features and
+        samples without variation (the test of :func:`check_variation`)."""
+        n, d = x.shape
+        mean = torch.empty(d, dtype=torch.float64, device=x.device)
+        gram = torch.zeros(n, n, dtype=torch.float64, device=x.device)
+        spread = scale = 0.0
+        for span in _column_spans(n, d):
+            cols = x[:, span].double()
+            largest = float(cols.abs().max())  # NaN or inf anywhere in the span shows here
+            if not math.isfinite(largest):
+                raise ValueError(_NOT_FINITE)
+            scale = max(scale, largest)
+            spread = max(spread, float((cols - cols[0]).abs().max()))
+            mean[span] = cols.mean(dim=0)
+            cols -= mean[span]
+            gram.addmm_(cols, cols.T)
+        if spread <= NO_VARIATION_TOL * scale:
+            raise _no_variation(n, "PCA.fit")
+        return mean, gram
 
-        Returns ``(eigvals, components, total)`` for the kept components only.
+    @staticmethod
+    def _fit_gram(
+        x: Tensor, n_components: float | int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Eigendecomposition through the ``(n, n)`` centred Gram matrix
+        (:meth:`_centred_gram`); components recovered as ``V_kᵀ Xc / sqrt(λ_k)`` for the
+        kept non-null eigenvalues.
+
+        Returns ``(mean, eigvals, components, total)``, for the kept components only.
         """
         n, d = x.shape
-        gram = torch.zeros(n, n, dtype=torch.float64, device=x.device)
-        for span in _column_spans(n, d):
-            cols = x[:, span].double() - mean[span]
-            gram += cols @ cols.T
+        mean, gram = PCA._centred_gram(x)
         leading = _leading_eigh(gram, n_components, min(n, d))
         if leading is not None:
             eigvals, eigvecs, total = leading
@@ -390,7 +414,7 @@ class PCA(FittedModule):
         for span in _column_spans(n, d):
             cols = x[:, span].double() - mean[span]
             components[:, span] = scale.T @ cols
-        return eigvals, components, total
+        return mean, eigvals, components, total
 
     def _set_fitted(
         self,

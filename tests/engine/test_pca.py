@@ -3,7 +3,8 @@ import pytest
 import torch
 from sklearn.decomposition import PCA as SkPCA
 
-from dfmx.engine.pca import PCA, components_for_ratio
+from dfmx.engine import pca
+from dfmx.engine.pca import PCA, NoVariationError, components_for_ratio
 
 
 def _data(n: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -120,3 +121,26 @@ def test_errors() -> None:
         PCA(0.9).fit(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]))
     with pytest.raises(RuntimeError, match="not fitted"):
         PCA(0.9).transform(torch.randn(3, 4))
+
+
+def test_the_gram_pass_checks_and_sums_every_column_span(monkeypatch) -> None:
+    """Wide features (n < d) are checked, averaged and multiplied span by span: the fit
+    matches the one-span fit, and a bad value or the only variation in the last span
+    is still seen."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3) @ torch.randn(3, 100) + 5.0
+    whole = PCA(2).fit(x)
+    monkeypatch.setattr(pca, "_BLOCK_ENTRIES", 64)  # spans of 16 columns
+    spans = PCA(2).fit(x)
+    for name in ("mean_", "components_", "explained_variance_"):
+        torch.testing.assert_close(getattr(spans, name), getattr(whole, name))
+
+    bad = x.clone()
+    bad[1, -1] = float("inf")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        PCA(2).fit(bad)
+    same = x[:1].repeat(4, 1)
+    with pytest.raises(NoVariationError, match="4 training samples carry no variation"):
+        PCA(2).fit(same)
+    same[2, -1] += 1.0
+    assert PCA(1).fit(same).n_components_ == 1
