@@ -73,11 +73,11 @@ def top_indices(labels: np.ndarray, scores: np.ndarray, cls: int, k: int) -> lis
 def _map_range(maps: np.ndarray) -> tuple[float, float]:
     """Finite min/max over all maps (chunked so a large stack is not copied at once)."""
     lo, hi = math.inf, -math.inf
-    for chunk in np.array_split(np.arange(len(maps)), max(1, len(maps) // 64)):
-        m = np.asarray(maps[chunk], dtype=np.float64)
-        m = m[np.isfinite(m)]
-        if m.size:
-            lo, hi = min(lo, float(m.min())), max(hi, float(m.max()))
+    for start in range(0, len(maps), 64):
+        m = np.asarray(maps[start:start + 64])
+        finite = np.isfinite(m)
+        lo = min(lo, float(np.min(m, where=finite, initial=np.inf)))
+        hi = max(hi, float(np.max(m, where=finite, initial=-np.inf)))
     if not math.isfinite(lo):
         return 0.0, 1.0
     if hi <= lo:

@@ -58,3 +58,12 @@ def test_top_indices_ties_and_nan() -> None:
     labels = np.array([0, 0, 0, 0])
     scores = np.array([np.nan, 0.5, 0.5, 0.9])
     assert overlays.top_indices(labels, scores, 0, 4) == [3, 1, 2, 0]
+
+
+def test_the_colour_range_is_that_of_the_finite_map_values() -> None:
+    maps = np.linspace(-2.0, 3.0, 130 * 16, dtype=np.float32).reshape(130, 4, 4)
+    maps[0, 0, 0], maps[70, 1, 1], maps[129, 3, 3] = np.nan, np.inf, -np.inf
+    assert overlays._map_range(maps) == (float(maps[0, 0, 1]), float(maps[129, 3, 2]))
+    assert overlays._map_range(np.full((3, 4, 4), np.nan, np.float32)) == (0.0, 1.0)
+    lo, hi = overlays._map_range(np.ones((2, 4, 4), np.float32))
+    assert lo == 1.0 and hi > lo
