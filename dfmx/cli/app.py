@@ -126,6 +126,10 @@ def _not_logged(context: JobContext, plain: dict[str, Any], tracker: Any, exc: E
     return _failed(context, plain, exc, tracker.run_id, logged=True)
 
 
+#: The fitted PCAs a sweep's process keeps for its later jobs (``dfmx.engine.fit_sharing``).
+SWEEP_SHARED_FIT_BYTES = 1 << 30
+
+
 def _start_tracking(tracker: Any, plain: dict[str, Any], started: Future) -> None:
     """Open the store and create the run (or find the finished one, ``resume=true``) in a
     thread, beside the import of the experiment code in the caller's thread (a
@@ -210,6 +214,10 @@ def _job(cfg: DictConfig) -> float | None:
             _start_tracking(tracker, plain, started)
         with job_timer("import_experiment"):
             from dfmx.experiment.run import run_experiment
+        if context.multirun:  # later jobs may fit the same PCAs for another scorer
+            from dfmx.engine.fit_sharing import share_fits
+
+            share_fits(SWEEP_SHARED_FIT_BYTES)
         if started is not None and wait_before_work:
             with job_timer("tracking_wait"):
                 prior = started.result()  # before any data is read: a dead server stops here

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from dfmx.engine import fit_sharing
 from dfmx.engine.fitted import FittedModule
 from dfmx.errors import DataError
 
@@ -250,28 +251,35 @@ class PCA(FittedModule):
         torch.Size([50, 3])
     """
 
+    #: The fitted buffers (with ``n_samples_``, what a fit sets).
+    _FITTED = ("mean_", "components_", "explained_variance_", "explained_variance_ratio_",
+               "singular_values_")
+
     def __init__(self, n_components: float | int = 0.97) -> None:
         super().__init__()
         _check_n_components(n_components)
         self.n_components = n_components
-        for name in (
-            "mean_",
-            "components_",
-            "explained_variance_",
-            "explained_variance_ratio_",
-            "singular_values_",
-        ):
+        for name in self._FITTED:
             self.register_buffer(name, torch.empty(0))
         self.n_samples_: int = 0
 
     # ------------------------------------------------------------------ fitting
     def fit(self, x: Tensor) -> PCA:
-        """Fit on ``x`` of shape ``(n_samples, n_features)``; returns ``self``."""
+        """Fit on ``x`` of shape ``(n_samples, n_features)``; returns ``self``.
+
+        Where :func:`~dfmx.engine.fit_sharing.share_fits` is on (the jobs of a sweep), a
+        fit of features already fitted with the same ``n_components`` is a copy of that
+        fit.
+        """
         if x.ndim != 2:
             raise ValueError(f"PCA.fit expects (n_samples, n_features); got shape {tuple(x.shape)}")
         n, d = x.shape
         if n < 2:
             raise ValueError(f"PCA needs at least 2 samples to fit; got {n}")
+        shared = fit_sharing.key(x, self.n_components)
+        if shared is not None and (state := fit_sharing.get(shared)) is not None:
+            self._restore(state)
+            return self
         if n < d:
             mean, eigvals, components, total = self._fit_gram(x, self.n_components)
         else:
@@ -282,6 +290,8 @@ class PCA(FittedModule):
             cov = self._covariance(x, mean)
             eigvals, components, total = self._eig_covariance(cov, self.n_components, n)
         self._set_fitted(mean, eigvals, components, n, x.dtype, total)
+        if shared is not None:
+            fit_sharing.put(shared, self._state())
         return self
 
     def fit_batches(self, batches: Iterable[Tensor]) -> PCA:
@@ -440,6 +450,15 @@ class PCA(FittedModule):
         self.explained_variance_ratio_ = ratio[:k].to(out)
         self.singular_values_ = eigvals[:k].sqrt().to(out)
         self.n_samples_ = n
+
+    def _state(self) -> fit_sharing.State:
+        return {**{name: getattr(self, name) for name in self._FITTED},
+                "n_samples_": self.n_samples_}
+
+    def _restore(self, state: fit_sharing.State) -> None:
+        for name in self._FITTED:
+            setattr(self, name, state[name])
+        self.n_samples_ = int(state["n_samples_"])
 
     # ------------------------------------------------------------------ applying
     @property
