@@ -43,6 +43,11 @@ from dfmx.tracking.settings import TrackingSettings
 log = logging.getLogger("dfmx")
 register_resolvers()  # here, so that a launcher's worker process has it too
 
+#: The fitted PCAs a sweep's process (each worker process of a parallel launcher) keeps
+#: for its later jobs (``dfmx.engine.fit_sharing``): a Lite0 job's two PCAs at
+#: ``pooling.kernel_size=1`` and 256 px are about 100 MB.
+SWEEP_SHARED_FIT_BYTES = 512 << 20
+
 
 def _summary(result: Any, cfg: dict[str, Any]) -> str:
     from dfmx.cli.summary_table import summary_table
@@ -124,10 +129,6 @@ def _not_logged(context: JobContext, plain: dict[str, Any], tracker: Any, exc: E
               type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", output_dir)
     tracker.log_failure(exc)
     return _failed(context, plain, exc, tracker.run_id, logged=True)
-
-
-#: The fitted PCAs a sweep's process keeps for its later jobs (``dfmx.engine.fit_sharing``).
-SWEEP_SHARED_FIT_BYTES = 1 << 30
 
 
 def _start_tracking(tracker: Any, plain: dict[str, Any], started: Future) -> None:
