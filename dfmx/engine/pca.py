@@ -379,7 +379,7 @@ class PCA(FittedModule):
         gram = torch.zeros(n, n, dtype=torch.float64, device=x.device)
         spread = scale = 0.0
         for span in _column_spans(n, d):
-            cols = x[:, span].double()
+            cols = x[:, span].to(torch.float64, copy=True)  # centred below, in place
             largest = float(cols.abs().max())  # NaN or inf anywhere in the span shows here
             if not math.isfinite(largest):
                 raise ValueError(_NOT_FINITE)

@@ -1,4 +1,5 @@
-"""PCA fits shared between a sweep's jobs by the content of their input (dfmx.engine.fit_sharing)."""
+"""PCA fits shared between a sweep's jobs by the content of their input
+(``dfmx.engine.fit_sharing``)."""
 
 from __future__ import annotations
 

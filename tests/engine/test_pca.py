@@ -144,3 +144,12 @@ def test_the_gram_pass_checks_and_sums_every_column_span(monkeypatch) -> None:
         PCA(2).fit(same)
     same[2, -1] += 1.0
     assert PCA(1).fit(same).n_components_ == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(6, 40), (40, 6)])  # the Gram and the covariance paths
+def test_fitting_leaves_the_features_unchanged(dtype: torch.dtype, shape: tuple) -> None:
+    x = _data(*shape).to(dtype)
+    before = x.clone()
+    PCA(0.9).fit(x)
+    assert torch.equal(x, before)
