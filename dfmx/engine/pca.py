@@ -16,7 +16,6 @@ fit with a float64 SVD (figures in ``docs/performance.md``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -380,11 +379,13 @@ class PCA(FittedModule):
         spread = scale = 0.0
         for span in _column_spans(n, d):
             cols = x[:, span].to(torch.float64, copy=True)  # centred below, in place
-            largest = float(cols.abs().max())  # NaN or inf anywhere in the span shows here
-            if not math.isfinite(largest):
+            # Column-wise extremes (no copy of the span): NaN and inf show in them, and
+            # the largest distance from the first sample is max(high - x₀, x₀ - low).
+            low, high = torch.aminmax(cols, dim=0)
+            if not (bool(torch.isfinite(low).all()) and bool(torch.isfinite(high).all())):
                 raise ValueError(_NOT_FINITE)
-            scale = max(scale, largest)
-            spread = max(spread, float((cols - cols[0]).abs().max()))
+            scale = max(scale, float(torch.maximum(high, -low).max()))
+            spread = max(spread, float(torch.maximum(high - cols[0], cols[0] - low).max()))
             mean[span] = cols.mean(dim=0)
             cols -= mean[span]
             gram.addmm_(cols, cols.T)
