@@ -16,6 +16,7 @@ fit with a float64 SVD (figures in ``docs/performance.md``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -35,6 +36,8 @@ _RESIDUAL_TOL = 1e-11
 # Most subspace iterations per block size before the block grows (or the full eigh runs).
 _MAX_ITER = 40
 
+
+log = logging.getLogger(__name__)
 
 _NOT_FINITE = "PCA.fit: the features contain NaN or inf values"
 
@@ -278,6 +281,8 @@ class PCA(FittedModule):
         shared = fit_sharing.key(x, self.n_components)
         if shared is not None and (state := fit_sharing.get(shared)) is not None:
             self._restore(state)
+            log.info("PCA of %d x %d features at n_components=%s: the earlier fit of the same "
+                     "features reused", n, d, self.n_components)
             return self
         if n < d:
             mean, eigvals, components, total = self._fit_gram(x, self.n_components)

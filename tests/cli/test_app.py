@@ -153,6 +153,9 @@ def test_multirun_sweep_writes_one_folder_per_job(cli_runs: dict[str, CliResult]
         seen.add((scorer, kernel))
         _check_job(job, pixel=scorer == "fre")
         assert (job / "model" / "model.safetensors").is_file()
+        # The nll jobs come after the fre jobs of the same features: their PCAs are shared.
+        reused = "the earlier fit of the same features reused" in (job / "app.log").read_text()
+        assert reused == (scorer == "nll"), (job, scorer)
     assert seen == {("fre", 2), ("fre", 4), ("nll", 2), ("nll", 4)}
     sweep_dir = cli_runs["sweep"].run_dir
     assert (sweep_dir / "sweep_table.csv").is_file()  # also with tracking=none
