@@ -17,6 +17,7 @@ fit with a float64 SVD (figures in ``docs/performance.md``).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -36,10 +37,7 @@ _RESIDUAL_TOL = 1e-11
 # Most subspace iterations per block size before the block grows (or the full eigh runs).
 _MAX_ITER = 40
 
-
 log = logging.getLogger(__name__)
-
-_NOT_FINITE = "PCA.fit: the features contain NaN or inf values"
 
 #: Largest spread of the samples around the first one, relative to the largest feature
 #: magnitude, that counts as no variation at all (float32 rounding is ~1e-7).
@@ -73,29 +71,58 @@ def _no_variation(n: int, what: str) -> NoVariationError:
     )
 
 
+class _Extremes:
+    """Each feature's lowest and highest value, gathered over blocks of samples (row
+    blocks or column spans) without a copy of a block: enough for the checks of every fit
+    (:meth:`check`)."""
+
+    def __init__(self, d: int, device: torch.device) -> None:
+        self.low = torch.full((d,), math.inf, dtype=torch.float64, device=device)
+        self.high = torch.full((d,), -math.inf, dtype=torch.float64, device=device)
+
+    def add(self, block: Tensor, cols: slice = slice(None)) -> None:
+        """Take in ``block``, the samples' values of the features ``cols``."""
+        low, high = torch.aminmax(block, dim=0)  # NaN propagates; exact in any dtype
+        self.low[cols] = torch.minimum(self.low[cols], low.double())
+        self.high[cols] = torch.maximum(self.high[cols], high.double())
+
+    def check(self, first: Tensor, n: int, what: str) -> None:
+        """Refuse NaN or inf values (``ValueError``) and ``n`` samples that all equal
+        ``first``, the first of them (:class:`NoVariationError`): no feature of any sample
+        differs from it by more than :data:`NO_VARIATION_TOL` times the largest magnitude.
+        A feature's largest distance from ``first`` is ``max(high - first, first - low)``.
+        """
+        if not (bool(torch.isfinite(self.low).all()) and bool(torch.isfinite(self.high).all())):
+            raise ValueError(f"{what}: the features contain NaN or inf values")
+        if first.numel() == 0:
+            raise _no_variation(n, what)
+        first = first.double()
+        spread = float(torch.maximum(self.high - first, first - self.low).max())
+        scale = float(torch.maximum(self.high, -self.low).max())
+        if spread <= NO_VARIATION_TOL * scale:
+            raise _no_variation(n, what)
+
+
 def check_variation(x: Tensor, what: str = "PCA.fit") -> None:
-    """Refuse ``x`` of shape ``(n_samples, n_features)`` whose rows are all (nearly) equal.
+    """Refuse ``x`` of shape ``(n_samples, n_features)`` with NaN or inf values, or whose
+    rows are all (nearly) equal.
 
     Rows count as equal when no entry differs from the first row's by more than
-    :data:`NO_VARIATION_TOL` times the largest magnitude in the first row (or in ``x``
-    when the first row is all zeros). Costs one pass over ``x`` in blocks of rows.
+    :data:`NO_VARIATION_TOL` times the largest magnitude in ``x``. Costs one pass over
+    ``x`` in blocks of rows.
 
     Raises:
+        ValueError: a NaN or inf value.
         NoVariationError: (a :class:`~dfmx.errors.DataError`) naming ``what`` and the
             number of samples.
     """
     n = x.shape[0]
     if n < 2:
         return
-    first = x[0].double()
-    spread = 0.0
-    scale = float(first.abs().max()) if first.numel() else 0.0
-    for rows in _row_blocks(x, start=1):
-        block = rows.double()
-        spread = max(spread, float((block - first).abs().max()))
-        scale = max(scale, float(block.abs().max()))
-    if spread <= NO_VARIATION_TOL * scale:
-        raise _no_variation(n, what)
+    extremes = _Extremes(x.shape[1], x.device)
+    for rows in _row_blocks(x):
+        extremes.add(rows)
+    extremes.check(x[0], n, what)
 
 
 def _check_n_components(n_components: float | int) -> None:
@@ -287,8 +314,6 @@ class PCA(FittedModule):
         if n < d:
             mean, eigvals, components, total = self._fit_gram(x, self.n_components)
         else:
-            if not all(bool(torch.isfinite(rows).all()) for rows in _row_blocks(x)):
-                raise ValueError(_NOT_FINITE)
             check_variation(x, "PCA.fit")
             mean = self._blocked_mean(x)
             cov = self._covariance(x, mean)
@@ -308,15 +333,13 @@ class PCA(FittedModule):
         outer = None
         n = 0
         first = None
-        spread = scale = 0.0
+        extremes = None
         dtype = torch.float32
         for batch in batches:
             if batch.ndim != 2:
                 raise ValueError(
                     f"fit_batches expects (b, n_features) batches; got {tuple(batch.shape)}"
                 )
-            if not torch.isfinite(batch).all():
-                raise ValueError("PCA.fit_batches: the features contain NaN or inf values")
             dtype = batch.dtype
             b = batch.double()
             if first is None:
@@ -324,16 +347,15 @@ class PCA(FittedModule):
                 first = b[0].clone()
                 total = torch.zeros_like(first)
                 outer = torch.zeros(b.shape[1], b.shape[1], dtype=torch.float64, device=b.device)
-            scale = max(scale, float(b.abs().max()))
+                extremes = _Extremes(b.shape[1], b.device)
+            extremes.add(batch)
             b = b - first
-            spread = max(spread, float(b.abs().max()))
             total += b.sum(dim=0)
             outer += b.T @ b
             n += b.shape[0]
-        if n < 2 or first is None:
+        if n < 2 or first is None or extremes is None:
             raise ValueError(f"PCA needs at least 2 samples to fit; got {n}")
-        if spread <= NO_VARIATION_TOL * scale:
-            raise _no_variation(n, "PCA.fit_batches")
+        extremes.check(first, n, "PCA.fit_batches")
         shifted_mean = total / n
         cov = outer - n * torch.outer(shifted_mean, shifted_mean)
         eigvals, components, total = self._eig_covariance(cov, self.n_components, n)
@@ -376,26 +398,19 @@ class PCA(FittedModule):
     @staticmethod
     def _centred_gram(x: Tensor) -> tuple[Tensor, Tensor]:
         """The mean ``(d,)`` and the centred Gram matrix ``Xc Xcᵀ (n, n)`` of ``x (n, d)``,
-        float64, in one pass over column spans, which also refuses non-finite features and
-        samples without variation (the test of :func:`check_variation`)."""
+        float64, in one pass over column spans, which also makes the checks of
+        :func:`check_variation` (NaN or inf values, samples without variation)."""
         n, d = x.shape
         mean = torch.empty(d, dtype=torch.float64, device=x.device)
         gram = torch.zeros(n, n, dtype=torch.float64, device=x.device)
-        spread = scale = 0.0
+        extremes = _Extremes(d, x.device)
         for span in _column_spans(n, d):
             cols = x[:, span].to(torch.float64, copy=True)  # centred below, in place
-            # Column-wise extremes (no copy of the span): NaN and inf show in them, and
-            # the largest distance from the first sample is max(high - x₀, x₀ - low).
-            low, high = torch.aminmax(cols, dim=0)
-            if not (bool(torch.isfinite(low).all()) and bool(torch.isfinite(high).all())):
-                raise ValueError(_NOT_FINITE)
-            scale = max(scale, float(torch.maximum(high, -low).max()))
-            spread = max(spread, float(torch.maximum(high - cols[0], cols[0] - low).max()))
+            extremes.add(cols, span)
             mean[span] = cols.mean(dim=0)
             cols -= mean[span]
             gram.addmm_(cols, cols.T)
-        if spread <= NO_VARIATION_TOL * scale:
-            raise _no_variation(n, "PCA.fit")
+        extremes.check(x[0], n, "PCA.fit")
         return mean, gram
 
     @staticmethod
