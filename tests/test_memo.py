@@ -1,4 +1,4 @@
-"""The per-process memo behind the masks, PRO regions and backbone skeletons."""
+"""The per-process memo behind the masks, PRO regions, backbone skeletons and PCA fits."""
 
 from __future__ import annotations
 
@@ -55,6 +55,19 @@ def test_threads_share_one_memo() -> None:
         t.join()
     assert len(results) == 800 and len(memo) == 8
     assert sorted(set(results)) == list(range(16))
+
+
+def test_weighed_values_fill_the_size_by_weight() -> None:
+    memo: Memo[bytes] = Memo(10, weigh=len)
+    memo.put("a", b"x" * 4)
+    memo.put("b", b"x" * 5)
+    assert memo.peek("a") == b"x" * 4  # "a" is now the most recent
+    memo.put("c", b"x" * 3)  # 12 > 10: drops "b", the least recently used
+    assert memo.peek("b") is None and len(memo) == 2
+    memo.put("d", b"x" * 11)  # heavier than the whole size: not kept, nothing dropped
+    assert memo.peek("d") is None and len(memo) == 2
+    memo.put("a", b"x" * 7)  # replacing "a" counts its new weight only: 7 + 3
+    assert memo.peek("a") == b"x" * 7 and memo.peek("c") == b"x" * 3
 
 
 def test_size_must_be_positive() -> None:

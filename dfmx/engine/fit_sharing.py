@@ -12,48 +12,39 @@ model that changes its buffers in place (``load_state_dict``) changes nobody els
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 
 import torch
 from torch import Tensor
+
+from dfmx.memo import Memo
 
 __all__ = ["get", "key", "put", "share_fits"]
 
 #: A fitted state: buffer name -> tensor, plus ``n_samples_`` (an int).
 State = dict[str, "Tensor | int"]
 
-
-class _Store:
-    def __init__(self) -> None:
-        self.max_bytes = 0
-        self.bytes = 0
-        self.states: OrderedDict[Hashable, tuple[State, int]] = OrderedDict()
-        self.lock = threading.Lock()
+_FITS: Memo[State] | None = None
 
 
-_STORE = _Store()
+def _bytes(state: State) -> int:
+    return sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, Tensor))
 
 
 def share_fits(max_bytes: int) -> None:
     """Keep fitted PCA states up to ``max_bytes`` in all (0 turns sharing off and
-    forgets every kept state)."""
-    with _STORE.lock:
-        _STORE.max_bytes = max(int(max_bytes), 0)
-        _evict(_STORE.max_bytes)
-
-
-def _evict(limit: int) -> None:
-    while _STORE.states and _STORE.bytes > limit:
-        _, (_, size) = _STORE.states.popitem(last=False)
-        _STORE.bytes -= size
+    forgets every kept state); the states kept so far stay while the budget is the same."""
+    global _FITS
+    if max_bytes <= 0:
+        _FITS = None
+    elif _FITS is None or _FITS.size != max_bytes:
+        _FITS = Memo(int(max_bytes), weigh=_bytes)
 
 
 def key(x: Tensor, n_components: float | int) -> Hashable | None:
     """The key of fitting ``n_components`` on ``x``; ``None`` when sharing is off or
     ``x`` is not in CPU memory (hashing it would mean a copy from the device)."""
-    if _STORE.max_bytes == 0 or x.device.type != "cpu":
+    if _FITS is None or x.device.type != "cpu":
         return None
     data = x.detach().contiguous()
     digest = hashlib.sha256(memoryview(data.view(torch.uint8).numpy())).hexdigest()
@@ -67,24 +58,12 @@ def _copy(state: State) -> State:
 
 def get(fit_key: Hashable) -> State | None:
     """A copy of the state kept under ``fit_key``, or ``None``."""
-    with _STORE.lock:
-        found = _STORE.states.get(fit_key)
-        if found is None:
-            return None
-        _STORE.states.move_to_end(fit_key)
-        state = found[0]
-    return _copy(state)
+    kept = _FITS.peek(fit_key) if _FITS is not None else None
+    return None if kept is None else _copy(kept)
 
 
 def put(fit_key: Hashable, state: State) -> None:
     """Keep a copy of ``state`` under ``fit_key`` (not when it alone exceeds the budget)."""
-    size = sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, Tensor))
-    if size > _STORE.max_bytes:
-        return
-    kept = _copy(state)
-    with _STORE.lock:
-        if fit_key in _STORE.states:
-            _STORE.bytes -= _STORE.states.pop(fit_key)[1]
-        _STORE.states[fit_key] = (kept, size)
-        _STORE.bytes += size
-        _evict(_STORE.max_bytes)
+    memo = _FITS
+    if memo is not None and _bytes(state) <= memo.size:
+        memo.put(fit_key, _copy(state))
