@@ -1,9 +1,9 @@
 """Small per-process memos for what the jobs of a sweep would otherwise redo.
 
 A sweep run in one process repeats work whose inputs do not change between its jobs: the
-test masks, their PRO regions, the backbone's timm skeleton, the PCA fits
-(:mod:`dfmx.engine.fit_sharing`, by bytes). Each such place keeps a :class:`Memo` of its
-last few results; the key must hold everything the result depends on
+test masks, their PRO regions, the backbone's timm skeleton, the images the overlays show,
+the PCA fits (:mod:`dfmx.engine.fit_sharing`, by bytes). Each such place keeps a
+:class:`Memo` of its last few results; the key must hold everything the result depends on
 (file identity, content hash, ...), so a changed input is a miss, never a stale hit.
 """
 

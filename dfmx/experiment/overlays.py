@@ -21,6 +21,7 @@ from PIL import Image
 from dfmx.experiment.drawing import save_png
 from dfmx.experiment.labelled_scores import as_labels_scores
 from dfmx.experiment.overlay_picture import overlay_picture
+from dfmx.memo import Memo
 from dfmx.path_text import path_text
 
 __all__ = ["top_indices", "write_overlays", "write_prediction_overlays"]
@@ -41,13 +42,25 @@ def _resize_float(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.asarray(img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
 
 
-def _load_rgb(path: str | Path, hw: tuple[int, int]) -> np.ndarray:
-    """Image ``path`` as uint8 ``(H, W, 3)`` resized to ``hw``, decoded as the job decodes
-    it (:func:`~dfmx.data.batches.decode_image`: libpng, a quarter of PIL's time on a
-    large PNG). Raises :class:`~dfmx.data.images.ImageLoadError` when unreadable."""
-    from dfmx.data.batches import decode_image  # local: torch only when images are drawn
+#: Decoded, resized images by file identity (path, size, mtime) and size, up to 64 MB: the
+#: jobs of a sweep draw mostly the same test images.
+_IMAGES: Memo[np.ndarray] = Memo(64 << 20, weigh=lambda image: image.nbytes)
 
-    return decode_image(path, hw, "bilinear").permute(1, 2, 0).numpy()
+
+def _load_rgb(path: str | Path, hw: tuple[int, int]) -> np.ndarray:
+    """Image ``path`` as read-only uint8 ``(H, W, 3)`` resized to ``hw``, decoded as the
+    job decodes it (:func:`~dfmx.data.batches.decode_image`: libpng, a quarter of PIL's
+    time on a large PNG). Raises :class:`~dfmx.data.images.ImageLoadError` when
+    unreadable, ``FileNotFoundError`` when gone."""
+    # local: torch only when images are drawn
+    from dfmx.data.batches import decode_image, files_fingerprint
+
+    def load() -> np.ndarray:
+        image = decode_image(path, hw, "bilinear").permute(1, 2, 0).numpy()
+        image.setflags(write=False)
+        return image
+
+    return _IMAGES.get((files_fingerprint([path]), hw), load)
 
 
 def _safe_stem(path: str | Path, limit: int = 80) -> str:

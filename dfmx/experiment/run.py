@@ -56,6 +56,10 @@ from dfmx.path_text import path_text
 
 log = logging.getLogger(__name__)
 
+#: The synthetic set's masks in its cache entry, beside the layers' maps (no module name
+#: has a colon).
+_SYNTHETIC_MASKS = "masks:synthetic"
+
 
 @dataclass
 class RunResult:
@@ -446,26 +450,28 @@ def _synthetic_raw(model: DFMModel, val: list[Sample], loader: LoaderSettings, s
     ``(N, H, W)`` bool of one synthetic anomaly on each of the ``N`` validation images
     (:func:`synthesise_anomalies`).
 
-    The raw maps go through ``cache`` under the validation images' key plus the
-    synthesis version and ``seed``.
+    Maps and masks go through ``cache`` together, under the validation images' key plus
+    the synthesis version and ``seed``: a hit neither decodes nor synthesises.
     """
     size, batch = loader.image_size, loader.batch_size
-    images = torch.cat(list(model_batches(model, val, size, batch, loader.num_workers,
-                                          "val images", cache)))
-    made = synthesise_anomalies(images, seed)
 
-    def compute() -> RawFeatures:
-        return _raw_of_batches(model, (made.images[start:start + batch]
-                                       for start in range(0, made.images.shape[0], batch)))
+    def compute() -> dict[str, torch.Tensor]:
+        images = torch.cat(list(model_batches(model, val, size, batch, loader.num_workers,
+                                              "val images", cache)))
+        made = synthesise_anomalies(images, seed)
+        raw = _raw_of_batches(model, (made.images[start:start + batch]
+                                      for start in range(0, made.images.shape[0], batch)))
+        return {**raw, _SYNTHETIC_MASKS: made.masks}
 
     if cache is None:
-        raw = compute()
+        entry = compute()
     else:
         key = {**feature_key(model.feature_extractor, [s.path for s in val], size, batch),
-               "synthetic": {"version": SYNTHESIS_VERSION, "seed": seed}}
-        raw, _ = cache.get_or_compute(key, "synthetic", compute)
+               "synthetic": {"version": SYNTHESIS_VERSION, "seed": seed, "masks": True}}
+        entry, _ = cache.get_or_compute(key, "synthetic", compute)
     device = model.feature_extractor.device
-    return {n: raw[n].to(device) for n in model.layers}, made.masks.numpy()
+    return ({n: entry[n].to(device) for n in model.layers},
+            entry[_SYNTHETIC_MASKS].numpy())
 
 
 def _validation_metrics(both: dict[str, Any], n_val: int) -> dict[str, Any]:

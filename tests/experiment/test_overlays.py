@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from dfmx.experiment import overlays
 
@@ -52,6 +54,32 @@ def test_overlays_without_maps_write_nothing(run: dict) -> None:
     out = run["out"] / "overlays"
     assert overlays.write_overlays(out, run["paths"], LABELS, SCORES, None, None, SIZE) == []
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_sweep_decodes_each_shown_image_once(run: dict, monkeypatch) -> None:
+    import dfmx.data.batches as batches
+
+    decoded: list[str] = []
+    real_decode = batches.decode_image
+
+    def decode(path, *args):
+        decoded.append(Path(path).name)
+        return real_decode(path, *args)
+
+    monkeypatch.setattr(batches, "decode_image", decode)
+    args = (run["paths"], LABELS, SCORES, run["maps"], run["masks"], SIZE)
+    first = overlays.write_overlays(run["out"] / "a", *args, k=1)
+    second = overlays.write_overlays(run["out"] / "b", *args, k=1)
+    assert decoded == ["img1.png", "img3.png"]
+    assert [p.read_bytes() for p in second] == [p.read_bytes() for p in first]
+    # A rewritten file is decoded again and shown as it is now.
+    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(run["paths"][1])
+    later = Path(run["paths"][1]).stat().st_mtime_ns + 10**9
+    os.utime(run["paths"][1], ns=(later, later))
+    third = overlays.write_overlays(run["out"] / "c", *args, k=1)
+    assert decoded == ["img1.png", "img3.png", "img1.png"]
+    assert third[0].read_bytes() != first[0].read_bytes()
+    assert third[1].read_bytes() == first[1].read_bytes()
 
 
 def test_top_indices_ties_and_nan() -> None:

@@ -314,9 +314,19 @@ def test_run_experiment_twice_hits_and_gives_identical_metrics(
     data_dirs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DFMX_CACHE_DIR", str(tmp_path / "cache"))
+    synthesised: list[int] = []
+    real_synthesise = run_module.synthesise_anomalies
+
+    def synthesise(images: torch.Tensor, seed: int) -> Any:
+        synthesised.append(len(images))
+        return real_synthesise(images, seed)
+
+    monkeypatch.setattr(run_module, "synthesise_anomalies", synthesise)
     cfg = _config(data_dirs)
     first = run_experiment(cfg, tmp_path / "run1")
+    assert len(synthesised) == 1
     second = run_experiment(cfg, tmp_path / "run2")
+    assert len(synthesised) == 1  # the synthetic set's masks come from its entry too
     assert (first.metrics["cache_hit_train"], first.metrics["cache_hit_test"]) == (0.0, 0.0)
     assert (second.metrics["cache_hit_train"], second.metrics["cache_hit_test"]) == (1.0, 1.0)
     assert (first.metrics["cache_hit_val"], second.metrics["cache_hit_val"]) == (0.0, 1.0)
