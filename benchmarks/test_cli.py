@@ -16,9 +16,12 @@ have after their first run; that command also writes the described plugin config
 * ``test_quick_commands``: ``--help``, ``--cfg job``, an unknown option and a bad option
   value (``pca_level=1.5``), alternating,
   :data:`ROUNDS` times each; none may import torch. Target: <= 1.5 s each.
-* ``test_sweep_command``: ``-m scorer=fre,nll pooling.kernel_size=1,2
-  pca_level=0.9,0.97`` (8 jobs sharing a backbone and a new feature cache) against one
-  configuration as a command (its own new cache), alternating. Asserts <= 1.5x.
+* ``test_sweep_command``: ``-m scorer=fre,nll pooling.kernel_size=2,4
+  pca_level=0.9,0.97`` (the 8 configurations of ``benchmarks/test_sweep_cache.py``, here
+  as a command: one backbone, a new feature cache) against one configuration as a command
+  (its own new cache), alternating. Asserts <= 1.5x. Beside it, for information, the
+  heavier ``pooling.kernel_size=1,2`` sweep, whose ``kernel_size=1`` jobs have 4x the
+  features of the one configuration.
 
 Only ratios and differences measured in one run mean anything on a shared machine; the
 CPU model and the load average are printed beside them. ``DFMX_BENCH_ROUNDS`` sets the
@@ -46,7 +49,12 @@ ROUNDS = int(os.environ.get("DFMX_BENCH_ROUNDS", "3"))
 QUICK_TARGET_S = 1.5
 EXTRA_TARGET_S = 3.0
 SWEEP_TARGET = 1.5
-SWEEP = ["scorer=fre,nll", "pooling.kernel_size=1,2", "pca_level=0.9,0.97"]
+#: The sweep of the target: the configurations ``benchmarks/test_sweep_cache.py`` runs in
+#: process (the sweep the README shows, with two PCA levels).
+SWEEP = ["scorer=fre,nll", "pooling.kernel_size=2,4", "pca_level=0.9,0.97"]
+#: A heavier sweep, printed beside it: its ``kernel_size=1`` jobs fit and score 4x the
+#: features of the one configuration (``kernel_size=2``) it is compared with.
+HEAVY_SWEEP = ["scorer=fre,nll", "pooling.kernel_size=1,2", "pca_level=0.9,0.97"]
 
 
 def cpu_model() -> str:
@@ -235,26 +243,34 @@ def test_quick_commands(benchmark, tmp_path: Path) -> None:
 @pytest.mark.mvtec
 @pytest.mark.slow
 def test_sweep_command(benchmark, commands: Commands, bottle_root: Path) -> None:
-    singles, sweeps = [], []
+    walls: dict[str, list[float]] = {"one": [], "sweep": [], "heavy": []}
+
+    def timed(name: str, *args: str) -> None:
+        result = commands.run(*args)
+        assert result["rc"] == 0, result["output"]
+        if name != "one":
+            assert "8 jobs finished" in result["output"], result["output"]
+        walls[name].append(result["wall"])
 
     def one_round(i: int) -> None:
-        one = commands.run(*_bottle(bottle_root), f"cache.dir={commands.workdir}/c1-{i}")
-        assert one["rc"] == 0, one["output"]
-        sweep = commands.run("-m", *_bottle(bottle_root), *SWEEP,
-                             f"cache.dir={commands.workdir}/c8-{i}")
-        assert sweep["rc"] == 0, sweep["output"]
-        assert "8 jobs finished" in sweep["output"], sweep["output"]
-        singles.append(one["wall"])
-        sweeps.append(sweep["wall"])
+        timed("one", *_bottle(bottle_root), f"cache.dir={commands.workdir}/c1-{i}")
+        timed("sweep", "-m", *_bottle(bottle_root), *SWEEP,
+              f"cache.dir={commands.workdir}/c8-{i}")
+        timed("heavy", "-m", *_bottle(bottle_root), *HEAVY_SWEEP,
+              f"cache.dir={commands.workdir}/h8-{i}")
 
     benchmark.pedantic(one_round, args=(0,), rounds=1, iterations=1)
     for i in range(1, ROUNDS):
         one_round(i)
-    ratios = [s / o for s, o in zip(sweeps, singles, strict=True)]
-    print(f"\n8-configuration sweep vs one configuration, as commands, on {machine()}:")
-    print("  rounds (sweep / one): " + ", ".join(
-        f"{s:.1f}/{o:.1f} s = {r:.2f}x" for s, o, r in zip(sweeps, singles, ratios,
-                                                            strict=True)))
-    print(f"  median {statistics.median(ratios):.2f}x (target <= {SWEEP_TARGET}x)")
-    benchmark.extra_info.update(sweep_s=sweeps, single_s=singles)
-    assert statistics.median(ratios) <= SWEEP_TARGET
+    ratios = {}
+    print(f"\n8-configuration sweeps vs one configuration, as commands, on {machine()}:")
+    for name, args in (("sweep", SWEEP), ("heavy", HEAVY_SWEEP)):
+        ratios[name] = [s / o for s, o in zip(walls[name], walls["one"], strict=True)]
+        target = f" (target <= {SWEEP_TARGET}x)" if name == "sweep" else " (information)"
+        print(f"  -m {' '.join(args)}: rounds (sweep / one) " + ", ".join(
+            f"{s:.1f}/{o:.1f} s = {r:.2f}x"
+            for s, o, r in zip(walls[name], walls["one"], ratios[name], strict=True)))
+        print(f"    median {statistics.median(ratios[name]):.2f}x{target}")
+    benchmark.extra_info.update(single_s=walls["one"], sweep_s=walls["sweep"],
+                                heavy_sweep_s=walls["heavy"])
+    assert statistics.median(ratios["sweep"]) <= SWEEP_TARGET
