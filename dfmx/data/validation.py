@@ -253,7 +253,7 @@ def check_training_variation(train: Sequence[Sample]) -> None:
     """Refuse a training set whose files all have the same contents (one image repeated):
     a PCA of identical samples has nothing to model. Reads the files only when they all
     have one size; training images that differ as files but not as pixels (blank images of
-    several formats) are caught by :func:`dfmx.engine.pca.check_variation` when fitting.
+    several formats) are caught by :meth:`dfmx.engine.pca.PCA.fit` when fitting.
 
     Raises:
         ValueError: naming the number of files and their folders.

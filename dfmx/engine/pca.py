@@ -103,28 +103,6 @@ class _Extremes:
             raise _no_variation(n, what)
 
 
-def check_variation(x: Tensor, what: str = "PCA.fit") -> None:
-    """Refuse ``x`` of shape ``(n_samples, n_features)`` with NaN or inf values, or whose
-    rows are all (nearly) equal.
-
-    Rows count as equal when no entry differs from the first row's by more than
-    :data:`NO_VARIATION_TOL` times the largest magnitude in ``x``. Costs one pass over
-    ``x`` in blocks of rows.
-
-    Raises:
-        ValueError: a NaN or inf value.
-        NoVariationError: (a :class:`~dfmx.errors.DataError`) naming ``what`` and the
-            number of samples.
-    """
-    n = x.shape[0]
-    if n < 2:
-        return
-    extremes = _Extremes(x.shape[1], x.device)
-    for rows in _row_blocks(x):
-        extremes.add(rows)
-    extremes.check(x[0], n, what)
-
-
 def _check_n_components(n_components: float | int) -> None:
     if isinstance(n_components, bool) or not isinstance(n_components, (int, float)):
         raise ValueError(
@@ -314,8 +292,7 @@ class PCA(FittedModule):
         if n < d:
             mean, eigvals, components, total = self._fit_gram(x, self.n_components)
         else:
-            check_variation(x, "PCA.fit")
-            mean = self._blocked_mean(x)
+            mean = self._checked_mean(x)
             cov = self._covariance(x, mean)
             eigvals, components, total = self._eig_covariance(cov, self.n_components, n)
         self._set_fitted(mean, eigvals, components, n, x.dtype, total)
@@ -363,11 +340,18 @@ class PCA(FittedModule):
         return self
 
     @staticmethod
-    def _blocked_mean(x: Tensor) -> Tensor:
-        total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    def _checked_mean(x: Tensor) -> Tensor:
+        """The mean ``(d,)`` of ``x (n, d)``, float64, in one pass over row blocks, which
+        also refuses NaN or inf values and samples without variation (:class:`_Extremes`:
+        what :meth:`_centred_gram` checks on the other path)."""
+        n, d = x.shape
+        total = torch.zeros(d, dtype=torch.float64, device=x.device)
+        extremes = _Extremes(d, x.device)
         for rows in _row_blocks(x):
+            extremes.add(rows)
             total += rows.double().sum(dim=0)
-        return total / x.shape[0]
+        extremes.check(x[0], n, "PCA.fit")
+        return total / n
 
     @staticmethod
     def _covariance(x: Tensor, mean: Tensor) -> Tensor:
@@ -398,8 +382,8 @@ class PCA(FittedModule):
     @staticmethod
     def _centred_gram(x: Tensor) -> tuple[Tensor, Tensor]:
         """The mean ``(d,)`` and the centred Gram matrix ``Xc Xcᵀ (n, n)`` of ``x (n, d)``,
-        float64, in one pass over column spans, which also makes the checks of
-        :func:`check_variation` (NaN or inf values, samples without variation)."""
+        float64, in one pass over column spans, which also refuses NaN or inf values and
+        samples without variation (:class:`_Extremes`)."""
         n, d = x.shape
         mean = torch.empty(d, dtype=torch.float64, device=x.device)
         gram = torch.zeros(n, n, dtype=torch.float64, device=x.device)

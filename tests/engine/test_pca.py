@@ -153,3 +153,19 @@ def test_fitting_leaves_the_features_unchanged(dtype: torch.dtype, shape: tuple)
     before = x.clone()
     PCA(0.9).fit(x)
     assert torch.equal(x, before)
+
+
+def test_the_covariance_pass_checks_every_row_block(monkeypatch) -> None:
+    """Tall features (n >= d) are checked and averaged block by block: a bad value or the
+    only variation in the last block is seen."""
+    monkeypatch.setattr(pca, "_BLOCK_ENTRIES", 16)  # blocks of 4 rows of 4 features
+    same = torch.arange(4.0).repeat(10, 1)
+    with pytest.raises(NoVariationError, match="10 training samples carry no variation"):
+        PCA(2).fit(same)
+    bad = same.clone()
+    bad[-1, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        PCA(2).fit(bad)
+    same[-1, 3] += 1.0
+    fitted = PCA(1).fit(same)
+    torch.testing.assert_close(fitted.mean_, same.double().mean(dim=0).float())
