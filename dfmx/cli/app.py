@@ -288,12 +288,14 @@ def main() -> None:
     install_log_redaction()  # secrets and non-UTF-8 file names, in every log line
     try:  # an interrupt during start-up (plugin imports) is one line too
         with job_timer("startup"):
+            # First: the tracking process imports MLflow while this one imports the
+            # plugins (torch and timm, where their configs are not described yet).
+            if _may_record_runs(sys.argv[1:]):
+                run_process.prestart()
             share_config_store()
             compose_sweep_jobs_once()
             register_plugins()
             exit_on_bad_overrides()
-            if _may_record_runs(sys.argv[1:]):
-                run_process.prestart()
         # Warnings (e.g. "image AUROC is undefined") become log lines in the run's log.
         logging.captureWarnings(True)
         _run()

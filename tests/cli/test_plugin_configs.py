@@ -162,6 +162,39 @@ def test_quick_commands_do_not_import_torch(cache_dir: Path, args: list[str]) ->
     assert not (cache_dir / "outputs").exists()
 
 
+#: ``python -m dfmx ARGS`` that says at exit whether the tracking process had been started
+#: when the command began importing torch.
+_ORDER_PROBE = """
+import atexit, importlib.abc, runpy, sys
+from dfmx.tracking import run_process
+started = []
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not started:
+            started.append(run_process._channel is not None)
+sys.meta_path.insert(0, Watch())
+sys.argv = ["dfmx", *sys.argv[1:]]
+atexit.register(lambda: print("tracking process before torch:", started, file=sys.stderr))
+runpy.run_module("dfmx", run_name="__main__")
+"""
+
+
+def test_the_tracking_process_starts_before_undescribed_plugins_are_imported(
+        cache_dir: Path) -> None:
+    """A first command (no described plugin configs yet) imports the plugins, and with
+    them torch, before composing its config: the tracking process is started first, so
+    that its MLflow import runs beside them instead of after."""
+    assert not cache_file().exists()
+    (cache_dir / "order_probe.py").write_text(_ORDER_PROBE)
+    env = command_env(cache_dir)
+    probe = run_cli(["data=mvtec", f"data.root={cache_dir / 'missing'}",
+                     "data.category=bottle"], cache_dir, env, module="order_probe",
+                    timeout=600)
+    assert "MVTec AD root folder not found" in probe.output, probe
+    assert "tracking process before torch: [True]" in probe.stderr, probe
+    assert cache_file().exists()  # the plugins were imported, and are described now
+
+
 def test_a_profiler_still_writes_its_profile(cache_dir: Path) -> None:
     """The command ends with ``os._exit`` after its atexit handlers, except under a
     profiler or debugger, which write after the program returns."""
