@@ -182,17 +182,17 @@ runpy.run_module("dfmx", run_name="__main__")
 def test_the_tracking_process_starts_before_undescribed_plugins_are_imported(
         cache_dir: Path) -> None:
     """A first command (no described plugin configs yet) imports the plugins, and with
-    them torch, before composing its config: the tracking process is started first, so
-    that its MLflow import runs beside them instead of after."""
+    them torch, to check its options: the tracking process is started before, so that its
+    MLflow import runs beside theirs. Refused options leave no store behind all the same
+    (the process, given no run, is stopped)."""
     assert not cache_file().exists()
     (cache_dir / "order_probe.py").write_text(_ORDER_PROBE)
-    env = command_env(cache_dir)
-    probe = run_cli(["data=mvtec", f"data.root={cache_dir / 'missing'}",
-                     "data.category=bottle"], cache_dir, env, module="order_probe",
-                    timeout=600)
-    assert "MVTec AD root folder not found" in probe.output, probe
+    probe = run_cli(["pca_levle=0.9"], cache_dir, command_env(cache_dir),
+                    module="order_probe", timeout=600)
+    assert probe.returncode == 2, probe
     assert "tracking process before torch: [True]" in probe.stderr, probe
     assert cache_file().exists()  # the plugins were imported, and are described now
+    assert not (cache_dir / "mlflow.db").exists()
 
 
 def test_a_profiler_still_writes_its_profile(cache_dir: Path) -> None:
