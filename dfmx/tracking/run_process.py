@@ -18,7 +18,8 @@ Only the process that started it uses it: jobs that a launcher runs in other pro
 The process ends when the command closes its end of the pipes, also when the command is
 killed (``SIGKILL``, out of memory): the job's run and a sweep's parent run still open
 then end ``FAILED`` with the error :data:`ORPHANED`, where in-process runs would stay
-``RUNNING``. It ignores ``SIGINT`` and ``SIGTERM``: the command handles them and has the
+``RUNNING`` (a child forked from the command lets go of the pipes, so it does not keep the
+process waiting). It ignores ``SIGINT`` and ``SIGTERM``: the command handles them and has the
 runs ended ``KILLED``. Its log records go to the command's log.
 """
 
@@ -193,8 +194,11 @@ class _Channel:
             with contextlib.suppress(TrackingProcessError):
                 self.call("ping")
 
+    def streams(self) -> tuple[IO[bytes], IO[bytes]]:
+        return self._requests, self._answers
+
     def close(self) -> None:
-        for stream in (self._requests, self._answers):
+        for stream in self.streams():
             with contextlib.suppress(OSError):
                 stream.close()
 
@@ -229,6 +233,30 @@ def prestart() -> None:
     os.close(to_parent_w)
     _channel = _Channel(proc, os.fdopen(to_child_w, "wb"), os.fdopen(to_parent_r, "rb"))
     atexit.register(stop)
+
+
+def _release_in_child() -> None:
+    """In a child forked from the command (a fork-based launcher worker, a library that
+    forks), let go of the pipes to the tracking process: while a child held them, the
+    process would not see the command end (killed, say) before the child ended too. The
+    descriptors are pointed at ``/dev/null`` rather than closed, so that the inherited file
+    objects, closed later, close nothing of the child's."""
+    if _channel is None:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        for stream in _channel.streams():
+            with contextlib.suppress(OSError, ValueError):  # ValueError: already closed
+                os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_release_in_child)
 
 
 def stop(timeout: float = 60.0) -> None:

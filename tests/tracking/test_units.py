@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -210,3 +214,53 @@ def test_a_lost_tracking_process_is_one_line_of_the_user() -> None:
         assert run_process.client(TrackingSettings.from_config(None), context) is None
     finally:
         run_process.stop()
+
+
+#: A command that starts its tracking process, forks a child that lives on, and waits to
+#: be killed; it prints the pids of the tracking process and of the child.
+_FORKING_COMMAND = """
+import os, time
+from dfmx.tracking import run_process
+run_process.prestart()
+child = os.fork()
+if child == 0:
+    time.sleep(300)
+    os._exit(0)
+print(run_process._channel.proc.pid, child, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not Path("/proc/self/stat").exists(),
+                    reason="needs fork and /proc")
+def test_a_killed_command_s_forked_child_does_not_keep_its_tracking_process() -> None:
+    """The tracking process ends when the command does, also while a child the command
+    forked (a fork-based launcher worker) lives on: the child lets go of the pipes."""
+    command = subprocess.Popen([sys.executable, "-c", _FORKING_COMMAND],
+                               stdout=subprocess.PIPE, text=True)
+    tracking = child = None
+    try:
+        tracking, child = map(int, command.stdout.readline().split())
+        assert _running(tracking) and _running(child)
+        command.kill()
+        command.wait(30)
+        deadline = time.monotonic() + 120
+        while _running(tracking) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _running(tracking), "the tracking process outlived the killed command"
+        assert _running(child)  # it was the command's end that ended it
+    finally:
+        command.kill()
+        for pid in (tracking, child):
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
