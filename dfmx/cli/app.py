@@ -25,6 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dfmx import interrupts
+from dfmx.allocator import keep_freed_memory
 from dfmx.cli.compose import compose_sweep_jobs_once, share_config_store
 from dfmx.cli.config_store import register_plugins, register_resolvers
 from dfmx.cli.overrides import exit_on_bad_overrides
@@ -193,6 +194,7 @@ def _job(cfg: DictConfig) -> float | None:
     """One job: the task of :func:`_run`."""
     install_log_redaction()  # again: a launcher's worker process did not run main()
     interrupts.install()
+    keep_freed_memory()  # this process's own allocator: the job's tensors reuse memory
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     context = JobContext.from_hydra(HydraConfig.get())
     settings = TrackingSettings.from_config(plain.get("tracking"))

@@ -168,8 +168,10 @@ def _predict(args: argparse.Namespace, target: PredictionFolder) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from dfmx import interrupts
+    from dfmx.allocator import keep_freed_memory
 
     previous = interrupts.install()
+    keep_freed_memory()
     try:
         return _main(build_parser().parse_args(argv))
     finally:
