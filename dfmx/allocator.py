@@ -6,10 +6,8 @@ threshold (128 KiB, raised as such blocks are freed, to at most 32 MiB) with fre
 mappings that it unmaps again at ``free``, and gives the free top of its heap back to the
 system beyond 128 KiB: so every batch faults its memory in again, a page at a time, and
 the kernel zeroes each page first. :func:`keep_freed_memory` sets the threshold to
-256 MiB and the heap's trim threshold to 1 GiB: freed blocks are reused instead. On the
-bottle job (EfficientNet-Lite0, 2 cores) that cut its page faults from 1.2-1.5 million
-to 0.25 million, its system time from 3.6-4.2 s to 1.2 s, and its ``time_total`` from
-7.4-8.0 s to 5.9-6.7 s (four alternating rounds), for 65-150 MB more peak memory.
+256 MiB and the heap's trim threshold to 1 GiB: freed blocks are reused instead, for some
+more peak memory (the figures: ``docs/performance.md``, "The allocator").
 
 The commands (``python -m dfmx`` and its jobs, ``dfmx-predict``) call it for their own
 process; importing dfmx changes nothing. The user's own settings
