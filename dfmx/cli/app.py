@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dfmx import interrupts
+from dfmx import interrupts, startup_gc
 from dfmx.allocator import keep_freed_memory
 from dfmx.cli.compose import compose_sweep_jobs_once, share_config_store
 from dfmx.cli.config_store import register_plugins, register_resolvers
@@ -195,6 +195,7 @@ def _job(cfg: DictConfig) -> float | None:
     install_log_redaction()  # again: a launcher's worker process did not run main()
     interrupts.install()
     keep_freed_memory()  # this process's own allocator: the job's tensors reuse memory
+    startup_gc.resume()  # where the option checks did not (a config without them)
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     context = JobContext.from_hydra(HydraConfig.get())
     settings = TrackingSettings.from_config(plain.get("tracking"))
@@ -286,6 +287,7 @@ def _may_record_runs(args: list[str]) -> bool:
 
 def main() -> None:
     """Console entry point: register plugin configs, then run the Hydra app."""
+    startup_gc.pause()  # until the options are checked: start-up is imports
     interrupts.install()  # Ctrl-C and SIGTERM end the MLflow runs and exit 130 / 143
     install_log_redaction()  # secrets and non-UTF-8 file names, in every log line
     try:  # an interrupt during start-up (plugin imports) is one line too

@@ -22,7 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from dfmx import registry
+from dfmx import registry, startup_gc
 from dfmx.cli.config_store import config_class
 from dfmx.cli.timings import job_timer
 
@@ -149,10 +149,15 @@ class ConfigCheckCallback(Callback):
             problem = job_problem(plain) if plain is not None else None
         if problem:
             _refuse(problem)
+        startup_gc.resume()  # the imports are done
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Check every job of a basic (grid) sweep; other sweepers' jobs are checked by
         the job itself."""
+        self._check_sweep(config, **kwargs)
+        startup_gc.resume()  # the imports are done
+
+    def _check_sweep(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra import compose
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -38,6 +38,7 @@ import threading
 from collections.abc import Callable
 from typing import IO, Any
 
+from dfmx import startup_gc
 from dfmx.errors import traceback_text
 from dfmx.tracking.job_context import JobContext
 from dfmx.tracking.settings import TrackingSettings, sqlite_path
@@ -543,7 +544,10 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
     root = logging.getLogger()
     root.addHandler(_Forward(server))
     root.setLevel(logging.INFO)
+    startup_gc.pause()
     import mlflow  # noqa: F401 - the reason this process exists: beside the command's start
+
+    startup_gc.resume()
 
     while True:
         try:
