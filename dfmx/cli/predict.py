@@ -130,12 +130,14 @@ def run(args: argparse.Namespace) -> Path:
 
 def _predict(args: argparse.Namespace, target: PredictionFolder) -> Path:
     """Score into ``target``'s staging folder, then move the results into place."""
+    from dfmx import startup_gc
     from dfmx.cli.predict_output import CSV_NAME, OVERLAYS_NAME
     from dfmx.experiment.overlays import write_prediction_overlays
     from dfmx.experiment.predict import expand_inputs, predict_images
     from dfmx.path_text import path_text
 
     model = _load(args.model)
+    startup_gc.resume()
     paths = expand_inputs(args.inputs)
     # Images are resized to the model's size: its PCA is fitted on that feature grid.
     result = predict_images(model, paths, batch_size=args.batch_size,
@@ -167,15 +169,17 @@ def _predict(args: argparse.Namespace, target: PredictionFolder) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dfmx import interrupts
+    from dfmx import interrupts, startup_gc
     from dfmx.allocator import keep_freed_memory
 
+    startup_gc.pause()  # until the model is loaded: start-up is imports
     previous = interrupts.install()
     keep_freed_memory()
     try:
         return _main(build_parser().parse_args(argv))
     finally:
         interrupts.restore(previous)
+        startup_gc.resume()  # where it stopped before the model was loaded
 
 
 def _main(args: argparse.Namespace) -> int:
