@@ -3,7 +3,7 @@
 Start-up is imports (Hydra, then torch and timm for the option checks; MLflow in the
 tracking process): hundreds of thousands of objects that live as long as the process. The
 collector scans them again and again as they come, and in the command every scan is on
-the critical path: 0.6-0.8 s of the bottle command, before the job can start. So
+the critical path, before the job can start (the figures: ``docs/performance.md``). So
 :func:`pause` (the command's first step) turns the collector off, and :func:`resume`
 (once the options are checked, the imports done) turns it on again, with everything alive
 then set aside for good (``gc.freeze``: modules and classes, never garbage, are not
