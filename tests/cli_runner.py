@@ -168,6 +168,34 @@ def run_cli(args: Sequence[str], cwd: Path, env: Mapping[str, str], *, module: s
     return CliRunner(env, cwd, timeout=timeout).run(*args, module=module)
 
 
+#: ``python -m dfmx ARGS`` looked into: it evaluates one expression when the command
+#: begins importing torch and another at its end (after the atexit handlers the command
+#: ends with ``os._exit``), and prints ``probe: [<first>] | <second>`` to stderr;
+#: ``probe: [] | ...`` when torch was never imported. ``gc`` and ``sys`` are at hand.
+_PROBE = """
+import atexit, gc, importlib.abc, runpy, sys
+seen = []
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append({at_torch_import})
+sys.meta_path.insert(0, Watch())
+sys.argv = ["dfmx", *sys.argv[1:]]
+atexit.register(lambda: print("probe:", seen, "|", {at_exit}, file=sys.stderr))
+runpy.run_module("dfmx", run_name="__main__")
+"""
+
+
+def run_probed(args: Sequence[str], cwd: Path, env: Mapping[str, str], *,
+               at_torch_import: str = "True", at_exit: str = "None",
+               timeout: float = 600) -> CliResult:
+    """``python -m dfmx ARGS`` in ``cwd`` through :data:`_PROBE` (a module written
+    there, which ``python -m`` finds first), run to its end."""
+    (Path(cwd) / "dfmx_probe.py").write_text(
+        _PROBE.format(at_torch_import=at_torch_import, at_exit=at_exit))
+    return run_cli(args, cwd, env, module="dfmx_probe", timeout=timeout)
+
+
 def assert_clean_failure(result: CliResult, *needles: str) -> None:
     """A non-zero exit with no traceback, and every needle in the output."""
     assert result.returncode != 0, result

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import command_env, run_cli
+from cli_runner import command_env, run_cli, run_probed
 from omegaconf import OmegaConf
 
 from dfmx import registry
@@ -139,44 +139,15 @@ def test_a_plugin_of_another_version_is_imported_again(cache_dir: Path) -> None:
         != "dfmx 0.0.0"
 
 
-#: ``python -m dfmx ARGS`` that says at exit whether torch was imported (a module in the
-#: command's working folder, which ``python -m`` finds there; the command ends with
-#: ``os._exit`` after the atexit handlers).
-_PROBE = """
-import atexit, runpy, sys
-sys.argv = ["dfmx", *sys.argv[1:]]
-atexit.register(lambda: print("torch imported:", "torch" in sys.modules, file=sys.stderr))
-runpy.run_module("dfmx", run_name="__main__")
-"""
-
-
 @pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "scorer=nll"],
                                   ["pca_levle=0.9"], ["scorer.n_neighbors=abc", "scorer=knn"]])
 def test_quick_commands_do_not_import_torch(cache_dir: Path, args: list[str]) -> None:
     env = command_env(cache_dir)
     first = run_cli(["--help"], cache_dir, env, timeout=600)
     assert first.returncode == 0, first
-    (cache_dir / "import_probe.py").write_text(_PROBE)
-    probe = run_cli(args, cache_dir, env, module="import_probe", timeout=600)
-    assert "torch imported: False" in probe.stderr, probe
+    probe = run_probed(args, cache_dir, env)
+    assert "probe: [] |" in probe.stderr, probe  # torch never imported
     assert not (cache_dir / "outputs").exists()
-
-
-#: ``python -m dfmx ARGS`` that says at exit whether the tracking process had been started
-#: when the command began importing torch.
-_ORDER_PROBE = """
-import atexit, importlib.abc, runpy, sys
-from dfmx.tracking import run_process
-started = []
-class Watch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" and not started:
-            started.append(run_process._channel is not None)
-sys.meta_path.insert(0, Watch())
-sys.argv = ["dfmx", *sys.argv[1:]]
-atexit.register(lambda: print("tracking process before torch:", started, file=sys.stderr))
-runpy.run_module("dfmx", run_name="__main__")
-"""
 
 
 def test_the_tracking_process_starts_before_undescribed_plugins_are_imported(
@@ -186,11 +157,11 @@ def test_the_tracking_process_starts_before_undescribed_plugins_are_imported(
     MLflow import runs beside theirs. Refused options leave no store behind all the same
     (the process, given no run, is stopped)."""
     assert not cache_file().exists()
-    (cache_dir / "order_probe.py").write_text(_ORDER_PROBE)
-    probe = run_cli(["pca_levle=0.9"], cache_dir, command_env(cache_dir),
-                    module="order_probe", timeout=600)
+    probe = run_probed(["pca_levle=0.9"], cache_dir, command_env(cache_dir),
+                       at_torch_import="sys.modules['dfmx.tracking.run_process']._channel "
+                                       "is not None")
     assert probe.returncode == 2, probe
-    assert "tracking process before torch: [True]" in probe.stderr, probe
+    assert "probe: [True] |" in probe.stderr, probe  # the tracking process runs
     assert cache_file().exists()  # the plugins were imported, and are described now
     assert not (cache_dir / "mlflow.db").exists()
 
