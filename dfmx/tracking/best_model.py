@@ -14,6 +14,8 @@ import argparse
 import os
 import sys
 
+from dfmx.tracking.settings import sqlite_path
+
 __all__ = ["NoBestModel", "best_model_uri", "main"]
 
 
@@ -30,6 +32,9 @@ def best_model_uri(tracking_uri: str, experiment: str = "dfmx",
     """
     from mlflow.tracking import MlflowClient
 
+    database = sqlite_path(tracking_uri)
+    if database is not None and not database.is_file():  # opening it would create it
+        raise NoBestModel(f"no MLflow store at {database}")
     client = MlflowClient(tracking_uri)
     if parent_run_id is None:
         found = client.get_experiment_by_name(experiment)

@@ -1,9 +1,16 @@
 """Safe use of a SQLite MLflow store by parallel jobs.
 
 Two things go wrong when many processes open a fresh SQLite store at once: several run the
-schema migrations together, and writers meet ``database is locked``. So the schema is
-initialised (and the experiment created) under a file lock next to the database, and every
-write is retried with exponential backoff while the database is locked.
+schema migrations together, and writers meet ``database is locked``. So the experiment is
+opened (and created) under a file lock next to the database, and every write is retried
+with exponential backoff while the database is locked.
+
+The lock holds off dfmx's processes only; any other program (``mlflow ui``, a script with
+an ``MlflowClient``) that opens the path while its tables are being made migrates it too,
+and both migrations fail and leave the file broken for good. So a new store is never made
+in place: its schema is built in a file beside it and hard-linked to the name once
+complete, and a program that opens the name sees no file or a whole store. A store that
+another program is making in place when dfmx opens it is waited for until it is whole.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from filelock import FileLock
@@ -82,6 +90,77 @@ def store_lock(uri: str, timeout: float = 300.0) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock", timeout=timeout):
         yield
+
+
+def _create_sqlite_store(path: Path) -> None:
+    """Make a new SQLite store at ``path`` whole: its schema is built in a file beside it,
+    then linked to ``path``. A link refuses an existing name: a store another program
+    started meanwhile is left to it (:func:`_await_store`)."""
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.new")
+    partial.unlink(missing_ok=True)
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{partial}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+        store.engine.dispose()
+        try:
+            os.link(partial, path)
+            return
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(partial, path)
+                return
+    finally:
+        partial.unlink(missing_ok=True)
+    _await_store(path)
+
+
+def _schema_state(path: Path) -> tuple[str | None, bool]:
+    """The schema version of the SQLite store ``path`` (``None`` before MLflow stamped one)
+    and whether its default experiment exists: the last thing MLflow makes in a new store,
+    so ``True`` once the store is whole, at any schema version."""
+    import sqlite3
+
+    version = default = None
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(
+            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)) as db:
+        version = db.execute("SELECT version_num FROM alembic_version").fetchone()
+        default = db.execute("SELECT 1 FROM experiments WHERE experiment_id = 0").fetchone()
+    return (version[0] if version else None), default is not None
+
+
+def _await_store(path: Path, quiet: float = 3.0, timeout: float = 120.0) -> None:
+    """Wait while another program makes the tables of the SQLite store ``path``: opening
+    it before they are complete would migrate it a second time. A store that is not whole
+    and does not change for ``quiet`` s is left to MLflow (an empty file, an interrupted
+    creation: MLflow completes or refuses it)."""
+    state = _schema_state(path)
+    if state[1]:
+        return
+    log.info("the MLflow store %s is being created by another program; waiting for it", path)
+    end = changed = time.monotonic()
+    end += timeout
+    while not state[1] and time.monotonic() - changed < quiet and time.monotonic() < end:
+        time.sleep(0.1)
+        now = _schema_state(path)
+        if now != state:
+            state, changed = now, time.monotonic()
+
+
+def _in_migration(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while MLflow created or migrated a store's tables."""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name in ("_initialize_tables", "_upgrade_db") and (
+                "mlflow" in code.co_filename):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 class TrackingUnavailableError(UserError, ConnectionError):
@@ -208,6 +287,12 @@ def _store_failed(uri: str, exc: BaseException) -> str:
     from dfmx.tracking.redact import redact_text
 
     first = (str(exc).strip().splitlines() or [""])[0]
+    if _in_migration(exc):
+        return (f"MLflow could not create or upgrade the tables of the tracking store "
+                f"{redact_text(uri)} ({type(exc).__name__}: {redact_text(first)[:300]}). "
+                "Two programs doing that to a store at the same moment both fail and leave "
+                "it broken: if no other program is using it, move it away (or try 'mlflow "
+                f"db upgrade {redact_text(uri)}') and run again, or run with tracking=none")
     return (f"MLflow could not open the tracking store {redact_text(uri)} "
             f"({type(exc).__name__}: {redact_text(first)[:300]}). Check that the database "
             f"is running and the URI (host, port, user, password) is right, or run with "
@@ -217,9 +302,9 @@ def _store_failed(uri: str, exc: BaseException) -> str:
 def open_store(uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
     """A client for ``uri`` and the id of ``experiment_name`` (created when missing).
 
-    For SQLite the first connection creates or migrates the schema; doing it under
-    :func:`store_lock` means only one process ever migrates. A deleted experiment of that
-    name is restored.
+    A new SQLite store is made whole beside its name and then linked to it, under
+    :func:`store_lock`: no process, dfmx's or another program's, meets it half made. A
+    deleted experiment of that name is restored.
 
     A store that cannot be opened is one line, with the URI's credentials hidden:
     :class:`~dfmx.errors.ConfigError` for a URI MLflow has no store for, a folder, or a
@@ -232,8 +317,14 @@ def open_store(uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
     from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 
     check_reachable(uri, experiment_name=experiment_name)
+    path = sqlite_path(uri)
     with store_lock(uri):
         try:
+            if path is not None:
+                if path.exists():
+                    _await_store(path)
+                else:
+                    _create_sqlite_store(path)
             client = MlflowClient(tracking_uri=uri)
             experiment = retry_locked(client.get_experiment_by_name, experiment_name)
         except UnsupportedModelRegistryStoreURIException as exc:  # no store for the scheme

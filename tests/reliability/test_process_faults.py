@@ -61,12 +61,15 @@ def _store(db: str) -> MlflowClient:
 
 
 def _runs(db: str) -> list:
-    client = _store(db)
-    try:
-        experiments = client.search_experiments()
-    except Exception:  # the store is not created yet
+    """The runs of the store ``db``; none while the command has not made it (an observer
+    that opened it first would be creating it)."""
+    from dfmx.tracking.settings import sqlite_path
+
+    path = sqlite_path(db)
+    if path is not None and not path.exists():
         return []
-    ids = [e.experiment_id for e in experiments]
+    client = _store(db)
+    ids = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(ids) if ids else []
 
 

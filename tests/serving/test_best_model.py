@@ -42,6 +42,9 @@ def test_newest_sweep_best_model(tmp_path: Path) -> None:
 
 def test_no_best_model_is_one_line(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(NoBestModel, match=f"no MLflow store at {tmp_path / 'mlflow.db'}$"):
+        best_model_uri(uri)
+    assert not (tmp_path / "mlflow.db").exists()  # asking created no store
     client = MlflowClient(uri)
     with pytest.raises(NoBestModel, match="no experiment 'dfmx'"):
         best_model_uri(uri)
