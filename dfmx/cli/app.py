@@ -48,6 +48,10 @@ register_resolvers()  # here, so that a launcher's worker process has it too
 #: for its later jobs (``dfmx.engine.fit_sharing``): a Lite0 job's two PCAs at
 #: ``pooling.kernel_size=1`` and 256 px are about 100 MB.
 SWEEP_SHARED_FIT_BYTES = 512 << 20
+#: The feature cache entries a sweep's process keeps in memory for its later jobs
+#: (``dfmx.features.cache.store.keep_read_entries``): a Lite0 job's at 256 px are about
+#: 150 MB in all, a Wide-ResNet-50 job's training entry about 650 MB.
+SWEEP_KEPT_ENTRY_BYTES = 1 << 30
 
 
 def _summary(result: Any, cfg: dict[str, Any]) -> str:
@@ -218,10 +222,12 @@ def _job(cfg: DictConfig) -> float | None:
             _start_tracking(tracker, plain, started)
         with job_timer("import_experiment"):
             from dfmx.experiment.run import run_experiment
-        if context.multirun:  # later jobs may fit the same PCAs for another scorer
+        if context.multirun:  # later jobs read the same features, fit the same PCAs
             from dfmx.engine.fit_sharing import share_fits
+            from dfmx.features.cache import keep_read_entries
 
             share_fits(SWEEP_SHARED_FIT_BYTES)
+            keep_read_entries(SWEEP_KEPT_ENTRY_BYTES)
         if started is not None and wait_before_work:
             with job_timer("tracking_wait"):
                 prior = started.result()  # before any data is read: a dead server stops here

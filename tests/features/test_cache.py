@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from dfmx.features.cache import (
     FeatureCache,
     default_feature_cache_dir,
     feature_key,
+    keep_read_entries,
     weights_fingerprint,
 )
 
@@ -208,6 +210,73 @@ def test_entry_of_another_key_under_the_same_name_is_a_miss(tmp_path: Path) -> N
     cache.get_or_compute({**KEY, "data": "other"}, "train", _tensors)
     os.replace(cache.entry_path({**KEY, "data": "other"}, "train"), cache.entry_path(KEY, "train"))
     assert cache.load(KEY, "train") is None
+
+
+# --------------------------------------------------------------------------- kept entries
+
+
+@pytest.fixture
+def kept_entries() -> Iterator[None]:
+    """Entries kept in memory, as in a sweep's process (off again afterwards)."""
+    keep_read_entries(64 << 20)
+    yield
+    keep_read_entries(0)
+
+
+def _same(got: dict[str, torch.Tensor] | None, want: dict[str, torch.Tensor]) -> bool:
+    return got is not None and got.keys() == want.keys() and all(
+        torch.equal(got[k], v) for k, v in want.items())
+
+
+def test_a_kept_entry_is_handed_out_again_as_copies(tmp_path: Path, kept_entries: None) -> None:
+    cache = FeatureCache(tmp_path)
+    cache.get_or_compute(KEY, "train", _tensors)  # written, and kept
+    path = cache.entry_path(KEY, "train")
+    before = path.stat()
+    # Bytes of the file's tensor data flipped in place, its times put back: a read would
+    # fail the checksum, so the intact answer comes from memory.
+    blob = bytearray(path.read_bytes())
+    blob[-5] ^= 0xFF
+    with open(path, "r+b") as file:
+        file.write(blob)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    first = cache.load(KEY, "train")
+    assert _same(first, _tensors())
+    first["layer3"].add_(1)  # copies: changing one answer changes no later one
+    assert _same(cache.load(KEY, "train"), _tensors())
+    assert path.stat().st_atime_ns > before.st_atime_ns  # a hit still counts as a use
+
+
+def test_an_entry_replaced_or_removed_under_a_kept_one_is_not_handed_out(
+        tmp_path: Path, kept_entries: None) -> None:
+    cache = FeatureCache(tmp_path)
+    cache.get_or_compute(KEY, "train", _tensors)
+    assert _same(cache.load(KEY, "train"), _tensors())  # read and verified: kept too
+    path = cache.entry_path(KEY, "train")
+    before = path.stat()
+    # Another job's entry of the same size renamed over the name, with the same times.
+    other = FeatureCache(tmp_path / "other")
+    other.store(KEY, "train", _tensors(seed=1))
+    os.replace(other.entry_path(KEY, "train"), path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+    assert _same(cache.load(KEY, "train"), _tensors(seed=1))
+    path.unlink()  # evicted by another job
+    assert cache.load(KEY, "train") is None
+
+
+def test_entries_are_kept_only_when_asked_and_within_the_budget(tmp_path: Path) -> None:
+    from dfmx.features.cache import store
+
+    cache = FeatureCache(tmp_path)
+    cache.get_or_compute(KEY, "train", _tensors)
+    assert store._KEPT is None  # a single job reads each entry once: nothing kept
+    keep_read_entries(1000)  # smaller than the entry's 1536 bytes of tensors
+    try:
+        assert _same(cache.load(KEY, "train"), _tensors())
+        assert store._KEPT is not None and len(store._KEPT) == 0
+    finally:
+        keep_read_entries(0)
 
 
 # --------------------------------------------------------------------------- parallel writers

@@ -10,6 +10,14 @@ set the entry's access time; after a write the least recently used entries are e
 are logged once per cache object (one job) and the job continues without the cache; they
 never fail a run.
 
+The jobs of a sweep in one process read the same entries again and again. With
+:func:`keep_read_entries` on, an entry this process has read and verified (or written) is
+kept in memory with its file held open, and handed out again (as copies) while the name
+still leads to that same file: same inode, size and modification time. An open file's inode
+cannot be given to another file, and entries are only ever replaced whole (a new file
+renamed over the name), so a replaced, evicted or rewritten entry is a miss, never a stale
+hit.
+
 Raw features are stored as float32 whatever the compute precision: the extractor returns
 float32 maps (bf16 autocast outputs are not all exactly bf16-representable), so storing
 them unchanged keeps results with a cache hit bit-identical to results without the cache.
@@ -22,8 +30,9 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from filelock import FileLock
 from safetensors import safe_open
@@ -35,12 +44,68 @@ from dfmx.errors import ConfigError
 from dfmx.features.cache.eviction import cache_size_bytes, evict, own_entries
 from dfmx.features.cache.keys import CACHE_FORMAT_VERSION, canonical_key, tensors_sha256
 from dfmx.features.cache.layout import LOCK_DIR, default_feature_cache_dir, entry_name
+from dfmx.memo import Memo
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MAX_GB", "CorruptEntryError", "FeatureCache"]
+__all__ = ["DEFAULT_MAX_GB", "CorruptEntryError", "FeatureCache", "keep_read_entries"]
 
 DEFAULT_MAX_GB = 10.0
+
+
+@dataclass(frozen=True)
+class _KeptEntry:
+    """A verified entry's tensors and its file, held open while they are kept."""
+
+    tensors: dict[str, Tensor]
+    file: BinaryIO
+
+
+#: Entries kept by :func:`keep_read_entries`: ``(path, key, split, file identity)`` ->
+#: the entry; ``None`` while off.
+_KEPT: Memo[_KeptEntry] | None = None
+
+
+def keep_read_entries(max_bytes: int) -> None:
+    """Keep the entries this process reads or writes, up to ``max_bytes`` of tensors in
+    all, least recently used dropped first (0 turns it off and forgets them)."""
+    global _KEPT
+    if max_bytes <= 0:
+        _KEPT = None
+    elif _KEPT is None or _KEPT.size != max_bytes:
+        _KEPT = Memo(int(max_bytes), weigh=lambda kept: sum(
+            t.numel() * t.element_size() for t in kept.tensors.values()))
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _kept_key(path: Path, key: Mapping[str, Any], split: str,
+              stat: os.stat_result) -> tuple[str, str, str, tuple[int, int, int, int]]:
+    return str(path), canonical_key(key), split, _identity(stat)
+
+
+def _keep(path: Path, key: Mapping[str, Any], split: str, tensors: dict[str, Tensor]) -> None:
+    """Keep ``tensors`` as the entry at ``path`` when that name still leads to the file
+    they were read from or written to: open it first, then compare the name's file with
+    the open one."""
+    if _KEPT is None:
+        return
+    try:
+        file = open(path, "rb")  # noqa: SIM115  (held open by the kept entry)
+    except OSError:
+        return
+    try:
+        held = os.fstat(file.fileno())
+        named = os.stat(path)
+    except OSError:
+        file.close()
+        return
+    if _identity(held) != _identity(named):
+        file.close()
+        return
+    _KEPT.put(_kept_key(path, key, split, held), _KeptEntry(tensors, file))
 
 
 class CorruptEntryError(ValueError):
@@ -159,6 +224,14 @@ class FeatureCache:
         miss; a hit updates the access time.
         """
         path = self.entry_path(key, split)
+        if _KEPT is not None:
+            try:
+                kept = _KEPT.peek(_kept_key(path, key, split, path.stat()))
+            except FileNotFoundError:
+                return None
+            if kept is not None:
+                self._touch(path)
+                return {name: t.clone() for name, t in kept.tensors.items()}
         try:
             tensors = self._read(path, key, split)
         except FileNotFoundError:
@@ -168,9 +241,16 @@ class FeatureCache:
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
+        _keep(path, key, split, {name: t.clone() for name, t in tensors.items()}
+              if _KEPT is not None else tensors)
+        self._touch(path)
+        return tensors
+
+    @staticmethod
+    def _touch(path: Path) -> None:
+        """A hit: the entry's access time is now (eviction drops the least recently used)."""
         with contextlib.suppress(OSError):
             os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
-        return tensors
 
     def store(
         self, key: Mapping[str, Any], split: str, tensors: Mapping[str, Tensor]
@@ -195,6 +275,8 @@ class FeatureCache:
             return None
         path = atomic_write_bytes(self.entry_path(key, split), data, fsync=True)
         evict(self.directory, self.max_bytes, protect=path)
+        if _KEPT is not None:
+            _keep(path, key, split, {name: t.clone() for name, t in tensors.items()})
         return path
 
     def evict(self, protect: Path | None = None) -> list[Path]:
