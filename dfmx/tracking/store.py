@@ -121,16 +121,16 @@ def _create_sqlite_store(path: Path) -> None:
 
 def _schema_state(path: Path) -> tuple[str | None, bool]:
     """The schema version of the SQLite store ``path`` (``None`` before MLflow stamped one)
-    and whether its default experiment exists: the last thing MLflow makes in a new store,
+    and whether it holds an experiment: MLflow makes the default one last in a new store,
     so ``True`` once the store is whole, at any schema version."""
     import sqlite3
 
-    version = default = None
+    version = experiment = None
     with contextlib.suppress(sqlite3.Error), contextlib.closing(
             sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)) as db:
         version = db.execute("SELECT version_num FROM alembic_version").fetchone()
-        default = db.execute("SELECT 1 FROM experiments WHERE experiment_id = 0").fetchone()
-    return (version[0] if version else None), default is not None
+        experiment = db.execute("SELECT 1 FROM experiments LIMIT 1").fetchone()
+    return (version[0] if version else None), experiment is not None
 
 
 def _await_store(path: Path, quiet: float = 3.0, timeout: float = 120.0) -> None:

@@ -14,8 +14,8 @@ import pytest
 
 from dfmx.tracking.store import TrackingUnavailableError, _schema_state, open_store
 
-#: Prints, once ``argv[2]`` exists, whether each look at the store ``argv[1]`` found its
-#: default experiment (the last thing MLflow makes in a new store).
+#: Prints, once ``argv[2]`` exists, whether each look at the store ``argv[1]`` found an
+#: experiment (MLflow makes the default one last in a new store).
 WATCHER = """
 import os, sqlite3, sys, time
 path, stop = sys.argv[1:]
@@ -24,8 +24,7 @@ while not os.path.exists(stop):
     if os.path.exists(path):
         try:
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
-                seen.append(bool(db.execute(
-                    "SELECT 1 FROM experiments WHERE experiment_id = 0").fetchone()))
+                seen.append(bool(db.execute("SELECT 1 FROM experiments").fetchone()))
         except sqlite3.Error:
             seen.append(False)
     time.sleep(0.005)
