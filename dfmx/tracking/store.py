@@ -142,8 +142,8 @@ def _await_store(path: Path, quiet: float = 3.0, timeout: float = 120.0) -> None
     if state[1]:
         return
     log.info("the MLflow store %s is being created by another program; waiting for it", path)
-    end = changed = time.monotonic()
-    end += timeout
+    changed = time.monotonic()
+    end = changed + timeout
     while not state[1] and time.monotonic() - changed < quiet and time.monotonic() < end:
         time.sleep(0.1)
         now = _schema_state(path)

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,9 @@ def _keep(path: Path, key: Mapping[str, Any], split: str, tensors: dict[str, Ten
     if _identity(held) != _identity(named):
         file.close()
         return
-    _KEPT.put(_kept_key(path, key, split, held), _KeptEntry(tensors, file))
+    kept = _KeptEntry(tensors, file)
+    weakref.finalize(kept, file.close)  # once dropped, or at exit
+    _KEPT.put(_kept_key(path, key, split, held), kept)
 
 
 class CorruptEntryError(ValueError):
