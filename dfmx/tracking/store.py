@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import glob
 import logging
 import os
 import random
@@ -95,13 +96,15 @@ def store_lock(uri: str, timeout: float = 300.0) -> Iterator[None]:
 def _create_sqlite_store(path: Path) -> None:
     """Make a new SQLite store at ``path`` whole: its schema is built in a file beside it,
     then linked to ``path``. A link refuses an existing name: a store another program
-    started meanwhile is left to it (:func:`_await_store`)."""
+    started meanwhile is left to it (:func:`_await_store`). Called under
+    :func:`store_lock`, so a partial file found beside ``path`` is a killed creator's."""
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.new"):
+        stale.unlink(missing_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.new")
-    partial.unlink(missing_ok=True)
     try:
         store = SqlAlchemyStore(f"sqlite:///{partial}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
         store.engine.dispose()

@@ -46,6 +46,7 @@ def _tables(path: Path) -> set[str]:
 
 def test_a_new_store_appears_whole(tmp_path: Path) -> None:
     path, stop = tmp_path / "mlflow.db", tmp_path / "stop"
+    (tmp_path / ".mlflow.db.99999.new").write_bytes(b"half")  # a killed creator's file
     watcher = subprocess.Popen([sys.executable, "-c", WATCHER, str(path), str(stop)],
                                stdout=subprocess.PIPE, text=True)
     try:
