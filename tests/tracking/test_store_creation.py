@@ -4,6 +4,7 @@ same moment both fail and leave it broken for good. Real stores, real processes.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from dfmx.tracking.store import TrackingUnavailableError, _schema_state, open_st
 #: Prints, once ``argv[2]`` exists, whether each look at the store ``argv[1]`` found an
 #: experiment (MLflow makes the default one last in a new store).
 WATCHER = """
-import os, sqlite3, sys, time
+import json, os, sqlite3, sys, time
 path, stop = sys.argv[1:]
 seen = []
 while not os.path.exists(stop):
@@ -28,7 +29,7 @@ while not os.path.exists(stop):
         except sqlite3.Error:
             seen.append(False)
     time.sleep(0.005)
-print(seen)
+print(json.dumps(seen))
 """
 
 #: Another program opening (so creating) the store ``argv[1]`` with MLflow's own client.
@@ -54,7 +55,7 @@ def test_a_new_store_appears_whole(tmp_path: Path) -> None:
         time.sleep(0.1)  # a few more looks at the finished store
     finally:
         stop.touch()
-        seen = eval(watcher.communicate(timeout=30)[0])  # a printed list of bools
+        seen = json.loads(watcher.communicate(timeout=30)[0])
     assert seen and all(seen), seen
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlflow.db.lock", "stop"]
 
