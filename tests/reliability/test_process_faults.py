@@ -39,6 +39,8 @@ from cli_runner import (
     run_cli,
 )
 
+from dfmx.tracking.settings import sqlite_path
+
 from . import corpus as c
 
 if TYPE_CHECKING:
@@ -63,8 +65,6 @@ def _store(db: str) -> MlflowClient:
 def _runs(db: str) -> list:
     """The runs of the store ``db``; none while the command has not made it (an observer
     that opened it first would be creating it)."""
-    from dfmx.tracking.settings import sqlite_path
-
     path = sqlite_path(db)
     if path is not None and not path.exists():
         return []

@@ -88,9 +88,9 @@ def _kept_key(path: Path, key: Mapping[str, Any], split: str,
 
 
 def _keep(path: Path, key: Mapping[str, Any], split: str, tensors: dict[str, Tensor]) -> None:
-    """Keep ``tensors`` as the entry at ``path`` when that name still leads to the file
-    they were read from or written to: open it first, then compare the name's file with
-    the open one."""
+    """Keep a copy of ``tensors`` as the entry at ``path`` when that name still leads to
+    the file they were read from or written to: open it first, then compare the name's
+    file with the open one."""
     if _KEPT is None:
         return
     try:
@@ -99,16 +99,24 @@ def _keep(path: Path, key: Mapping[str, Any], split: str, tensors: dict[str, Ten
         return
     try:
         held = os.fstat(file.fileno())
-        named = os.stat(path)
+        same = _identity(held) == _identity(os.stat(path))
     except OSError:
+        same = False
+    if not same:
         file.close()
         return
-    if _identity(held) != _identity(named):
-        file.close()
-        return
-    kept = _KeptEntry(tensors, file)
+    kept = _KeptEntry({name: t.clone() for name, t in tensors.items()}, file)
     weakref.finalize(kept, file.close)  # once dropped, or at exit
     _KEPT.put(_kept_key(path, key, split, held), kept)
+
+
+def _kept(path: Path, key: Mapping[str, Any], split: str) -> dict[str, Tensor] | None:
+    """Copies of the entry kept for ``path`` while the name leads to its file; ``None``
+    when nothing is kept for it. Raises ``FileNotFoundError`` when the entry is gone."""
+    if _KEPT is None:
+        return None
+    kept = _KEPT.peek(_kept_key(path, key, split, path.stat()))
+    return None if kept is None else {name: t.clone() for name, t in kept.tensors.items()}
 
 
 class CorruptEntryError(ValueError):
@@ -227,16 +235,11 @@ class FeatureCache:
         miss; a hit updates the access time.
         """
         path = self.entry_path(key, split)
-        if _KEPT is not None:
-            try:
-                kept = _KEPT.peek(_kept_key(path, key, split, path.stat()))
-            except FileNotFoundError:
-                return None
-            if kept is not None:
-                self._touch(path)
-                return {name: t.clone() for name, t in kept.tensors.items()}
         try:
-            tensors = self._read(path, key, split)
+            tensors = _kept(path, key, split)
+            if tensors is None:
+                tensors = self._read(path, key, split)
+                _keep(path, key, split, tensors)
         except FileNotFoundError:
             return None
         except CorruptEntryError as exc:
@@ -244,8 +247,6 @@ class FeatureCache:
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
-        _keep(path, key, split, {name: t.clone() for name, t in tensors.items()}
-              if _KEPT is not None else tensors)
         self._touch(path)
         return tensors
 
@@ -278,8 +279,7 @@ class FeatureCache:
             return None
         path = atomic_write_bytes(self.entry_path(key, split), data, fsync=True)
         evict(self.directory, self.max_bytes, protect=path)
-        if _KEPT is not None:
-            _keep(path, key, split, {name: t.clone() for name, t in tensors.items()})
+        _keep(path, key, split, tensors)
         return path
 
     def evict(self, protect: Path | None = None) -> list[Path]:
