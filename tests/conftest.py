@@ -7,7 +7,7 @@ in subprocesses), ``demo_trees`` (small data sets cut from the demo data) and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             return path
 
     return SharedFolderScheduling(config, log)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_default_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """No test reads or writes the user's dfmx cache: where a test names no cache folder,
+    what dfmx keeps by default (prepared backbones, plugin configs, the demo data) goes to
+    a folder of the session's."""
+    folder = tmp_path_factory.mktemp("default-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DFMX_CACHE_DIR", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

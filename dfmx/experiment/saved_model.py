@@ -165,6 +165,17 @@ def check_description(config: Any) -> dict[str, Any]:
     return config
 
 
+def _state_without_backbone(model: DFMModel) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` without the backbone's entries, in the same order; a backbone
+    not built yet (its graph kept by an earlier process) is not built for it."""
+    state: dict[str, torch.Tensor] = {}
+    model._save_to_state_dict(state, "", keep_vars=False)
+    for name, child in model.named_children():
+        if f"{name}." != _BACKBONE_PREFIX:
+            child.state_dict(destination=state, prefix=f"{name}.")
+    return state
+
+
 def save_model(model: DFMModel, directory: str | Path, **metadata: Any) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into ``directory``; returns it.
 
@@ -183,11 +194,9 @@ def save_model(model: DFMModel, directory: str | Path, **metadata: Any) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     extractor = model.feature_extractor
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     include_backbone = not model.pre_trained or str(extractor.weights_source).startswith("file:")
-    tensors = state if include_backbone else {
-        k: v for k, v in state.items() if not k.startswith(_BACKBONE_PREFIX)
-    }
+    state = model.state_dict() if include_backbone else _state_without_backbone(model)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with atomic_path(directory / TENSORS) as tmp:
         save_file(tensors, str(tmp))
     # The precision the model ran at, so that it scores alike on another machine.

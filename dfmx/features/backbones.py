@@ -1,4 +1,9 @@
-"""Pretrained CNN backbones (timm ``features_only``) that turn images into feature maps."""
+"""Pretrained CNN backbones (timm ``features_only``) that turn images into feature maps.
+
+timm is imported only where a net is built or a name is new: what a process learns of a
+backbone is kept for the next (:mod:`dfmx.features.prepared`), so a command whose backbone
+was built before runs its kept frozen graph without importing timm.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
@@ -18,7 +22,13 @@ from dfmx.data.images import to_float
 from dfmx.errors import ConfigError
 from dfmx.features.graph import GraphRunner, resolve_optimize
 from dfmx.features.precision import resolve_device, resolve_precision, uses_channels_last
-from dfmx.features.weights import load_pretrained
+from dfmx.features.prepared import (
+    Description,
+    PreparedNet,
+    read_description,
+    write_description,
+)
+from dfmx.features.weights import load_pretrained, weights_file_source
 from dfmx.memo import Memo
 
 #: Friendly names -> timm model names. Any other timm model name is accepted as is.
@@ -52,6 +62,10 @@ def resolve_backbone_name(name: str) -> str:
     """
     if name in BACKBONE_ALIASES:
         return BACKBONE_ALIASES[name]
+    if read_description(name) is not None:  # described by this timm before
+        return name
+    import timm
+
     if timm.is_model(name):
         return name
     candidates = list(dict.fromkeys([*BACKBONE_ALIASES, *timm.list_models()]))
@@ -65,6 +79,8 @@ def resolve_backbone_name(name: str) -> str:
 
 def _create_on_meta(timm_name: str, **kwargs: object) -> nn.Module:
     """Build a timm model without allocating weights (meta device), else on the CPU."""
+    import timm
+
     try:
         with torch.device("meta"):
             return timm.create_model(timm_name, pretrained=False, **kwargs)
@@ -73,13 +89,30 @@ def _create_on_meta(timm_name: str, **kwargs: object) -> nn.Module:
 
 
 @functools.cache
+def describe(timm_name: str) -> Description:
+    """timm's feature levels and input normalisation of ``timm_name``: kept from an earlier
+    process where there is one, else read from a model built on the meta device."""
+    kept = read_description(timm_name)
+    if kept is not None:
+        return kept
+    model = _create_on_meta(timm_name, features_only=True)
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    description = Description(
+        layers=tuple((str(entry["module"]), index, int(entry["num_chs"]),
+                      int(entry["reduction"]))
+                     for index, entry in enumerate(model.feature_info.info)),
+        mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
+        interpolation=str(cfg.get("interpolation", "bilinear")),
+    )
+    write_description(timm_name, description)
+    return description
+
+
 def _layer_table(timm_name: str) -> dict[str, LayerInfo]:
     """All feature levels of ``timm_name`` by ``feature_info`` module name, shallow to deep."""
-    model = _create_on_meta(timm_name, features_only=True)
-    table: dict[str, LayerInfo] = {}
-    for index, entry in enumerate(model.feature_info.info):
-        table[entry["module"]] = LayerInfo(index, int(entry["num_chs"]), int(entry["reduction"]))
-    return table
+    return {name: LayerInfo(index, channels, reduction)
+            for name, index, channels, reduction in describe(timm_name).layers}
 
 
 def layer_infos(backbone: str, layers: str | Sequence[str]) -> dict[str, LayerInfo]:
@@ -135,6 +168,8 @@ _SKELETONS: Memo[nn.Module] = Memo(2)
 
 
 def _new_net(timm_name: str, out_indices: tuple[int, ...], deepest: str) -> nn.Module:
+    import timm
+
     net = timm.create_model(timm_name, features_only=True, out_indices=out_indices,
                             pretrained=False)
     _truncate_after(net, deepest)
@@ -164,6 +199,7 @@ def _drop_graphs(module: FeatureExtractor, incompatible_keys: object) -> None:
     """``load_state_dict`` post-hook: built graphs hold the old weights as constants."""
     del incompatible_keys
     module._runner.reset()
+    module.recorded_fingerprint = None
 
 
 class FeatureExtractor(nn.Module):
@@ -216,39 +252,95 @@ class FeatureExtractor(nn.Module):
         self._out_names = sorted(self.layers, key=lambda n: table[n].index)
         out_indices = tuple(table[n].index for n in self._out_names)
 
-        deepest = self._out_names[-1]
-        if weights is not None or pre_trained:
-            net = _net_for_weights(self.timm_name, out_indices, deepest)
-            self.weights_source = load_pretrained(net, self.timm_name, weights, backbone)
-        else:
-            net = _new_net(self.timm_name, out_indices, deepest)  # seeded random init
-            self.weights_source = "random"
-
-        cfg = dict(getattr(net, "pretrained_cfg", None) or {})
-        self.interpolation: str = str(cfg.get("interpolation", "bilinear"))
-        mean = cfg.get("mean", (0.485, 0.456, 0.406))
-        std = cfg.get("std", (0.229, 0.224, 0.225))
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-
+        description = describe(self.timm_name)
+        self.interpolation: str = description.interpolation
         device = resolve_device(device)
+        for name, values in (("mean", description.mean), ("std", description.std)):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float32,
+                                                    device=device).view(1, 3, 1, 1))
         self.precision: str = resolve_precision(precision, device)
         self.channels_last: bool = uses_channels_last(self.precision, device)
-        self.net = net.requires_grad_(False)
-        self.to(device)
-        if self.channels_last:
-            self.net.to(memory_format=torch.channels_last)
-        super().train(False)
         self.micro_batch: int = CPU_MICRO_BATCH
         self.optimize: str = resolve_optimize(optimize, device)
+        self.training = False
+
+        # What building the net takes (see _build_net).
+        self._out_indices, self._weights = out_indices, weights
+        self._pretrained = weights is not None or pre_trained
+        prepared = None
+        if self._pretrained and self.optimize == "freeze" and device.type == "cpu":
+            prepared = PreparedNet.find(self.timm_name, out_indices,
+                                        weights_file_source(self.timm_name, weights))
+        #: The SHA-256 of the net's state dict where a process that built this net with
+        #: these weights recorded it (``dfmx.features.cache.weights_fingerprint``).
+        self.recorded_fingerprint: str | None = None
+        if prepared is not None and prepared.fingerprint is not None:
+            # Built by an earlier process: the net is built when something needs it.
+            self.weights_source: str = str(prepared.weights_source)
+            self.recorded_fingerprint = prepared.fingerprint
+        else:
+            self._build_net()
+            if prepared is not None:
+                from dfmx.features.cache.keys import tensors_sha256
+
+                prepared.record(self.weights_source, tensors_sha256(self.net.state_dict()))
+                self.recorded_fingerprint = prepared.fingerprint
         autocast = torch.bfloat16 if self.precision == "bf16" else None
-        self._runner = GraphRunner(self.net, self.optimize, autocast)
+        self._runner = GraphRunner(self._built_net, self.optimize, autocast, store=prepared)
         self.register_load_state_dict_post_hook(_drop_graphs)
+
+    def _build_net(self) -> None:
+        """Build the net, load its weights, put it on the extractor's device and layout."""
+        deepest = self._out_names[-1]
+        if self._pretrained:
+            net = _net_for_weights(self.timm_name, self._out_indices, deepest)
+            self.weights_source = load_pretrained(net, self.timm_name, self._weights,
+                                                  self.backbone)
+        else:
+            net = _new_net(self.timm_name, self._out_indices, deepest)  # seeded random init
+            self.weights_source = "random"
+        net.requires_grad_(False).train(False).to(self.mean.device)
+        if self.channels_last:
+            net.to(memory_format=torch.channels_last)
+        nn.Module.__setattr__(self, "net", net)
+
+    @property
+    def net(self) -> nn.Module:
+        """The timm ``features_only`` net, truncated after the deepest layer. Where its
+        graph was kept by an earlier process it is built on first use (the features, from
+        the kept graph, do not need it)."""
+        if "net" not in self._modules:
+            try:
+                self._build_net()
+            except AttributeError as err:  # not to be taken for a missing ``net``
+                raise RuntimeError(f"building the backbone failed: {err!r}") from err
+        return self._modules["net"]
+
+    def _built_net(self) -> nn.Module:
+        return self.net
+
+    # What walks the submodules needs the net: built first where it is not yet.
+    def named_children(self):
+        self._built_net()
+        return super().named_children()
+
+    def named_modules(self, *args, **kwargs):
+        self._built_net()
+        return super().named_modules(*args, **kwargs)
+
+    def state_dict(self, *args, **kwargs):
+        self._built_net()
+        return super().state_dict(*args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._built_net()
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _apply(self, fn, recurse=True):
         """``.to()``, ``.cuda()``, ``.float()``, ...: built graphs hold old tensors, drop them."""
         runner = self.__dict__.get("_runner")
         if runner is not None:
+            self._built_net()
             runner.reset()
         return super()._apply(fn, recurse)
 
@@ -258,8 +350,12 @@ class FeatureExtractor(nn.Module):
         return self.mean.device
 
     def train(self, mode: bool = True) -> FeatureExtractor:
-        """Stay in eval mode whatever ``mode`` says: BatchNorm statistics never update."""
+        """Stay in eval mode whatever ``mode`` says: BatchNorm statistics never update (a
+        net not built yet is built in eval mode)."""
         del mode
+        if "net" not in self._modules:
+            self.training = False
+            return self
         return super().train(False)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -25,6 +25,9 @@
   fusion on a CPU, so it is an option for long extractions on machines where it measures
   faster. Partial batches are padded to the batch size it was compiled for, so that the
   last batch of a split does not compile a second graph.
+  A frozen CPU graph of weights read from a file is kept on disk
+  (:mod:`dfmx.features.prepared`): a later process loads it instead of tracing, and
+  needs no net for it.
 * ``auto``: ``freeze`` on the CPU, ``none`` elsewhere (cuDNN's eager kernels are already
   fused enough, and a GPU is rarely the bottleneck at these batch sizes).
 
@@ -44,6 +47,7 @@ from torch import nn
 
 from dfmx.backbone_modes import OPTIMIZATIONS, optimize_key
 from dfmx.errors import ConfigError
+from dfmx.features.prepared import Graph, PreparedNet
 
 Forward = Callable[[torch.Tensor], object]
 
@@ -109,32 +113,47 @@ class GraphRunner:
     batch dependence. If tracing warns that a value was baked in (``TracerWarning``), the
     batch size joins the key, so a graph is never reused where it could be wrong.
 
+    A CPU graph is looked up in ``store`` (a :class:`~dfmx.features.prepared.PreparedNet`
+    of the net's weights) before it is traced, and kept there once traced, so that a later
+    process finds it without building the net.
+
     Args:
-        net: the backbone, in eval mode, with ``requires_grad`` off.
+        net: the backbone, in eval mode, with ``requires_grad`` off; or a function that
+            returns it, called when the net is first needed (not when every graph comes
+            from ``store``).
         mode: ``"none"``, ``"freeze"`` or ``"compile"`` (see :func:`resolve_optimize`).
         autocast: the dtype to run under ``torch.autocast`` (on the input's device), or
             ``None`` for none.
         onednn_fusion: run frozen graphs on a CPU with oneDNN Graph fusion.
+        store: where frozen CPU graphs of these weights are kept, or ``None``.
     """
 
-    def __init__(self, net: nn.Module, mode: str, autocast: torch.dtype | None = None,
-                 onednn_fusion: bool = True) -> None:
+    def __init__(self, net: nn.Module | Callable[[], nn.Module], mode: str,
+                 autocast: torch.dtype | None = None, onednn_fusion: bool = True,
+                 store: PreparedNet | None = None) -> None:
         if mode not in ("none", "freeze", "compile"):
             raise ConfigError(f"mode must be 'none', 'freeze' or 'compile', got {mode!r}")
-        self.net = net
+        self._net = net
         self.mode = mode
         self.autocast = autocast
         self.onednn_fusion = onednn_fusion
-        self._graphs: dict[tuple, tuple[Forward, bool]] = {}
+        self.store = store
+        self._graphs: dict[tuple, Graph] = {}
         self._compiled: Forward | None = None
         self._compiled_batch = 0
 
+    @property
+    def net(self) -> nn.Module:
+        """The backbone (built now where ``net`` was given as a function)."""
+        return self._net if isinstance(self._net, nn.Module) else self._net()
+
     def reset(self) -> None:
-        """Forget built graphs (they hold the weights as constants): call after the net's
-        weights, device or dtype change."""
+        """Forget built graphs (they hold the weights as constants), and the store (its
+        graphs hold the old ones): call after the net's weights, device or dtype change."""
         self._graphs.clear()
         self._compiled = None
         self._compiled_batch = 0
+        self.store = None
 
     def __getstate__(self) -> dict:
         """Pickle/deepcopy without the built graphs; they are rebuilt on first use."""
@@ -160,8 +179,8 @@ class GraphRunner:
         )
         self.mode = "none"
 
-    def _freeze(self, x: torch.Tensor) -> tuple[Forward, bool] | None:
-        """A frozen graph for ``x``'s image shape and whether it is batch-size specific.
+    def _freeze(self, x: torch.Tensor) -> Graph | None:
+        """A frozen graph for ``x``'s image shape and the batch size it is limited to.
 
         Traced on two of the images (the trace runs the net once, so a small batch keeps
         it short, and batch 1 is avoided because it is the one size where a squeeze could drop
@@ -186,7 +205,7 @@ class GraphRunner:
         except Exception as err:  # any failure (untraceable model, no torch.jit): eager
             self._fall_back("tracing/freezing", err)
             return None
-        return frozen, batch_specific
+        return frozen, x.shape[0] if batch_specific else None
 
     def _run_compiled(self, x: torch.Tensor) -> object | None:
         """The compiled net on ``x`` in chunks of the compiled batch size, the last one
@@ -227,13 +246,27 @@ class GraphRunner:
                 shape = (tuple(x.shape[1:]), x.dtype, x.device)
                 graph = self._graphs.get(shape) or self._graphs.get((*shape, x.shape[0]))
                 if graph is None:
-                    graph = self._freeze(x)
+                    graph = self._kept_or_new_graph(x)
                     if graph is not None:
-                        key = (*shape, x.shape[0]) if graph[1] else shape
+                        key = (*shape, x.shape[0]) if graph[1] is not None else shape
                         self._graphs[key] = graph
                 if graph is not None:
                     return self._run_frozen(graph[0], x)
             return self.net(x)
+
+    def _kept_or_new_graph(self, x: torch.Tensor) -> Graph | None:
+        """The store's graph for ``x`` (where it holds for ``x``'s batch size), else a new
+        one, kept in the store."""
+        if self.store is None or x.device.type != "cpu":
+            return self._freeze(x)
+        key = self.store.graph_key(x, self.autocast, _format_of(x))
+        graph = self.store.load_graph(key)
+        if graph is not None and graph[1] in (None, x.shape[0]):
+            return graph
+        graph = self._freeze(x)
+        if graph is not None:
+            self.store.save_graph(key, graph)
+        return graph
 
     def _run_frozen(self, graph: Forward, x: torch.Tensor) -> object:
         """A frozen graph on ``x``, with oneDNN Graph fusion on a CPU. If a fused call

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import timm
 import torch
 from torch import nn
 
@@ -100,6 +99,8 @@ def full_model_shapes(timm_name: str) -> dict[str, torch.Size]:
 
     Built on the meta device: no memory for weights, no download.
     """
+    import timm
+
     try:
         with torch.device("meta"):
             model = timm.create_model(timm_name, pretrained=False)
@@ -257,6 +258,8 @@ def _hf_hub_cache_dir() -> Path:
 
 
 def _pretrained_cfg(timm_name: str) -> dict[str, Any]:
+    import timm
+
     cfg = timm.models.get_pretrained_cfg(timm_name)
     return cfg.to_dict() if cfg is not None else {}
 
@@ -299,6 +302,20 @@ def _unavailable_message(timm_name: str, backbone: str | None) -> str:
     )
 
 
+def weights_file_source(timm_name: str, weights_file: str | Path | None = None,
+                        ) -> tuple[str, Path] | None:
+    """The source :func:`load_pretrained` would name and the file it would read, where
+    that is known without timm: the explicit file, else an installed weights package's;
+    ``None`` otherwise (timm's caches or a download)."""
+    if weights_file is not None:
+        path = Path(weights_file).expanduser().resolve()
+        return f"file:{path}", path
+    found = package_weights_path(timm_name)
+    if found is not None:
+        return f"package:{found[0]}", found[1]
+    return None
+
+
 def load_pretrained(
     model: nn.Module,
     timm_name: str,
@@ -324,9 +341,9 @@ def load_pretrained(
         WeightsUnavailableError: no source works offline.
     """
     if weights_file is not None:
-        path = Path(weights_file).expanduser().resolve()
+        source, path = weights_file_source(timm_name, weights_file)  # type: ignore[misc]
         load_state_dict_into(model, timm_name, read_state_dict(path), origin=f"file {path}")
-        return f"file:{path}"
+        return source
 
     packaged = package_state_dict(timm_name)
     if packaged is not None:
@@ -340,6 +357,8 @@ def load_pretrained(
         return f"timm:cache:{cached}"
 
     if os.environ.get(DOWNLOAD_ENV) == "1":
+        import timm
+
         try:
             full = timm.create_model(timm_name, pretrained=True)
         except Exception as err:  # network errors come in many types

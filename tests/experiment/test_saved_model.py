@@ -38,6 +38,7 @@ from dfmx.experiment.saved_model import (
     load_model_metadata,
     save_model,
 )
+from dfmx.features import FeatureExtractor
 
 JOBS = {
     "lite0_fre": {"precision": "bf16", "image_size": 64},
@@ -205,3 +206,20 @@ def test_saving_an_unfitted_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fitted"):
         save_model(model, tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_a_backbone_not_built_is_not_built_to_save_the_model(
+        jobs, dfmx_cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job whose backbone graph was kept by an earlier one never builds the net (its
+    features come from the graph): saving its model must not build it either, and must
+    write what a built one writes."""
+    monkeypatch.setenv("DFMX_CACHE_DIR", str(dfmx_cache_dir))  # where the jobs kept it
+    saved = jobs["lite0_fre"]["result"].output_dir / "model"
+    model = load_model(saved)
+    built = model.feature_extractor
+    model.feature_extractor = FeatureExtractor(built.backbone, built.layers,
+                                               precision=built.precision)
+    assert "net" not in model.feature_extractor._modules
+    save_model(model, tmp_path / "m", **load_model_metadata(saved)["metadata"])
+    assert "net" not in model.feature_extractor._modules
+    assert (tmp_path / "m" / TENSORS).read_bytes() == (saved / TENSORS).read_bytes()

@@ -165,7 +165,7 @@ def test_download_only_when_allowed(
         raise OSError("no route to host")
 
     model = timm.create_model("resnet18", features_only=True, out_indices=(3,))
-    monkeypatch.setattr(weights_mod.timm, "create_model", fake_create_model)
+    monkeypatch.setattr(timm, "create_model", fake_create_model)
     with pytest.raises(WeightsUnavailableError):
         load_pretrained(model, "resnet18")
     assert calls == []

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from dfmx.data.batches import decoder_versions, files_fingerprint
+from dfmx.features.prepared import timm_version
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -93,6 +94,7 @@ def weights_fingerprint(extractor: Any) -> str:
         return known
     memo_key = _weights_memo_key(extractor)
     fingerprint = _WEIGHTS_MEMO.get(memo_key) if memo_key is not None else None
+    fingerprint = fingerprint or getattr(extractor, "recorded_fingerprint", None)
     if fingerprint is None:
         fingerprint = tensors_sha256(extractor.net.state_dict())
         if memo_key is not None:
@@ -110,9 +112,7 @@ def _device_id(device: torch.device) -> str:
 
 @functools.cache
 def _library_versions() -> dict[str, str]:
-    import timm
-
-    return {**decoder_versions(), "timm": timm.__version__}
+    return {**decoder_versions(), "timm": timm_version()}
 
 
 def feature_key(

@@ -1,0 +1,204 @@
+"""Prepared backbones: what building a pretrained backbone taught one process, kept for the
+next, so that a command whose backbone was built before runs it without importing timm
+(about 2 s of a 2-core machine's critical path) or building the net.
+
+Kept under ``$DFMX_CACHE_DIR/backbones/``:
+
+* ``timm-<version>/<timm name>.json``, a :class:`Description`: the backbone's feature
+  levels (module name, position, channels, stride) and its input normalisation, as timm
+  gives them;
+* one folder for each truncated net and its weights (timm name, output levels, the
+  weights' source and the identity of its file, torch and timm versions; see
+  :meth:`PreparedNet.find`): ``weights.json`` (the source and the SHA-256 of the net's
+  state dict) and the net's frozen TorchScript graphs, ``graph-<key>.pt`` with
+  ``graph-<key>.json`` (the graph file's SHA-256 and the batch size it is limited to, if
+  any), one for each image shape, dtype, precision and memory layout the net ran on.
+
+Only nets whose weights come from a file (an explicit one or a weights package's) are
+prepared: the file's size, times and inode say when the weights changed. Random weights
+and timm's own caches are built every time. A file that is missing, unreadable or not what
+its record says is a miss: the net is built and the file written again. Files are written
+whole (:mod:`dfmx.atomic`), and a graph's record after its file, so a process sees a
+record and its graph or a miss; a cache folder that cannot be written costs speed only.
+Removing the folder is always safe.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dfmx.atomic import atomic_path, atomic_write_text
+from dfmx.cache_dir import default_cache_dir
+
+FORMAT = 1
+
+__all__ = ["Description", "PreparedNet", "read_description", "timm_version",
+           "write_description"]
+
+
+def _root() -> Path:
+    return default_cache_dir() / "backbones"
+
+
+@functools.cache
+def timm_version() -> str:
+    """timm's installed version, read without importing timm."""
+    return importlib.metadata.version("timm")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"format": FORMAT, **data}, sort_keys=True))
+    except OSError:
+        pass
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _key(parts: Sequence[Any]) -> str:
+    return hashlib.sha256(json.dumps(list(parts)).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Description:
+    """What timm says of a backbone, whatever its weights and output levels."""
+
+    layers: tuple[tuple[str, int, int, int], ...]
+    """``(module name, feature_info position, channels, stride)``, shallow to deep."""
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+
+
+def _description_path(timm_name: str) -> Path:
+    return _root() / f"timm-{timm_version()}" / f"{timm_name}.json"
+
+
+def read_description(timm_name: str) -> Description | None:
+    """The kept description of ``timm_name`` for the installed timm, else ``None``."""
+    if "/" in timm_name or timm_name.startswith("."):
+        return None
+    data = _read_json(_description_path(timm_name))
+    try:
+        return Description(
+            layers=tuple((str(m), int(i), int(c), int(r)) for m, i, c, r in data["layers"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            interpolation=str(data["interpolation"]),
+        ) if data is not None else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def write_description(timm_name: str, description: Description) -> None:
+    """Keep ``description`` for the next process (nothing if the cache cannot be written)."""
+    if "/" in timm_name or timm_name.startswith("."):
+        return
+    _write_json(_description_path(timm_name), {
+        "layers": [list(row) for row in description.layers],
+        "mean": list(description.mean), "std": list(description.std),
+        "interpolation": description.interpolation,
+    })
+
+
+#: A frozen graph and the batch size it is limited to (``None``: any).
+Graph = tuple[Callable[[torch.Tensor], object], int | None]
+
+
+class PreparedNet:
+    """The kept record of one truncated net with weights from a file, and its graphs."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        record = _read_json(folder / "weights.json") or {}
+        #: The weights' source (as ``load_pretrained`` names it) and the SHA-256 of the
+        #: net's state dict, once a process has built the net; else ``None``.
+        self.weights_source: str | None = record.get("source")
+        self.fingerprint: str | None = record.get("fingerprint")
+
+    @classmethod
+    def find(cls, timm_name: str, out_indices: Sequence[int],
+             weights: tuple[str, Path] | None) -> PreparedNet | None:
+        """The entry of ``timm_name`` with outputs ``out_indices`` and ``weights``
+        (``(source, file)``: see :func:`dfmx.features.weights.weights_file_source`);
+        ``None`` where the weights have no file or the file cannot be read."""
+        if weights is None:
+            return None
+        source, path = weights
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        key = _key([FORMAT, torch.__version__, timm_version(), timm_name, list(out_indices),
+                    source, str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
+        return cls(_root() / key)
+
+    def record(self, source: str, fingerprint: str) -> None:
+        """Keep the weights' source and fingerprint of the net just built."""
+        self.weights_source, self.fingerprint = source, fingerprint
+        _write_json(self.folder / "weights.json", {"source": source, "fingerprint": fingerprint})
+
+    @staticmethod
+    def graph_key(x: torch.Tensor, autocast: torch.dtype | None,
+                  memory_format: torch.memory_format) -> str:
+        """The key of the graph that runs on ``x``'s images."""
+        return _key([list(x.shape[1:]), str(x.dtype), str(autocast), str(memory_format),
+                     x.device.type])
+
+    def load_graph(self, key: str) -> Graph | None:
+        """The kept graph under ``key``, or ``None`` (also for a damaged one)."""
+        record = _read_json(self.folder / f"graph-{key}.json")
+        path = self.folder / f"graph-{key}.pt"
+        if record is None or self.fingerprint is None:
+            return None
+        try:
+            if _sha256_file(path) != record.get("sha256"):
+                return None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation
+                graph = torch.jit.load(str(path), map_location="cpu")
+        except Exception:  # a damaged or unreadable file is a miss
+            return None
+        batch = record.get("batch_size")
+        return graph, int(batch) if batch is not None else None
+
+    def save_graph(self, key: str, graph: Graph) -> None:
+        """Keep ``graph`` (a frozen ``ScriptModule`` and its batch size limit)."""
+        module, batch = graph
+        if self.fingerprint is None:
+            return
+        path = self.folder / f"graph-{key}.pt"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp, warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                torch.jit.save(module, str(tmp))
+            sha = _sha256_file(path)
+        except Exception:  # a full disk, a graph TorchScript cannot save: not kept
+            return
+        _write_json(self.folder / f"graph-{key}.json", {"sha256": sha, "batch_size": batch})

