@@ -186,6 +186,29 @@ def _quiet_logging() -> Iterator[None]:
             os.environ.pop(_PROGRESS_BAR_ENV, None)
 
 
+@contextlib.contextmanager
+def _pins_not_rechecked() -> Iterator[None]:
+    """Skip MLflow's check of the model's pip requirements against the installed packages.
+
+    The check first maps every installed distribution to its modules, reading every
+    distribution's file list (about 1 s of CPU, taken from the job's cores), to find
+    mismatches that cannot be: :func:`pip_requirements` pins the installed versions
+    themselves. Where MLflow has no such check, nothing changes.
+    """
+    import mlflow.utils.environment as environment
+
+    name = "warn_dependency_requirement_mismatches"
+    original = getattr(environment, name, None)
+    if original is None:
+        yield
+        return
+    setattr(environment, name, lambda requirements: None)
+    try:
+        yield
+    finally:
+        setattr(environment, name, original)
+
+
 class _PyfuncFlavor:
     """``mlflow.pyfunc`` as the flavor of :meth:`mlflow.models.Model.log`, taking the
     ``validate_serving_input`` switch that ``Model.log`` reads from the keywords it passes
@@ -208,7 +231,7 @@ def log_pyfunc_model(model_dir: str | Path, run_id: str, tracking_uri: str) -> s
     ``tests/serving``.
     """
     mlflow.set_tracking_uri(tracking_uri)
-    with _quiet_logging(), mlflow.start_run(run_id=run_id):
+    with _quiet_logging(), _pins_not_rechecked(), mlflow.start_run(run_id=run_id):
         info = mlflow.models.Model.log(
             flavor=_PyfuncFlavor,
             flavor_name=mlflow.pyfunc.FLAVOR_NAME,

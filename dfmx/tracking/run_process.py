@@ -569,16 +569,10 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
 
 
 def _prepare_logging() -> None:
-    """Load now what logging the results will need: the pyfunc model code, and MLflow's
-    map of installed distributions, which it builds (reading every distribution's file
-    list, about a second) to check the model's requirements. Best effort: a failure
-    here only leaves that work for later."""
+    """Load now what logging the results will need: the pyfunc model code. Best effort: a
+    failure here only leaves that work for later."""
     with contextlib.suppress(Exception):
         import dfmx.tracking.pyfunc  # noqa: F401
-    with contextlib.suppress(Exception):  # MLflow's cache of the map: not public API
-        from mlflow.utils.requirements_utils import _init_packages_to_modules_map
-
-        _init_packages_to_modules_map()
 
 
 def main(argv: list[str]) -> None:
