@@ -23,7 +23,7 @@ from PIL import Image
 from served_model import LoggedModel, Server, image_request, path_request, post
 
 from dfmx.experiment.saved_model import load_model_metadata
-from dfmx.tracking.pyfunc import model_signature
+from dfmx.tracking.pyfunc import _pins_not_rechecked, model_signature, pip_requirements
 from dfmx.tracking.pyfunc_inputs import MAX_BATCH
 
 SERVING_DOC = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
@@ -191,6 +191,23 @@ def test_logged_signature_and_input_example(logged_model: LoggedModel, server: S
     assert status == 200, body
     [row] = body["predictions"]
     assert np.isfinite(row["score"]) and isinstance(row["anomalous"], bool), row
+
+
+def test_logged_requirements_pin_the_installed_versions(logged_model: LoggedModel,
+                                                       tmp_path: Path) -> None:
+    """MLflow's check of the pins is skipped while dfmx logs (they are the installed
+    versions); the pins are logged all the same, and the check is back afterwards."""
+    import mlflow.utils.environment as environment
+
+    check = environment.warn_dependency_requirement_mismatches
+    with _pins_not_rechecked():
+        assert environment.warn_dependency_requirement_mismatches is not check
+    assert environment.warn_dependency_requirement_mismatches is check
+    mlflow.set_tracking_uri(logged_model.tracking_uri)
+    folder = Path(mlflow.artifacts.download_artifacts(logged_model.model_uri,
+                                                      dst_path=str(tmp_path)))
+    logged = (folder / "requirements.txt").read_text().split()
+    assert set(pip_requirements()) <= set(logged), logged
 
 
 def _doc_send_lines() -> str:
