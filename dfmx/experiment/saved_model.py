@@ -176,6 +176,26 @@ def _state_without_backbone(model: DFMModel) -> dict[str, torch.Tensor]:
     return state
 
 
+def _load_state_without_backbone(model: DFMModel, tensors: Mapping[str, torch.Tensor]) -> None:
+    """:meth:`~torch.nn.Module.load_state_dict` of everything but the backbone, strict: the
+    tensors :func:`_state_without_backbone` gives, no more, no fewer. The backbone keeps
+    its weights and, where it is not built yet, stays so."""
+    expected = _state_without_backbone(model)
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    if missing or unexpected:
+        raise RuntimeError(f"missing keys {missing}, unexpected keys {unexpected}")
+    errors: list[str] = []
+    model._load_from_state_dict({k: v for k, v in tensors.items() if "." not in k}, "", {},
+                                True, [], [], errors)
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    for name, child in model.named_children():
+        if f"{name}." != _BACKBONE_PREFIX:
+            child.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items()
+                                   if k.startswith(f"{name}.")}, strict=True)
+
+
 def save_model(model: DFMModel, directory: str | Path, **metadata: Any) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into ``directory``; returns it.
 
@@ -264,18 +284,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> DFMModel
         model = DFMModel.from_config(record)
     except ValueError as exc:
         raise ModelFileError(f"{directory / CONFIG}: field model: {exc}") from exc
-    if not included:
-        backbone_state = {
-            k: v for k, v in model.state_dict().items() if k.startswith(_BACKBONE_PREFIX)
-        }
-        if weights_fingerprint(model.feature_extractor) != config["backbone_fingerprint"]:
-            raise ModelFileError(
-                f"the backbone weights rebuilt from {config['weights_source']} differ from "
-                "those the model was fitted with (another version of the weights package?)"
-            )
-        tensors = {**backbone_state, **tensors}
+    if not included and (weights_fingerprint(model.feature_extractor)
+                         != config["backbone_fingerprint"]):
+        raise ModelFileError(
+            f"the backbone weights rebuilt from {config['weights_source']} differ from "
+            "those the model was fitted with (another version of the weights package?)"
+        )
     try:
-        model.load_state_dict(tensors, strict=True)
+        if included:
+            model.load_state_dict(tensors, strict=True)
+        else:
+            _load_state_without_backbone(model, tensors)
     except RuntimeError as exc:
         raise ModelFileError(f"{tensors_path} does not fit the model in {CONFIG}: {exc}") from exc
     model.metadata = dict(config.get("metadata") or {})

@@ -9,6 +9,7 @@ plugin scorer.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import pickle
 import shutil
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import dfmx
 from dfmx import registry
@@ -175,6 +177,26 @@ def test_rebuilt_backbone_is_checked_against_the_fingerprint(jobs, tmp_path: Pat
         load_model(model_dir)
 
 
+@pytest.mark.parametrize("name", ["lite0_fre", "r18_nll"])
+def test_tensors_that_do_not_fit_the_model_are_refused(jobs, name: str, tmp_path: Path) -> None:
+    """A tensor file re-signed after an edit: one tensor fewer, or one more (a backbone
+    tensor where the backbone is rebuilt from its source), is refused."""
+    model_dir = _copy_model(jobs, name, tmp_path)
+    tensors = load_file(str(model_dir / TENSORS))
+    dropped = dict(tensors)
+    dropped.pop(sorted(k for k in tensors if k.startswith("pca"))[0])
+    extra = {**tensors, "feature_extractor.mean": torch.zeros(1, 3, 1, 1),
+             "stray": torch.zeros(1)}
+    for edited in (dropped, extra):
+        save_file(edited, str(model_dir / TENSORS))
+        meta = json.loads((model_dir / CONFIG).read_text())
+        meta["tensors_sha256"] = hashlib.sha256((model_dir / TENSORS).read_bytes()).hexdigest()
+        meta["description_sha256"] = description_sha256(meta)
+        (model_dir / CONFIG).write_text(json.dumps(meta))
+        with pytest.raises(ModelFileError, match="does not fit the model"):
+            load_model(model_dir)
+
+
 def test_loading_never_unpickles(jobs, monkeypatch: pytest.MonkeyPatch) -> None:
     torch_loads: list[Path] = []
     real_torch_load = torch.load
@@ -220,6 +242,7 @@ def test_a_backbone_not_built_is_not_built_to_save_the_model(
     model.feature_extractor = FeatureExtractor(built.backbone, built.layers,
                                                precision=built.precision)
     assert "net" not in model.feature_extractor._modules
+    assert "net" not in load_model(saved).feature_extractor._modules  # nor to load it
     save_model(model, tmp_path / "m", **load_model_metadata(saved)["metadata"])
     assert "net" not in model.feature_extractor._modules
     assert (tmp_path / "m" / TENSORS).read_bytes() == (saved / TENSORS).read_bytes()
