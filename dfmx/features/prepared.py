@@ -8,11 +8,12 @@ Kept under ``$DFMX_CACHE_DIR/backbones/``:
   levels (module name, position, channels, stride) and its input normalisation, as timm
   gives them;
 * one folder for each truncated net and its weights (timm name, output levels, the
-  weights' source and the identity of its file, torch and timm versions; see
-  :meth:`PreparedNet.find`): ``weights.json`` (the source and the SHA-256 of the net's
-  state dict) and the net's frozen TorchScript graphs, ``graph-<key>.pt`` with
-  ``graph-<key>.json`` (the graph file's SHA-256 and the batch size it is limited to, if
-  any), one for each image shape, dtype, precision and memory layout the net ran on.
+  weights' source and the identity of its file, torch and timm versions, the code that
+  builds and traces nets; see :meth:`PreparedNet.find`): ``weights.json`` (the source
+  and the SHA-256 of the net's state dict) and the net's frozen TorchScript graphs,
+  ``graph-<key>.pt`` with ``graph-<key>.json`` (the graph file's SHA-256 and the batch
+  size it is limited to, if any), one for each image shape, dtype, precision and memory
+  layout the net ran on.
 
 Only nets whose weights come from a file (an explicit one or a weights package's) are
 prepared: the file's size, times and inode say when the weights changed. Random weights
@@ -20,7 +21,8 @@ and timm's own caches are built every time. A file that is missing, unreadable o
 its record says is a miss: the net is built and the file written again. Files are written
 whole (:mod:`dfmx.atomic`), and a graph's record after its file, so a process sees a
 record and its graph or a miss; a cache folder that cannot be written costs speed only.
-Removing the folder is always safe.
+Removing the folder is always safe. The graphs are TorchScript programs that dfmx runs:
+like the rest of the cache folder, it is the user's own, not a folder to share.
 """
 
 from __future__ import annotations
@@ -48,6 +50,17 @@ __all__ = ["Description", "PreparedNet", "read_description", "timm_version",
 
 def _root() -> Path:
     return default_cache_dir() / "backbones"
+
+
+@functools.cache
+def _code_sha256() -> str:
+    """What the kept nets and graphs were made by: the modules that build, load and trace
+    them (a change to any of them makes new entries)."""
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in ("backbones.py", "graph.py", "weights.py", "prepared.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
 
 
 @functools.cache
@@ -154,7 +167,8 @@ class PreparedNet:
             st = path.stat()
         except OSError:
             return None
-        key = _key([FORMAT, torch.__version__, timm_version(), timm_name, list(out_indices),
+        key = _key([FORMAT, _code_sha256(), torch.__version__, timm_version(), timm_name,
+                    list(out_indices),
                     source, str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
         return cls(_root() / key)
 

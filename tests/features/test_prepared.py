@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfmx.features import FeatureExtractor
+from dfmx.features import FeatureExtractor, prepared
 from dfmx.features.backbones import describe
 from dfmx.features.cache import weights_fingerprint
 
@@ -24,6 +24,7 @@ LITE0 = ("efficientnet_lite0", ["blocks.2", "blocks.4"])
 PROBE = """
 import json, sys, torch
 from dfmx.features import FeatureExtractor
+from dfmx.features import prepared
 from dfmx.features.backbones import describe
 from dfmx.features.cache import weights_fingerprint
 fx = FeatureExtractor("efficientnet_lite0", ["blocks.2", "blocks.4"])
@@ -142,3 +143,13 @@ def test_layers_of_a_described_backbone_need_no_timm(cache: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.stdout.split() == ["256", "resnet18", "False"], proc.stderr
+
+
+def test_other_code_does_not_use_what_this_code_kept(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The net and its graph are keyed by the code that builds and traces them."""
+    FeatureExtractor(*LITE0)(torch.rand(2, 3, 64, 64))
+    assert "net" not in FeatureExtractor(*LITE0)._modules
+    monkeypatch.setattr(prepared, "_code_sha256", lambda: "0" * 64)
+    assert "net" in FeatureExtractor(*LITE0)._modules
+    assert len(list(cache.glob("backbones/*/weights.json"))) == 2
