@@ -5,7 +5,8 @@ job in process.
 
 MVTec AD bottle (skipped when absent), EfficientNet-Lite0, FRE, no feature cache, MLflow
 tracking on with an existing SQLite store (made by a first, untimed command, as users
-have after their first run; that command also writes the described plugin configs).
+have after their first run; that command also writes the described plugin configs and
+keeps the backbone's frozen graph, ``dfmx.features.prepared``).
 
 * ``test_bottle_command``: :data:`ROUNDS` alternating rounds of the command and of
   ``run_experiment`` in this (warm) process, its allocator set as the command's
@@ -135,7 +136,7 @@ def breakdown(result: dict[str, Any], metrics: dict[str, float]) -> list[tuple[s
         ("interpreter + dfmx/Hydra imports", ph["startup"]["start"] - t0),
         ("plugin configs + override check", sec("startup")),
         ("Hydra compose + job setup", ph["check"]["start"] - t0 - end("startup")),
-        ("option checks (imports torch, timm)", sec("check")),
+        ("option checks (imports torch; timm if new)", sec("check")),
         ("experiment imports (beside MLflow start)", sec("import_experiment")),
         ("wait for MLflow run start", sec("tracking_wait")),
         ("data checks", metrics["time_load_data"]),
