@@ -153,3 +153,16 @@ def test_other_code_does_not_use_what_this_code_kept(
     monkeypatch.setattr(prepared, "_code_sha256", lambda: "0" * 64)
     assert "net" in FeatureExtractor(*LITE0)._modules
     assert len(list(cache.glob("backbones/*/weights.json"))) == 2
+
+
+def test_a_cache_folder_that_cannot_be_written_only_costs_the_build(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DFMX_CACHE_DIR", str(blocker / "cache"))
+    describe.cache_clear()
+    images = torch.rand(2, 3, 64, 64)
+    first, second = FeatureExtractor(*LITE0), FeatureExtractor(*LITE0)
+    assert "net" in second._modules  # nothing was kept
+    out, expected = first(images), second(images)
+    assert all(torch.equal(out[k], expected[k]) for k in out)
