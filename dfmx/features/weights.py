@@ -302,14 +302,18 @@ def _unavailable_message(timm_name: str, backbone: str | None) -> str:
     )
 
 
+def _explicit_file(weights_file: str | Path) -> tuple[str, Path]:
+    path = Path(weights_file).expanduser().resolve()
+    return f"file:{path}", path
+
+
 def weights_file_source(timm_name: str, weights_file: str | Path | None = None,
                         ) -> tuple[str, Path] | None:
     """The source :func:`load_pretrained` would name and the file it would read, where
     that is known without timm: the explicit file, else an installed weights package's;
     ``None`` otherwise (timm's caches or a download)."""
     if weights_file is not None:
-        path = Path(weights_file).expanduser().resolve()
-        return f"file:{path}", path
+        return _explicit_file(weights_file)
     found = package_weights_path(timm_name)
     if found is not None:
         return f"package:{found[0]}", found[1]
@@ -341,7 +345,7 @@ def load_pretrained(
         WeightsUnavailableError: no source works offline.
     """
     if weights_file is not None:
-        source, path = weights_file_source(timm_name, weights_file)  # type: ignore[misc]
+        source, path = _explicit_file(weights_file)
         load_state_dict_into(model, timm_name, read_state_dict(path), origin=f"file {path}")
         return source
 
