@@ -21,16 +21,19 @@ and timm's own caches are built every time. A file that is missing, unreadable o
 its record says is a miss: the net is built and the file written again. Files are written
 whole (:mod:`dfmx.atomic`), and a graph's record after its file, so a process sees a
 record and its graph or a miss; a cache folder that cannot be written costs speed only.
+The graphs take at most :data:`KEPT_GRAPH_BYTES`, the least recently used removed first.
 Removing the folder is always safe. The graphs are TorchScript programs that dfmx runs:
 like the rest of the cache folder, it is the user's own, not a folder to share.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
 import json
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -136,6 +139,11 @@ def write_description(timm_name: str, description: Description) -> None:
     })
 
 
+#: The most bytes of graphs kept under the cache folder, the least recently used removed
+#: first: each holds its net's weights (EfficientNet-Lite0 to ``blocks.4`` 2.8 MB,
+#: Wide-ResNet-50 to ``layer3`` about 100 MB), one for each image shape and precision.
+KEPT_GRAPH_BYTES = 2 << 30
+
 #: A frozen graph and the batch size it is limited to (``None``: any).
 Graph = tuple[Callable[[torch.Tensor], object], int | None]
 
@@ -165,8 +173,8 @@ class PreparedNet:
         except OSError:
             return None
         key = _key([FORMAT, _code_sha256(), torch.__version__, timm_version(), timm_name,
-                    list(out_indices),
-                    source, str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
+                    list(out_indices), source, str(path), st.st_size, st.st_mtime_ns,
+                    st.st_ctime_ns, st.st_ino])
         return cls(_root() / key)
 
     def record(self, source: str, fingerprint: str) -> None:
@@ -195,6 +203,8 @@ class PreparedNet:
                 graph = torch.jit.load(str(path), map_location="cpu")
         except Exception:  # a damaged or unreadable file is a miss
             return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # used now: the last to go (_evict)
         batch = record.get("batch_size")
         return graph, int(batch) if batch is not None else None
 
@@ -213,3 +223,24 @@ class PreparedNet:
         except Exception:  # a full disk, a graph TorchScript cannot save: not kept
             return
         _write_json(self.folder / f"graph-{key}.json", {"sha256": sha, "batch_size": batch})
+        _evict(self.folder.parent, KEPT_GRAPH_BYTES, keep=path)
+
+
+def _evict(root: Path, budget: int, keep: Path) -> None:
+    """Remove the graphs used least recently (file times) until those left under ``root``
+    take at most ``budget`` bytes; ``keep`` stays whatever its size."""
+    graphs = []
+    for path in root.glob("*/graph-*.pt"):
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            graphs.append((st.st_mtime_ns, st.st_size, path))
+    total = sum(size for _, size, _ in graphs)
+    for _, size, path in sorted(graphs):
+        if total <= budget:
+            break
+        if path == keep:
+            continue
+        with contextlib.suppress(OSError):
+            path.with_suffix(".json").unlink(missing_ok=True)  # the record first: a miss
+            path.unlink()
+            total -= size

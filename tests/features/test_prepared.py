@@ -166,3 +166,20 @@ def test_a_cache_folder_that_cannot_be_written_only_costs_the_build(
     assert "net" in second._modules  # nothing was kept
     out, expected = first(images), second(images)
     assert all(torch.equal(out[k], expected[k]) for k in out)
+
+
+def test_the_graphs_kept_are_bounded_least_recently_used_first(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small, large = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 96, 96)
+    FeatureExtractor(*LITE0)(small)
+    (first,) = _graph_files(cache)
+    monkeypatch.setattr(prepared, "KEPT_GRAPH_BYTES", first.stat().st_size * 3 // 2)
+    FeatureExtractor(*LITE0)(large)  # the 64-px graph, used least recently, goes
+    (second,) = _graph_files(cache)
+    assert second != first and not first.with_suffix(".json").exists()
+    fx = FeatureExtractor(*LITE0)
+    fx(large)  # from the kept graph: used now
+    assert "net" not in fx._modules
+    fx(small)  # traced again (the net built), kept; the 96-px graph goes
+    assert "net" in fx._modules
+    assert _graph_files(cache) == [first]
