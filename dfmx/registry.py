@@ -42,11 +42,18 @@ def _group(kind: str) -> str:
 
 
 @cache
-def _entry_points(kind: str) -> dict[str, list[EntryPoint]]:
-    """The group's entry points by name; read once (every installed distribution's
-    metadata, tens of ms) until :func:`clear_cache`."""
+def _installed() -> Any:
+    """Every installed distribution's entry points, read once for all groups (each read
+    opens every distribution's metadata, tens of ms) until :func:`clear_cache`."""
+    return entry_points()
+
+
+@cache
+def installed(kind: str) -> dict[str, list[EntryPoint]]:
+    """The entry points of ``kind``'s group by name (more than one where several
+    distributions claim a name), nothing imported."""
     found: dict[str, list[EntryPoint]] = {}
-    for ep in entry_points(group=_group(kind)):
+    for ep in _installed().select(group=_group(kind)):
         found.setdefault(ep.name, []).append(ep)
     return found
 
@@ -66,7 +73,7 @@ def plugin_params(node: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def names(kind: str) -> list[str]:
     """Names of the installed plugins of ``kind``, sorted (nothing is imported)."""
-    return sorted(_entry_points(kind))
+    return sorted(installed(kind))
 
 
 def load(kind: str, name: str) -> Any:
@@ -81,7 +88,7 @@ def load(kind: str, name: str) -> Any:
 
 @cache
 def _load(kind: str, name: str) -> Any:
-    eps = _entry_points(kind)
+    eps = installed(kind)
     if name not in eps:
         available = sorted(eps)
         close = difflib.get_close_matches(name, available, n=3)
@@ -120,7 +127,8 @@ def load_all(kind: str) -> dict[str, Any]:
 def clear_cache() -> None:
     """Forget the installed and loaded plugins (after installing or removing a plugin
     in-process)."""
-    _entry_points.cache_clear()
+    installed.cache_clear()
+    _installed.cache_clear()
     _load.cache_clear()
 
 
@@ -129,7 +137,7 @@ def provider(kind: str, name: str) -> str | None:
     ``kind``'s group (e.g. ``"dfmx-knn 0.1.0"``), or ``None`` when no single package does.
     Nothing is imported."""
     dists = {(ep.dist.name, ep.dist.version)
-             for ep in _entry_points(kind).get(name, []) if getattr(ep, "dist", None)}
+             for ep in installed(kind).get(name, []) if getattr(ep, "dist", None)}
     if len(dists) != 1:
         return None
     dist, version = dists.pop()

@@ -25,7 +25,7 @@ import sys
 import types
 import typing
 import warnings
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
@@ -235,9 +235,7 @@ def plugin_nodes(
     changed = False
     nodes: dict[str, dict[str, type]] = {}
     for kind in kinds:
-        found: dict[str, list[EntryPoint]] = {}
-        for ep in entry_points(group=registry.GROUPS[kind]):
-            found.setdefault(ep.name, []).append(ep)
+        found = registry.installed(kind)
         nodes[kind] = {}
         for name in sorted(found):
             key = f"{kind}:{name}"
