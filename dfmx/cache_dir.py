@@ -1,11 +1,18 @@
-"""Where dfmx keeps what it can make again (the demo data set, the feature cache)."""
+"""Where dfmx keeps what it can make again (the demo data set, the feature cache, the
+described plugin configs, the kept backbones), and the JSON records it keeps there."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["CACHE_ENV_VAR", "default_cache_dir"]
+from dfmx.atomic import atomic_write_text
+
+__all__ = ["CACHE_ENV_VAR", "default_cache_dir", "read_record", "write_record"]
 
 #: Environment variable naming dfmx's cache folder.
 CACHE_ENV_VAR = "DFMX_CACHE_DIR"
@@ -17,3 +24,20 @@ def default_cache_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "dfmx"
+
+
+def read_record(path: Path, version: int) -> dict[str, Any] | None:
+    """The JSON object :func:`write_record` wrote at ``path`` with ``version``; ``None``
+    when it is missing, unreadable or of another version (what it records is made again)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == version else None
+
+
+def write_record(path: Path, data: Mapping[str, Any], version: int) -> None:
+    """Write ``data`` with ``"format": version`` at ``path`` as JSON, whole or not at all;
+    a cache folder that cannot be written only costs making the record again."""
+    with contextlib.suppress(OSError):
+        atomic_write_text(path, json.dumps({"format": version, **data}, sort_keys=True))

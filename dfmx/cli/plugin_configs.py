@@ -15,11 +15,9 @@ imported when a job uses it.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
-import json
 import os
 import sys
 import types
@@ -32,7 +30,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 
 from dfmx import registry
-from dfmx.atomic import atomic_write_text
+from dfmx.cache_dir import read_record, write_record
 from dfmx.cli.config_store import PluginConfigError, node_for
 
 #: Bumped when the file's layout changes.
@@ -184,20 +182,6 @@ def _valid(entry: Any, identity: dict[str, str]) -> bool:
 
 
 # ---------------------------------------------------------------------------- nodes
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) and data.get("format") == FORMAT else {}
-
-
-def _write(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically; a folder that cannot be written only costs the next start-up."""
-    with contextlib.suppress(OSError):
-        atomic_write_text(path, json.dumps(data, sort_keys=True))
-
-
 def _imported_node(kind: str, name: str) -> tuple[type, dict[str, Any] | None] | None:
     """Import the plugin: its node and cache entry (``None``: not describable), or
     ``None`` after a warning when it cannot be used."""
@@ -230,7 +214,7 @@ def plugin_nodes(
     others are imported (a broken one is skipped with a ``RuntimeWarning`` naming it).
     """
     path = cache_file()
-    data = _read(path)
+    data = read_record(path, FORMAT) or {}
     entries: dict[str, Any] = data.get("entries", {})
     changed = False
     nodes: dict[str, dict[str, type]] = {}
@@ -254,5 +238,5 @@ def plugin_nodes(
                 entries[key] = {"identity": identity, **described}
                 changed = True
     if changed:
-        _write(path, {"format": FORMAT, "entries": entries})
+        write_record(path, {"entries": entries}, FORMAT)
     return nodes

@@ -32,6 +32,7 @@ import contextlib
 import functools
 import hashlib
 import importlib.metadata
+import io
 import json
 import os
 import warnings
@@ -42,8 +43,8 @@ from typing import Any
 
 import torch
 
-from dfmx.atomic import atomic_path, atomic_write_text
-from dfmx.cache_dir import default_cache_dir
+from dfmx.atomic import atomic_write_bytes
+from dfmx.cache_dir import default_cache_dir, read_record, write_record
 
 FORMAT = 1
 
@@ -72,27 +73,6 @@ def timm_version() -> str:
     return importlib.metadata.version("timm")
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({"format": FORMAT, **data}, sort_keys=True))
-    except OSError:
-        pass
-
-
-def _sha256_file(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def _key(parts: Sequence[Any]) -> str:
     return hashlib.sha256(json.dumps(list(parts)).encode()).hexdigest()[:32]
 
@@ -108,35 +88,38 @@ class Description:
     interpolation: str
 
 
-def _description_path(timm_name: str) -> Path:
+def _description_path(timm_name: str) -> Path | None:
+    """Where the description of ``timm_name`` is kept; ``None`` for a name that is not a
+    plain file name (such a model is described anew each time)."""
+    if "/" in timm_name or timm_name.startswith("."):
+        return None
     return _root() / f"timm-{timm_version()}" / f"{timm_name}.json"
 
 
 def read_description(timm_name: str) -> Description | None:
     """The kept description of ``timm_name`` for the installed timm, else ``None``."""
-    if "/" in timm_name or timm_name.startswith("."):
+    path = _description_path(timm_name)
+    data = read_record(path, FORMAT) if path is not None else None
+    if data is None:
         return None
-    data = _read_json(_description_path(timm_name))
     try:
         return Description(
             layers=tuple((str(m), int(i), int(c), int(r)) for m, i, c, r in data["layers"]),
             mean=tuple(float(v) for v in data["mean"]),
             std=tuple(float(v) for v in data["std"]),
             interpolation=str(data["interpolation"]),
-        ) if data is not None else None
+        )
     except (KeyError, TypeError, ValueError):
         return None
 
 
 def write_description(timm_name: str, description: Description) -> None:
     """Keep ``description`` for the next process (nothing if the cache cannot be written)."""
-    if "/" in timm_name or timm_name.startswith("."):
-        return
-    _write_json(_description_path(timm_name), {
-        "layers": [list(row) for row in description.layers],
-        "mean": list(description.mean), "std": list(description.std),
-        "interpolation": description.interpolation,
-    })
+    path = _description_path(timm_name)
+    if path is not None:
+        write_record(path, {"layers": [list(row) for row in description.layers],
+                            "mean": list(description.mean), "std": list(description.std),
+                            "interpolation": description.interpolation}, FORMAT)
 
 
 #: The most bytes of graphs kept under the cache folder, the least recently used removed
@@ -153,7 +136,7 @@ class PreparedNet:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        record = _read_json(folder / "weights.json") or {}
+        record = read_record(folder / "weights.json", FORMAT) or {}
         #: The weights' source (as ``load_pretrained`` names it) and the SHA-256 of the
         #: net's state dict, once a process has built the net; else ``None``.
         self.weights_source: str | None = record.get("source")
@@ -180,7 +163,8 @@ class PreparedNet:
     def record(self, source: str, fingerprint: str) -> None:
         """Keep the weights' source and fingerprint of the net just built."""
         self.weights_source, self.fingerprint = source, fingerprint
-        _write_json(self.folder / "weights.json", {"source": source, "fingerprint": fingerprint})
+        write_record(self.folder / "weights.json",
+                     {"source": source, "fingerprint": fingerprint}, FORMAT)
 
     @staticmethod
     def graph_key(x: torch.Tensor, autocast: torch.dtype | None,
@@ -191,16 +175,17 @@ class PreparedNet:
 
     def load_graph(self, key: str) -> Graph | None:
         """The kept graph under ``key``, or ``None`` (also for a damaged one)."""
-        record = _read_json(self.folder / f"graph-{key}.json")
+        record = read_record(self.folder / f"graph-{key}.json", FORMAT)
         path = self.folder / f"graph-{key}.pt"
         if record is None or self.fingerprint is None:
             return None
         try:
-            if _sha256_file(path) != record.get("sha256"):
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != record.get("sha256"):
                 return None
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation
-                graph = torch.jit.load(str(path), map_location="cpu")
+                graph = torch.jit.load(io.BytesIO(data), map_location="cpu")
         except Exception:  # a damaged or unreadable file is a miss
             return None
         with contextlib.suppress(OSError):
@@ -213,16 +198,17 @@ class PreparedNet:
         module, batch = graph
         if self.fingerprint is None:
             return
-        path = self.folder / f"graph-{key}.pt"
+        path, buffer = self.folder / f"graph-{key}.pt", io.BytesIO()
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp, warnings.catch_warnings():
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                torch.jit.save(module, str(tmp))
-            sha = _sha256_file(path)
+                torch.jit.save(module, buffer)
+            atomic_write_bytes(path, buffer.getvalue())
         except Exception:  # a full disk, a graph TorchScript cannot save: not kept
             return
-        _write_json(self.folder / f"graph-{key}.json", {"sha256": sha, "batch_size": batch})
+        write_record(self.folder / f"graph-{key}.json",
+                     {"sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
+                      "batch_size": batch}, FORMAT)
         _evict(self.folder.parent, KEPT_GRAPH_BYTES, keep=path)
 
 
