@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from dfmx.atomic import atomic_write_text
 
-__all__ = ["CACHE_ENV_VAR", "default_cache_dir", "read_record", "write_record"]
+__all__ = ["CACHE_ENV_VAR", "default_cache_dir", "evict_least_recent", "read_record",
+           "write_record"]
 
 #: Environment variable naming dfmx's cache folder.
 CACHE_ENV_VAR = "DFMX_CACHE_DIR"
@@ -41,3 +42,27 @@ def write_record(path: Path, data: Mapping[str, Any], version: int) -> None:
     a cache folder that cannot be written only costs making the record again."""
     with contextlib.suppress(OSError):
         atomic_write_text(path, json.dumps({"format": version, **data}, sort_keys=True))
+
+
+def evict_least_recent(files: Iterable[Path], budget: int, keep: Collection[Path] = (),
+                       record_of: Callable[[Path], Path] | None = None) -> None:
+    """Remove the least recently used of ``files`` (by modification time: a reader that
+    uses one touches it) until the rest take at most ``budget`` bytes; those in ``keep``
+    stay whatever their size. With ``record_of``, each file's record is removed before
+    it, so that a reader meets a miss, never a record without its file."""
+    found = []
+    for path in files:
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            found.append((st.st_mtime_ns, st.st_size, path))
+    total = sum(size for _, size, _ in found)
+    for _, size, path in sorted(found):
+        if total <= budget:
+            break
+        if path in keep:
+            continue
+        with contextlib.suppress(OSError):
+            if record_of is not None:
+                record_of(path).unlink(missing_ok=True)
+            path.unlink()
+            total -= size

@@ -22,7 +22,8 @@ Policy (``docs/reliability.md`` has the full table):
   (:func:`validate_split` raises ``ValueError`` naming the folders and skipped files).
 
 The checks open each file and run PIL's ``verify()`` (header and, for PNG, every chunk's
-CRC) without decoding pixels, so they cost little even for large data sets. A file whose
+CRC) without decoding pixels, and their results are kept for later commands
+(:mod:`dfmx.data.kept_checks`), which check only the files that changed since. A file whose
 structure is intact but whose compressed pixel data is damaged (a truncated JPEG, for
 instance) passes here and stops the run later with an ``ImageLoadError`` naming it;
 ``decode=True`` decodes every image up front to catch those as well, at the cost of a
@@ -42,6 +43,7 @@ from typing import NamedTuple
 from PIL import Image
 
 from dfmx.atomic import atomic_open
+from dfmx.data import kept_checks
 from dfmx.data.overlaps import check_overlaps, file_digest
 from dfmx.data.samples import Sample
 from dfmx.errors import DataError
@@ -85,9 +87,9 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-#: Results of :func:`check_image` by (path, size, mtime, inode, decode): the jobs of a
-#: sweep in one process check each file once (``verify()`` reads the whole file).
-_CHECKED: dict[tuple[str, int, int, int, bool], tuple[int, int] | str] = {}
+#: Results of :func:`check_image` by (path, file identity, decode): the jobs of a sweep in
+#: one process check each file once (``verify()`` reads the whole file).
+_CHECKED: dict[tuple[str, kept_checks.Identity, bool], kept_checks.Result] = {}
 _CHECKED_MAX = 200_000
 
 
@@ -96,23 +98,28 @@ def check_image(path: str | Path, decode: bool = False) -> tuple[int, int] | str
 
     Opens the file and runs PIL's ``verify()``; with ``decode=True`` the pixels are
     decoded too. Never raises for a bad file (any error of PIL's becomes the reason).
-    Remembered per process until the file's size, mtime or inode changes.
+    Remembered until the file's size, times, inode or device change: in this process,
+    and for later ones once :func:`validate_samples` has kept the results
+    (:mod:`dfmx.data.kept_checks`).
     """
     path = Path(path)
     try:
         st = path.stat()
     except OSError:
-        st = None
+        return _check_image(path, decode)
     # abspath, not resolve(): the inode already identifies the file, and resolving every
     # path component is a system call per component for every file of every job.
-    memo = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino, decode) if st else None
-    if memo is not None and memo in _CHECKED:
-        return _CHECKED[memo]
-    result = _check_image(path, decode)
-    if memo is not None:
-        if len(_CHECKED) >= _CHECKED_MAX:
-            _CHECKED.clear()
-        _CHECKED[memo] = result
+    full, ident = os.path.abspath(path), kept_checks.identity(st)
+    memo = (full, ident, decode)
+    result = _CHECKED.get(memo)
+    if result is None:
+        result = kept_checks.lookup(full, ident, decode)
+    if result is None:
+        result = _check_image(path, decode)
+        kept_checks.remember(full, ident, decode, result)
+    if len(_CHECKED) >= _CHECKED_MAX:
+        _CHECKED.clear()
+    _CHECKED[memo] = result
     return result
 
 
@@ -246,6 +253,7 @@ def validate_samples(
     missing = _describe_missing_masks(good)
     if missing:
         log.warning(missing)
+    kept_checks.flush()
     return good, skipped
 
 

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from dfmx.atomic import atomic_write_bytes
-from dfmx.cache_dir import default_cache_dir, read_record, write_record
+from dfmx.cache_dir import default_cache_dir, evict_least_recent, read_record, write_record
 
 FORMAT = 1
 
@@ -189,7 +189,7 @@ class PreparedNet:
         except Exception:  # a damaged or unreadable file is a miss
             return None
         with contextlib.suppress(OSError):
-            os.utime(path)  # used now: the last to go (_evict)
+            os.utime(path)  # used now: the last to go
         batch = record.get("batch_size")
         return graph, int(batch) if batch is not None else None
 
@@ -209,24 +209,5 @@ class PreparedNet:
         write_record(self.folder / f"graph-{key}.json",
                      {"sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
                       "batch_size": batch}, FORMAT)
-        _evict(self.folder.parent, KEPT_GRAPH_BYTES, keep=path)
-
-
-def _evict(root: Path, budget: int, keep: Path) -> None:
-    """Remove the graphs used least recently (file times) until those left under ``root``
-    take at most ``budget`` bytes; ``keep`` stays whatever its size."""
-    graphs = []
-    for path in root.glob("*/graph-*.pt"):
-        with contextlib.suppress(OSError):
-            st = path.stat()
-            graphs.append((st.st_mtime_ns, st.st_size, path))
-    total = sum(size for _, size, _ in graphs)
-    for _, size, path in sorted(graphs):
-        if total <= budget:
-            break
-        if path == keep:
-            continue
-        with contextlib.suppress(OSError):
-            path.with_suffix(".json").unlink(missing_ok=True)  # the record first: a miss
-            path.unlink()
-            total -= size
+        evict_least_recent(self.folder.parent.glob("*/graph-*.pt"), KEPT_GRAPH_BYTES,
+                           keep={path}, record_of=lambda graph: graph.with_suffix(".json"))
