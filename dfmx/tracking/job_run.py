@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -158,33 +159,50 @@ class JobRun:
 
     def log_result(self, result: Any, config_yaml: str) -> None:
         """Log a ``RunResult``'s (or :class:`LoggedResult`'s) metrics, the resolved config,
-        the run folder's files and the pyfunc model; end the run ``FINISHED``."""
+        the run folder's files and the pyfunc model; end the run ``FINISHED``.
+
+        The metrics go last, in one batch that holds them for the run and for its logged
+        model (MLflow links a run's metrics logged earlier to a model it logs by reading
+        each one's history back: three dozen queries per job). When something before them
+        cannot be logged, the metrics are logged for the run alone before the error goes on.
+        """
         from mlflow.entities import Metric
 
         result = result if isinstance(result, LoggedResult) else LoggedResult.of(result)
         client, run_id = self._client, self.run_id
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()
-                   if v is not None]
-        for chunk in _chunks(metrics, 1000):
-            retry_locked(client.log_batch, run_id, metrics=list(chunk))
-        retry_locked(client.log_text, run_id, safe(config_yaml), "config.yaml")
-        files = result.files
-        if self.settings.log_artifacts:
-            for key in ARTIFACT_FILES:
-                path = files.get(key)
-                if path is None or not Path(path).exists():
-                    continue
-                if Path(path).is_dir():
-                    retry_locked(client.log_artifacts, run_id, str(path), Path(path).name)
-                else:
-                    retry_locked(client.log_artifact, run_id, str(path))
-        model_dir = files.get("model")
-        if self.settings.log_model and model_dir is not None and Path(model_dir).is_dir():
-            from dfmx.tracking.pyfunc import log_pyfunc_model
 
-            self.model_uri = retry_locked(log_pyfunc_model, model_dir, run_id, self.tracking_uri)
-            retry_locked(client.set_tag, run_id, "dfmx.model_uri", self.model_uri)
+        def log_metrics(model_id: str | None) -> None:
+            metrics = [Metric(k, float(v), now, 0, model_id=model_id)
+                       for k, v in result.metrics.items() if v is not None]
+            for chunk in _chunks(metrics, 1000):
+                retry_locked(client.log_batch, run_id, metrics=list(chunk))
+
+        model_id = None
+        try:
+            retry_locked(client.log_text, run_id, safe(config_yaml), "config.yaml")
+            files = result.files
+            if self.settings.log_artifacts:
+                for key in ARTIFACT_FILES:
+                    path = files.get(key)
+                    if path is None or not Path(path).exists():
+                        continue
+                    if Path(path).is_dir():
+                        retry_locked(client.log_artifacts, run_id, str(path), Path(path).name)
+                    else:
+                        retry_locked(client.log_artifact, run_id, str(path))
+            model_dir = files.get("model")
+            if self.settings.log_model and model_dir is not None and Path(model_dir).is_dir():
+                from dfmx.tracking.pyfunc import log_pyfunc_model
+
+                self.model_uri, model_id = retry_locked(log_pyfunc_model, model_dir, run_id,
+                                                        self.tracking_uri)
+                retry_locked(client.set_tag, run_id, "dfmx.model_uri", self.model_uri)
+        except Exception:
+            with contextlib.suppress(Exception):
+                log_metrics(None)
+            raise
+        log_metrics(model_id)
         retry_locked(client.set_terminated, run_id, "FINISHED")
 
     def log_failure(self, exc: BaseException) -> None:

@@ -220,8 +220,10 @@ class _PyfuncFlavor:
         mlflow.pyfunc.save_model(**kwargs)
 
 
-def log_pyfunc_model(model_dir: str | Path, run_id: str, tracking_uri: str) -> str:
-    """Log ``model_dir`` as a pyfunc model of run ``run_id``; returns its model URI.
+def log_pyfunc_model(model_dir: str | Path, run_id: str,
+                     tracking_uri: str) -> tuple[str, str | None]:
+    """Log ``model_dir`` as a pyfunc model of run ``run_id``; returns its model URI and
+    its MLflow model id.
 
     The run is resumed for the logging and ends ``FINISHED`` afterwards. The signature and
     input example are saved, but MLflow's check of the example is off: it loads the logged
@@ -244,4 +246,4 @@ def log_pyfunc_model(model_dir: str | Path, run_id: str, tracking_uri: str) -> s
             signature=model_signature(),
             input_example=input_example(),
         )
-    return str(info.model_uri)
+    return str(info.model_uri), getattr(info, "model_id", None)

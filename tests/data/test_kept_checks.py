@@ -88,7 +88,7 @@ def test_files_changed_since_are_checked_again(images: list[Path], fresh_process
     skipped, opened = _check(images, monkeypatch)
     assert len(opened) == len(images) and len(skipped) == 1
     # Rewritten in place with its size and times put back: the status-change time differs.
-    first, second, third, broken = images
+    first, second, _, broken = images
     bad = broken.read_bytes()
     st = first.stat()
     first.write_bytes(bad.ljust(st.st_size, b"\0"))

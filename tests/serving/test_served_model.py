@@ -210,6 +210,21 @@ def test_logged_requirements_pin_the_installed_versions(logged_model: LoggedMode
     assert set(pip_requirements()) <= set(logged), logged
 
 
+def test_the_logged_model_carries_the_run_s_metrics(logged_model: LoggedModel) -> None:
+    """The job's metrics are the run's and its logged model's (MLflow 3's model page),
+    logged once each."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(logged_model.tracking_uri)
+    model = client.get_logged_model(logged_model.model_uri.removeprefix("models:/"))
+    run = client.get_run(model.source_run_id)
+    on_model = {m.key: m.value for m in model.metrics or []}
+    assert "image_AUROC" in on_model and "time_total" in on_model
+    np.testing.assert_equal(on_model, run.data.metrics)
+    assert len(client.get_metric_history(run.info.run_id, "image_AUROC")) == 1
+    assert run.info.status == "FINISHED"
+
+
 def _doc_send_lines() -> str:
     """The shell lines after the ``mlflow models serve ... &`` line of the first bash block
     of ``docs/serving.md``: wait for ``/ping``, send ``part.png``."""

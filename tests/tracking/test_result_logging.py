@@ -1,0 +1,30 @@
+"""What a job's run holds when its results cannot all be logged (a real SQLite store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from dfmx.tracking.job_context import JobContext
+from dfmx.tracking.job_run import JobRun, LoggedResult
+from dfmx.tracking.settings import TrackingSettings
+
+
+def test_metrics_are_logged_when_the_run_s_files_cannot_be(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = JobRun(TrackingSettings(tracking_uri=uri),
+                 JobContext(multirun=False, output_dir=tmp_path / "job", cwd=tmp_path))
+    run.start({"scorer": {"name": "fre"}})
+    model = tmp_path / "job" / "model"
+    model.mkdir(parents=True)
+    (model / "model.json").write_text("{}")
+    (model / "model.safetensors").symlink_to(tmp_path / "gone")  # cannot be copied
+    result = LoggedResult({"image_AUROC": 0.75, "time_total": 1.5}, {"model": model})
+    with pytest.raises(OSError):
+        run.log_result(result, "scorer:\n  name: fre\n")
+    run.log_failure(RuntimeError("could not log"))
+    logged = MlflowClient(uri).get_run(run.run_id)
+    assert logged.data.metrics == {"image_AUROC": 0.75, "time_total": 1.5}
+    assert logged.info.status == "FAILED"
