@@ -1,5 +1,6 @@
 """Where dfmx keeps what it can make again (the demo data set, the feature cache, the
-described plugin configs, the kept backbones), and the JSON records it keeps there."""
+described plugin configs, the kept backbones, the file checks' results), the JSON records
+it keeps there, and their bound."""
 
 from __future__ import annotations
 
