@@ -47,20 +47,22 @@ def images(tmp_path: Path) -> list[Path]:
     return [*paths, broken]
 
 
-@pytest.fixture
-def fresh_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """This process as a new one would be (nothing remembered in memory), with a cache
-    folder of the test's."""
-    monkeypatch.setenv("DFMX_CACHE_DIR", str(tmp_path / "cache"))
+def _forget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing remembered in memory: this process as a new one would be."""
     monkeypatch.setattr(validation, "_CHECKED", {})
     monkeypatch.setattr(kept_checks, "_folders", {})
+
+
+@pytest.fixture
+def own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A cache folder of the test's."""
+    monkeypatch.setenv("DFMX_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _check(paths: list[Path], monkeypatch: pytest.MonkeyPatch) -> tuple[list, list[str]]:
     """``validate_samples`` as a new process runs it: the skipped files and the files
     PIL opened."""
-    monkeypatch.setattr(validation, "_CHECKED", {})
-    monkeypatch.setattr(kept_checks, "_folders", {})
+    _forget(monkeypatch)
     opened: list[str] = []
     real_open = Image.open
     monkeypatch.setattr(Image, "open",
@@ -82,7 +84,7 @@ def test_a_later_process_checks_no_file_again(images: list[Path], tmp_path: Path
     assert first["skipped"][0][1].startswith("corrupt image")
 
 
-def test_files_changed_since_are_checked_again(images: list[Path], fresh_process: None,
+def test_files_changed_since_are_checked_again(images: list[Path], own_cache: None,
                                                 monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
     skipped, opened = _check(images, monkeypatch)
@@ -108,7 +110,7 @@ def test_files_changed_since_are_checked_again(images: list[Path], fresh_process
     assert _check(images, monkeypatch) == (skipped, [])
 
 
-def test_damaged_or_foreign_records_are_misses(images: list[Path], fresh_process: None,
+def test_damaged_or_foreign_records_are_misses(images: list[Path], own_cache: None,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     expected, _ = _check(images, monkeypatch)
     records = sorted((Path(os.environ["DFMX_CACHE_DIR"]) / "checked-files").glob("*.json"))
@@ -123,8 +125,7 @@ def test_damaged_or_foreign_records_are_misses(images: list[Path], fresh_process
     # Checks with decode=True are kept apart from checks without.
     _, opened = _check(images, monkeypatch)
     assert opened == []
-    monkeypatch.setattr(validation, "_CHECKED", {})
-    monkeypatch.setattr(kept_checks, "_folders", {})
+    _forget(monkeypatch)
     validate_samples([Sample(p, 0, "good") for p in images], decode=True)
     assert len(list(records[0].parent.glob("*.json"))) == 2
 
@@ -140,7 +141,7 @@ def test_an_unwritable_cache_folder_costs_only_the_checks(images: list[Path],
 
 
 def test_kept_records_are_bounded_least_recently_used_first(
-        tmp_path: Path, fresh_process: None, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, own_cache: None, monkeypatch: pytest.MonkeyPatch) -> None:
     folders = []
     for i in range(3):
         folder = tmp_path / f"set{i}"
