@@ -2,21 +2,24 @@
 
 :class:`ConfigCheckCallback` (the first of ``hydra.callbacks`` in ``conf/config.yaml``)
 checks the config Hydra composed for a run (``on_run_start``) or every job of a ``-m``
-sweep (``on_multirun_start``): each plugin's options are given to its ``Config``
-dataclass and, for plugins that are classes with a ``Config`` (scorers, poolings, data
-sources), to the plugin itself, which is cheap (no data is read, no backbone built); the
-layer names are checked against the backbone's feature table (:func:`layer_problem`); the
-job-level options and the model record (:class:`~dfmx.engine.model_config.ModelConfig`,
-which checks ``pca_level``, ``precision``, ``device``, ``optimize``, ``combine``,
-``reduction``...) go to :func:`~dfmx.experiment.job_model.checked_model_config`. A bad value
-(``scorer=knn scorer.n_neighbors=0``) ends the command with one ``dfmx: error:`` line and
-exit status 2, before any run folder, MLflow run or sweep job exists.
+grid sweep (``on_multirun_start``; each job's config is composed once, for this check,
+Hydra's check of the batch and the launcher: :func:`~dfmx.cli.compose.compose_checked_job`):
+each plugin's options are given to its ``Config`` dataclass and, for plugins that are
+classes with a ``Config`` (scorers, poolings, data sources), to the plugin itself, which
+is cheap (no data is read, no backbone built); the layer names are checked against the
+backbone's feature table (:func:`layer_problem`); the job-level options and the model
+record (:class:`~dfmx.engine.model_config.ModelConfig`, which checks ``pca_level``,
+``precision``, ``device``, ``optimize``, ``combine``, ``reduction``...) go to
+:func:`~dfmx.experiment.job_model.checked_model_config`. A bad value (``scorer=knn
+scorer.n_neighbors=0``) ends the command with one ``dfmx: error:`` line and exit status 2,
+before any run folder, MLflow run or sweep job exists; in a sweep the line names the
+first job refused by the options that differ between jobs.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -109,32 +112,6 @@ def _plain(cfg: DictConfig) -> dict[str, Any] | None:
     return node
 
 
-def _facet(override: str) -> str:
-    """The plugin kind an override line sets (``scorer``, ``scorer.k=1``), else ``job``."""
-    key = override.partition("=")[0].lstrip("+~")
-    head = key.split(".", 1)[0].split("@", 1)[0]
-    return head if head in registry.GROUPS else "job"
-
-
-def sweep_probes(jobs: Sequence[Sequence[str]]) -> list[list[str]]:
-    """Few override lists that together give every plugin every options it gets in
-    ``jobs`` (each job's override lines): per plugin kind (and for the job-level rest)
-    the distinct lines that concern it, laid side by side. A sweep over 2 scorers x 2
-    pooling sizes x 2 PCA levels needs 2 configs, not 8."""
-    facets: dict[str, list[tuple[str, ...]]] = {}
-    for job in jobs:
-        by_facet: dict[str, list[str]] = {}
-        for line in job:
-            by_facet.setdefault(_facet(line), []).append(line)
-        for facet in sorted({_facet(line) for job in jobs for line in job}):
-            lines = tuple(by_facet.get(facet, ()))
-            if lines not in facets.setdefault(facet, []):
-                facets[facet].append(lines)
-    n = max((len(v) for v in facets.values()), default=1)
-    return [[line for options in facets.values() for line in options[i % len(options)]]
-            for i in range(n)]
-
-
 def _refuse(problem: str) -> None:
     print(f"dfmx: error: {problem}", file=sys.stderr, flush=True)
     sys.exit(USAGE_ERROR)
@@ -154,29 +131,33 @@ class ConfigCheckCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Check every job of a basic (grid) sweep; other sweepers' jobs are checked by
         the job itself."""
-        self._check_sweep(config, **kwargs)
+        self._check_sweep(config)
         startup_gc.resume()  # the imports are done
 
-    def _check_sweep(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra import compose
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
+    def _check_sweep(self, config: DictConfig) -> None:
+        from hydra.core.global_hydra import GlobalHydra
+
+        from dfmx.cli.compose import basic_sweep_jobs, compose_checked_job
 
         sweeper = OmegaConf.select(config, "hydra.sweeper._target_", default="")
         if not str(sweeper).endswith("BasicSweeper"):
             return
-        lines = list(OmegaConf.select(config, "hydra.overrides.task", default=[]))
-        parsed = OverridesParser.create().parse_overrides(lines)
-        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-        for overrides in sweep_probes(jobs):
+        loader = GlobalHydra.instance().config_loader()
+        try:
+            jobs = basic_sweep_jobs(config, loader)
+        except Exception:  # a sweep the basic sweeper refuses: it says why
+            return
+        common = set(jobs[0]).intersection(*jobs[1:]) if jobs else set()
+        for number, overrides in enumerate(jobs):
+            differing = " ".join(o for o in overrides if o not in common)
+            where = f" (sweep job #{number}{': ' if differing else ''}{differing})"
             try:
-                cfg = compose(config_name=kwargs.get("config_name") or "config",
-                              overrides=overrides)
+                job = compose_checked_job(loader, config, overrides)
             except Exception as exc:  # e.g. a swept value of the wrong type
                 cause = exc.__cause__
                 detail = f": {str(cause).splitlines()[0]}" if cause is not None else ""
-                _refuse(f"{str(exc).splitlines()[0]}{detail}")
-            plain = _plain(cfg)
+                _refuse(f"{str(exc).splitlines()[0]}{detail}{where}")
+            plain = _plain(job)
             problem = job_problem(plain) if plain is not None else None
             if problem:
-                _refuse(problem)
+                _refuse(f"{problem}{where}")

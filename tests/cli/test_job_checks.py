@@ -3,14 +3,13 @@ store or a run exists."""
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import pytest
 from cli_runner import CliResult, command_env, run_cli
 
 from dfmx.cli.compose import compose_config
-from dfmx.cli.job_checks import job_problem, plugin_problem, sweep_probes
+from dfmx.cli.job_checks import job_problem, plugin_problem
 
 
 def test_good_config_has_no_problem() -> None:
@@ -42,18 +41,6 @@ def test_unknown_option_of_a_plugin_is_a_problem() -> None:
     assert problem is not None and "bogus" in problem
 
 
-def test_sweep_probes_cover_every_option_with_few_configs() -> None:
-    jobs = [[f"scorer={s}", f"pooling.kernel_size={k}", f"pca_level={p}"]
-            for s, k, p in itertools.product(("fre", "nll"), (1, 2), (0.9, 0.97))]
-    probes = sweep_probes(jobs)
-    assert len(probes) == 2
-    lines = {line for probe in probes for line in probe}
-    assert lines == {line for job in jobs for line in job}
-    for probe in probes:  # each probe is one whole job: one value per option
-        keys = [line.partition("=")[0] for line in probe]
-        assert sorted(keys) == sorted(set(keys))
-
-
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
@@ -70,6 +57,11 @@ def _dfmx(workdir: Path, *args: str) -> CliResult:
     (["-m", "scorer=knn", "scorer.n_neighbors=3,0"], "n_neighbors must be >= 1; got 0"),
     (["-m", "pooling.kernel_size=2,abc"], "could not be converted to Integer"),
     (["-m", "layer.names=[blocks.2,blocks.4],[blocks.3]"], "Unknown layer(s) 'blocks.3'"),
+    # Each backbone and each layer list is good; two of the four jobs pair them wrongly.
+    (["-m", "backbone=resnet18,efficientnet_lite0", "backbone.pretrained=false",
+      "layer.names=[layer2],[blocks.2]"], "Unknown layer(s) 'blocks.2' for backbone "
+     "'resnet18'; its layers are: act1, layer1, layer2, layer3, layer4. (sweep job #1: "
+     "backbone=resnet18 layer.names=[blocks.2])"),
     (["pca_level=1.5"], "pca_level must be a variance ratio in (0, 1)"),
     (["combine=bogus"], "combine must be one of concat, ensemble; got 'bogus'"),
     (["precision=fp16"], "precision must be one of auto, fp32, bf16; got 'fp16'"),
