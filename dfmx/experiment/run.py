@@ -390,7 +390,8 @@ def run_experiment(
         del raw
 
     # Pixel metrics (numpy sorts, which release the GIL) run beside the plots, which need
-    # the image metrics only.
+    # the image metrics only, and the files that need no metric (predictions, overlays,
+    # the model: zlib and file writes, which release it too).
     with ThreadPoolExecutor(1, thread_name_prefix="dfmx-pixel-metrics") as pool:
         pixel = pool.submit(_pixel_metrics, res, test)
         metrics = compute_metrics(res["labels"], res["scores"])
@@ -400,6 +401,8 @@ def run_experiment(
                         at_threshold(res["labels"], res["scores"], threshold).items()})
         metrics.update(validation.get("metrics", {}))
         files = _plot(out, res, metrics, threshold, fpr)
+        val_stats = score_statistics(validation["scores"]) if validation else None
+        files.update(_write_outputs(out, cfg, model, test, res, threshold, fpr, val_stats))
         metrics.update(pixel.result())
     n_images = len(train) + len(test)
     timings["time_total"] = sum(timings.values())
@@ -420,9 +423,8 @@ def run_experiment(
     notes = {"masks": note} if (note := missing_masks_note(test, masks_at)) else {}
     if not val:
         notes["threshold"] = "none: no validation images (see data.val_fraction)"
-
-    val_stats = score_statistics(validation["scores"]) if validation else None
-    files.update(_write_outputs(out, cfg, model, test, res, metrics, threshold, fpr, val_stats))
+    files["metrics"] = out / "metrics.json"
+    result_files.write_metrics_json(files["metrics"], metrics)
     return RunResult(metrics=metrics, output_dir=out, model=model, n_train=len(train),
                      n_test=len(test), n_val=len(val), files=files, notes=notes)
 
@@ -515,15 +517,15 @@ def _write_outputs(
     model: DFMModel,
     test: list[Sample],
     res: dict[str, Any],
-    metrics: dict[str, float],
     threshold: float,
     fpr: float,
     val_stats: dict[str, float] | None,
 ) -> dict[str, Path]:
+    """The files of the job that need no metric: ``predictions.csv``, the overlays and
+    the model (``metrics.json`` comes last, with every metric)."""
     paths = [str(s.path) for s in test]
     defect_types = [s.defect_type for s in test]
-    files = {"metrics": out / "metrics.json", "predictions": out / "predictions.csv"}
-    result_files.write_metrics_json(files["metrics"], metrics)
+    files = {"predictions": out / "predictions.csv"}
     result_files.write_predictions_csv(
         files["predictions"], [path_text(p) for p in paths], res["labels"], res["scores"],
         threshold, defect_types,
