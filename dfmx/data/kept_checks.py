@@ -9,7 +9,9 @@ Kept under ``$DFMX_CACHE_DIR/checked-files/``: one JSON record per folder of fil
 name to its identity and its result. A file's identity is its size, modification and
 status-change times and its inode and device: a file written again, replaced, touched or
 renamed over is checked again (the status-change time cannot be set back). A record that
-is missing, unreadable or of another version is checked anew. The records take at most
+is missing, unreadable or of another version is checked anew. A record read or made in a
+process stays in its memory, so the jobs of a sweep check each file once even where the
+cache folder cannot be written. The records take at most
 :data:`KEPT_RECORD_BYTES`, the least recently used removed first; removing the folder is
 always safe.
 """

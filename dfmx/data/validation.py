@@ -87,20 +87,14 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-#: Results of :func:`check_image` by (path, file identity, decode): the jobs of a sweep in
-#: one process check each file once (``verify()`` reads the whole file).
-_CHECKED: dict[tuple[str, kept_checks.Identity, bool], kept_checks.Result] = {}
-_CHECKED_MAX = 200_000
-
-
 def check_image(path: str | Path, decode: bool = False) -> tuple[int, int] | str:
     """``(width, height)`` of a readable image file, else the reason it cannot be used.
 
     Opens the file and runs PIL's ``verify()``; with ``decode=True`` the pixels are
     decoded too. Never raises for a bad file (any error of PIL's becomes the reason).
-    Remembered until the file's size, times, inode or device change: in this process,
-    and for later ones once :func:`validate_samples` has kept the results
-    (:mod:`dfmx.data.kept_checks`).
+    Remembered until the file's size, times, inode or device change
+    (:mod:`dfmx.data.kept_checks`): in this process (the jobs of a sweep check each file
+    once), and for later ones once :func:`validate_samples` has written the results.
     """
     path = Path(path)
     try:
@@ -110,16 +104,10 @@ def check_image(path: str | Path, decode: bool = False) -> tuple[int, int] | str
     # abspath, not resolve(): the inode already identifies the file, and resolving every
     # path component is a system call per component for every file of every job.
     full, ident = os.path.abspath(path), kept_checks.identity(st)
-    memo = (full, ident, decode)
-    result = _CHECKED.get(memo)
-    if result is None:
-        result = kept_checks.lookup(full, ident, decode)
+    result = kept_checks.lookup(full, ident, decode)
     if result is None:
         result = _check_image(path, decode)
         kept_checks.remember(full, ident, decode, result)
-    if len(_CHECKED) >= _CHECKED_MAX:
-        _CHECKED.clear()
-    _CHECKED[memo] = result
     return result
 
 

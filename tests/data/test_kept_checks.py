@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dfmx.data import Sample, kept_checks, validate_samples, validation
+from dfmx.data import Sample, kept_checks, validate_samples
 
 #: Run in a fresh interpreter: checks the samples of ``argv[1]`` (a JSON list of paths)
 #: and prints the results and how many files PIL opened.
@@ -49,7 +49,6 @@ def images(tmp_path: Path) -> list[Path]:
 
 def _forget(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing remembered in memory: this process as a new one would be."""
-    monkeypatch.setattr(validation, "_CHECKED", {})
     monkeypatch.setattr(kept_checks, "_folders", {})
 
 
