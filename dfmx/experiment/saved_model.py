@@ -34,9 +34,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 
-from dfmx.atomic import atomic_path, atomic_write_text
+from dfmx.atomic import atomic_write_bytes, atomic_write_text
 from dfmx.engine.model_config import ModelConfig, ModelConfigError
 from dfmx.engine.plugins import check_plugin_options
 from dfmx.engine.torch_model import DFMModel
@@ -214,8 +215,10 @@ def save_model(model: DFMModel, directory: str | Path, **metadata: Any) -> Path:
     include_backbone = not model.pre_trained or str(extractor.weights_source).startswith("file:")
     state = model.state_dict() if include_backbone else _state_without_backbone(model)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    with atomic_path(directory / TENSORS) as tmp:
-        save_file(tensors, str(tmp))
+    # Serialised in memory and written by Python, so that a full disk or a file size
+    # limit is an OSError (one line on the command line), not safetensors' own error.
+    data = save_tensors(tensors)
+    atomic_write_bytes(directory / TENSORS, data)
     # The precision the model ran at, so that it scores alike on another machine.
     record = model.config.replace(precision=extractor.precision, device="cpu")
     config = {
@@ -226,7 +229,7 @@ def save_model(model: DFMModel, directory: str | Path, **metadata: Any) -> Path:
         "backbone_included": include_backbone,
         "backbone_fingerprint": weights_fingerprint(extractor),
         "n_components": int(model.n_components),
-        "tensors_sha256": _sha256(directory / TENSORS),
+        "tensors_sha256": hashlib.sha256(data).hexdigest(),
         "metadata": metadata,
         # Which package to install where a plugin is missing (read by dfmx-predict).
         "plugin_packages": {"scorer": provider("scorer", model.score_type),
