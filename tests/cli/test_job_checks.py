@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_runner import CliResult, command_env, run_cli
+from cli_runner import CliResult, command_env, run_cli, warm_cache
 
 from dfmx.cli.compose import compose_config
 from dfmx.cli.job_checks import job_problem, plugin_problem
@@ -47,7 +47,8 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def _dfmx(workdir: Path, *args: str) -> CliResult:
-    env = command_env(workdir / "cache", MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
+    env = command_env(warm_cache(workdir / "cache"),
+                      MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
     return run_cli(args, workdir, env, timeout=900)
 
 

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
-from cli_runner import CliResult, CliRunner, Job, command_env
+from cli_runner import CliResult, CliRunner, Job, command_env, warm_cache
 
 from . import corpus as c
 
@@ -192,8 +192,9 @@ def cli_runs(
     wanted = request.config.stash.get(CASE_KEY, set())
     if "predict_tampered" in wanted:
         corpus["tampered_model"] = _tampered_model(corpus["root"])
-    env = command_env(tmp_path_factory.mktemp("dfmx-cache"), OMP_NUM_THREADS="1",
-                  HYDRA_FULL_ERROR="0", PYTHONWARNINGS="ignore::DeprecationWarning")
+    env = command_env(warm_cache(tmp_path_factory.mktemp("dfmx-cache") / "cache"),
+                      OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0",
+                      PYTHONWARNINGS="ignore::DeprecationWarning")
     runner = CliRunner(env, corpus["root"], parallel=PARALLEL, timeout=TIMEOUT_S)
     # Slow successful runs first, so the pool stays busy to the end.
     order = sorted(wanted, key=lambda n: (n not in ("skip_bundle", "one_class"), n))

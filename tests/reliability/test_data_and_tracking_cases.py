@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_runner import CliResult, assert_clean_failure, command_env
+from cli_runner import CliResult, assert_clean_failure, command_env, warm_cache
 from cli_runner import run_cli as run_command
 from PIL import Image
 
@@ -24,7 +24,7 @@ FAST = ["image_size=64", "batch_size=32", "overlays=0", "save_model=false", "pre
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> CliResult:
-    env = command_env(cwd / "cache", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0",
+    env = command_env(warm_cache(cwd / "cache"), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0",
                       MLFLOW_ENABLE_ASYNC_LOGGING="false")
     result = run_command([*FAST, *args, f"hydra.run.dir={cwd / 'run'}"], cwd, env,
                          timeout=timeout)
@@ -319,7 +319,7 @@ def test_predict_writes_undecodable_names_escaped(folders: dict[str, Path]) -> N
     directory = save_model(model, cwd / "model", image_size=64, threshold=1.0)
     result = run_command([str(directory), str(folders["bad"] / "normal"), "--overlays", "2",
                           "--output", str(cwd / "out")], cwd,
-                         command_env(cwd / "cache", OMP_NUM_THREADS="1"),
+                         command_env(warm_cache(cwd / "cache"), OMP_NUM_THREADS="1"),
                          module="dfmx.cli.predict")
     assert result.returncode == 0, result
     assert TRACEBACK not in result.stderr
@@ -332,7 +332,7 @@ def test_secrets_stay_out_of_a_sweep(folders: dict[str, Path]) -> None:
     files, the job records and the summary line carry no secret."""
     f = folders
     cwd = _cwd(f, "sweep_secrets")
-    env = command_env(cwd / "cache", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
+    env = command_env(warm_cache(cwd / "cache"), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
     result = run_command(["-m", "scorer=fre,nll", *FAST, "tracking=none", "data=folder",
                           f"data.normal_dir={f['normal']}",
                           "backbone.weights=https://alice:s3cr3tTOKEN@weights.invalid/w.pth",

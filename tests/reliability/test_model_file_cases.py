@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import CliResult, command_env, run_cli
+from cli_runner import CliResult, command_env, run_cli, warm_cache
 
 from . import corpus as c
 
@@ -37,7 +37,7 @@ EDITS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
 
 
 def _run(args: list[str], cwd: Path) -> CliResult:
-    return run_cli(args, cwd, command_env(cwd / "cache", OMP_NUM_THREADS="1"),
+    return run_cli(args, cwd, command_env(warm_cache(cwd / "cache"), OMP_NUM_THREADS="1"),
                    module="dfmx.cli.predict")
 
 

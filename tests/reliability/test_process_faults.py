@@ -37,6 +37,7 @@ from cli_runner import (
     assert_clean_failure,
     command_env,
     run_cli,
+    warm_cache,
 )
 
 from dfmx.tracking.settings import sqlite_path
@@ -51,7 +52,7 @@ SMALL = ["image_size=64", "batch_size=32", "overlays=0", "precision=auto"]
 
 
 def _env(root: Path) -> dict[str, str]:
-    return command_env(root / "cache", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0",
+    return command_env(warm_cache(root / "cache"), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0",
                        MLFLOW_ENABLE_ASYNC_LOGGING="false",
                        PYTHONWARNINGS="ignore::DeprecationWarning")
 

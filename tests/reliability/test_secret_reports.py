@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_runner import CliResult, assert_clean_failure, command_env, run_cli
+from cli_runner import CliResult, assert_clean_failure, command_env, run_cli, warm_cache
 
 from . import corpus as c
 
@@ -29,7 +29,8 @@ run.run_experiment = run_experiment
 
 
 def _run(args: list[str], cwd: Path, **env: str) -> CliResult:
-    environ = command_env(cwd / "cache", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0", **env)
+    environ = command_env(warm_cache(cwd / "cache"), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0",
+                          **env)
     return run_cli([*args, *FAST], cwd, environ, timeout=300)
 
 
