@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_runner import warm_cache
 from served_model import LoggedModel, Server, log_small_model, serve
 
 from dfmx.data.demo import demo_root
@@ -16,7 +17,7 @@ from dfmx.data.demo import demo_root
 def logged_model(tmp_path_factory: pytest.TempPathFactory) -> LoggedModel:
     """A small model (offline EfficientNet-Lite0, 128 px, 8 demo images) fitted by
     ``python -m dfmx`` and logged as a pyfunc model."""
-    cache = tmp_path_factory.mktemp("serving-cache")
+    cache = warm_cache(tmp_path_factory.mktemp("serving") / "cache")
     return log_small_model(cache, demo_root(cache), tmp_path_factory.mktemp("serving-job"))
 
 
