@@ -50,13 +50,13 @@ def test_image_batches_stop_after_a_swallowed_signal(tmp_path) -> None:
         paths.append(path)
     samples = [Sample(path=p, label=0, defect_type="good") for p in paths]
     model = DFMModel("efficientnet_lite0", "blocks.2", pre_trained=False)
-    batches = model_batches(model, samples, 32, 1, 0, "test")
     previous = interrupts.install()
     try:
-        next(batches)
-        _swallowing_library_call()
-        with pytest.raises(interrupts.Interrupted):
+        with model_batches(model, samples, 32, 1, 0, "test") as batches:
             next(batches)
+            _swallowing_library_call()
+            with pytest.raises(interrupts.Interrupted):
+                next(batches)
     finally:
         interrupts.restore(previous)
 

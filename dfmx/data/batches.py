@@ -32,7 +32,7 @@ import functools
 import hashlib
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -152,8 +152,9 @@ def image_batches(
     workers: int | None = None,
     overlap: bool = False,
     store: ImageStore | None = None,
-) -> Iterator[torch.Tensor]:
-    """uint8 batches ``(B, 3, H, W)`` of ``samples``' images, in order, last one partial.
+) -> Generator[torch.Tensor, None, None]:
+    """uint8 batches ``(B, 3, H, W)`` of ``samples``' images, in order, last one partial;
+    closing the generator stops its decoding threads.
 
     Args:
         samples: the images to decode.
@@ -183,7 +184,7 @@ def image_batches(
 def _decoded_batches(
     samples: Sequence[Sample], size: tuple[int, int], interpolation: str, batch_size: int,
     threads: int, overlap: bool, store: ImageStore | None,
-) -> Iterator[torch.Tensor]:
+) -> Generator[torch.Tensor, None, None]:
     """:func:`image_batches`' generator, its arguments checked."""
     chunk = math.ceil(CHUNK_IMAGES / batch_size) * batch_size
     starts = list(range(0, len(samples), chunk))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,19 +51,31 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+@contextmanager
 def model_batches(
     model: DFMModel, samples: Sequence[Sample], image_size: int, batch_size: int,
     workers: int | None, desc: str, image_store: ImageStore | None = None,
-) -> Iterator[torch.Tensor]:
-    """uint8 image batches for ``model``, with a progress bar: resized with its backbone's
-    interpolation, decoded by :func:`~dfmx.data.batches.image_batches`' threads (ahead of
-    the backbone only on a GPU); ``image_store`` keeps the decoded chunks for other jobs."""
+) -> Iterator[Iterator[torch.Tensor]]:
+    """``with model_batches(...) as batches``: uint8 image batches for ``model``, with a
+    progress bar: resized with its backbone's interpolation, decoded by
+    :func:`~dfmx.data.batches.image_batches`' threads (ahead of the backbone only on a
+    GPU); ``image_store`` keeps the decoded chunks for other jobs.
+
+    However the block ends, the bar is closed (its line cleared) and the decoding threads
+    are stopped on the way out, so that an error or a stop message printed further up
+    starts a line of its own.
+    """
     extractor = model.feature_extractor
     batches = image_batches(samples, image_size, extractor.interpolation, batch_size,
                             workers=workers, overlap=extractor.device.type != "cpu",
                             store=image_store)
-    return _checked(tqdm(batches, desc=desc, unit="batch", leave=False,
-                         total=math.ceil(len(samples) / batch_size)))
+    bar = tqdm(batches, desc=desc, unit="batch", leave=False,
+               total=math.ceil(len(samples) / batch_size))
+    try:
+        yield _checked(bar)
+    finally:
+        bar.close()
+        batches.close()
 
 
 def _checked(batches: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
@@ -89,8 +102,9 @@ def predict_images(
     samples = [Sample(path=Path(p), label=0, defect_type="unknown", mask_path=None)
                for p in paths]
     scores, maps = [], []
-    with torch.inference_mode():
-        for batch in model_batches(model, samples, size, batch_size, num_workers, "predict"):
+    with torch.inference_mode(), \
+            model_batches(model, samples, size, batch_size, num_workers, "predict") as batches:
+        for batch in batches:
             out = model(batch)
             scores.append(out.pred_score.double().cpu())
             if keep_maps and out.anomaly_map is not None:

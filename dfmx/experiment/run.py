@@ -181,9 +181,9 @@ def raw_features(
     desc = desc or f"{split} features"
 
     def compute(image_store: FeatureCache | None = None) -> RawFeatures:
-        return _raw_of_batches(model, model_batches(
-            model, samples, loader.image_size, loader.batch_size, loader.num_workers, desc,
-            image_store))
+        with model_batches(model, samples, loader.image_size, loader.batch_size,
+                           loader.num_workers, desc, image_store) as batches:
+            return _raw_of_batches(model, batches)
 
     if cache is None:
         raw, hit = compute(), False
@@ -458,8 +458,9 @@ def _synthetic_raw(model: DFMModel, val: list[Sample], loader: LoaderSettings, s
     size, batch = loader.image_size, loader.batch_size
 
     def compute() -> dict[str, torch.Tensor]:
-        images = torch.cat(list(model_batches(model, val, size, batch, loader.num_workers,
-                                              "val images", cache)))
+        with model_batches(model, val, size, batch, loader.num_workers, "val images",
+                           cache) as batches:
+            images = torch.cat(list(batches))
         made = synthesise_anomalies(images, seed)
         raw = _raw_of_batches(model, (made.images[start:start + batch]
                                       for start in range(0, made.images.shape[0], batch)))

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import csv
 import shutil
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dfmx.cli import predict as predict_cli
+from dfmx.data import Sample
 from dfmx.data.demo import demo_root
-from dfmx.experiment.predict import expand_inputs, predict_images
+from dfmx.experiment.predict import expand_inputs, model_batches, predict_images
 from dfmx.experiment.run import LoaderSettings, load_splits, run_experiment, score_samples
 from dfmx.experiment.saved_model import load_model
 from dfmx.metrics.threshold import fpr_threshold
@@ -52,6 +55,30 @@ def test_expand_inputs_mixes_files_and_folders(saved, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images found"):
         expand_inputs([tmp_path / "empty"])
+
+
+def test_an_error_mid_way_clears_the_progress_bar_and_stops_decoding(
+        saved, capsys: pytest.CaptureFixture[str]) -> None:
+    """An error raised while a progress bar shows: the bar's line is cleared on the way
+    out, so the message printed further up (here by the test) starts a line of its own,
+    and the decoding threads have stopped."""
+    model = load_model(saved["model_dir"])
+    samples = [Sample(path=p, label=0, defect_type="good", mask_path=None)
+               for p in saved["images"]]
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="mid-way"), \
+            model_batches(model, samples, 64, 1, 2, "predict") as batches:
+        next(batches)
+        decoders = {t for t in threading.enumerate()
+                    if t.name.startswith("dfmx-decode")} - before
+        assert decoders
+        raise RuntimeError("mid-way")
+    print("dfmx: error: mid-way", file=sys.stderr)
+    err = capsys.readouterr().err
+    assert "predict:" in err  # the bar was shown
+    # What a terminal shows of the last line: the text after its last carriage return.
+    assert err.splitlines()[-1].split("\r")[-1] == "dfmx: error: mid-way", repr(err)
+    assert not any(t.is_alive() for t in decoders)
 
 
 def test_predictions_equal_the_run_scores(saved) -> None:
