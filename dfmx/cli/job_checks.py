@@ -12,8 +12,9 @@ record (:class:`~dfmx.engine.model_config.ModelConfig`, which checks ``pca_level
 ``precision``, ``device``, ``optimize``, ``combine``, ``reduction``...) go to
 :func:`~dfmx.experiment.job_model.checked_model_config`. A bad value (``scorer=knn
 scorer.n_neighbors=0``) ends the command with one ``dfmx: error:`` line and exit status 2,
-before any run folder, MLflow run or sweep job exists; in a sweep the line names the
-first job refused by the options that differ between jobs.
+before any run folder, MLflow run or sweep job exists. A sweep's jobs are checked as a
+single run is, the options' own values of every job before any job's plugins (which
+import torch); the line names the job refused and the options that differ between jobs.
 """
 
 from __future__ import annotations
@@ -73,17 +74,26 @@ def layer_problem(cfg: Mapping[str, Any]) -> str | None:
     return None
 
 
-def job_problem(cfg: Mapping[str, Any]) -> str | None:
-    """The first problem of a resolved job config (plugins, layers, job-level and model
-    options), in one line; ``None`` when the job may start. The options' own values come
-    first: their check imports no plugin and no torch."""
+def option_problem(cfg: Mapping[str, Any]) -> str | None:
+    """The first problem of the job-level options' own values (``pca_level``,
+    ``precision``...), in one line, else ``None``. Imports no plugin and no torch."""
     from dfmx.errors import USER_ERRORS
-    from dfmx.experiment.job_model import checked_model_config, model_config
+    from dfmx.experiment.job_model import checked_model_config
 
     try:
         checked_model_config(cfg, plugins=False)
     except USER_ERRORS as exc:
         return str(exc)
+    return None
+
+
+def plugins_problem(cfg: Mapping[str, Any]) -> str | None:
+    """The first problem of a resolved job config whose options' own values passed
+    :func:`option_problem`: its plugins, its layers, then the model record with the
+    plugins' values. Loads the plugins (and so imports torch)."""
+    from dfmx.errors import USER_ERRORS
+    from dfmx.experiment.job_model import model_config
+
     for kind in registry.GROUPS:
         node = cfg.get(kind)
         if isinstance(node, Mapping) and "name" in node:
@@ -94,10 +104,17 @@ def job_problem(cfg: Mapping[str, Any]) -> str | None:
     if problem:
         return problem
     try:
-        model_config(cfg)  # the job-level options passed the first check
+        model_config(cfg)
     except USER_ERRORS as exc:
         return str(exc)
     return None
+
+
+def job_problem(cfg: Mapping[str, Any]) -> str | None:
+    """The first problem of a resolved job config (options' own values, plugins, layers,
+    model record), in one line; ``None`` when the job may start. The options' own values
+    come first: their check imports no plugin and no torch."""
+    return option_problem(cfg) or plugins_problem(cfg)
 
 
 def _plain(cfg: DictConfig) -> dict[str, Any] | None:
@@ -148,6 +165,9 @@ class ConfigCheckCallback(Callback):
         except Exception:  # a sweep the basic sweeper refuses: it says why
             return
         common = set(jobs[0]).intersection(*jobs[1:]) if jobs else set()
+        checked: list[tuple[str, dict[str, Any] | None]] = []
+        # Every job's options' own values first, as a single run's: a bad swept value is
+        # refused before any plugin (and torch) is loaded for the jobs before it.
         for number, overrides in enumerate(jobs):
             differing = " ".join(o for o in overrides if o not in common)
             where = f" (sweep job #{number}{': ' if differing else ''}{differing})"
@@ -158,6 +178,11 @@ class ConfigCheckCallback(Callback):
                 detail = f": {str(cause).splitlines()[0]}" if cause is not None else ""
                 _refuse(f"{str(exc).splitlines()[0]}{detail}{where}")
             plain = _plain(job)
-            problem = job_problem(plain) if plain is not None else None
+            problem = option_problem(plain) if plain is not None else None
+            if problem:
+                _refuse(f"{problem}{where}")
+            checked.append((where, plain))
+        for where, plain in checked:
+            problem = plugins_problem(plain) if plain is not None else None
             if problem:
                 _refuse(f"{problem}{where}")

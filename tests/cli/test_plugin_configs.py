@@ -140,7 +140,10 @@ def test_a_plugin_of_another_version_is_imported_again(cache_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "scorer=nll"],
-                                  ["pca_levle=0.9"], ["scorer.n_neighbors=abc", "scorer=knn"]])
+                                  ["pca_levle=0.9"], ["scorer.n_neighbors=abc", "scorer=knn"],
+                                  ["pca_level=1.5"],
+                                  # job #0 is good: its plugins are not loaded before #1
+                                  ["-m", "precision=fp32,fp16"]])
 def test_quick_commands_do_not_import_torch(cache_dir: Path, args: list[str]) -> None:
     env = command_env(cache_dir)
     first = run_cli(["--help"], cache_dir, env, timeout=600)
