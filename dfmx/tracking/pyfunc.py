@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 from collections.abc import Iterator
 from importlib import metadata
@@ -172,16 +173,29 @@ def pip_requirements() -> list[str]:
 _PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
+#: MLflow's loggers of model logging, whose INFO records are notes to the model's author
+#: (dfmx), not to the user: "Validating input example against model signature".
+_MODEL_LOGGERS = ("mlflow.models", "mlflow.pyfunc")
+
+
 @contextlib.contextmanager
 def _quiet_logging() -> Iterator[None]:
     """No "Downloading artifacts" bar for MLflow's copy of the local model folder (unless
-    the user set ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``)."""
+    the user set ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``), and no INFO lines of MLflow's
+    model logging after the job's summary (its warnings still show)."""
     user_set = _PROGRESS_BAR_ENV in os.environ
     if not user_set:
         os.environ[_PROGRESS_BAR_ENV] = "false"
+    loggers = [logging.getLogger(name) for name in _MODEL_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
         if not user_set:
             os.environ.pop(_PROGRESS_BAR_ENV, None)
 

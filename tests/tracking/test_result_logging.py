@@ -1,7 +1,9 @@
-"""What a job's run holds when its results cannot all be logged (a real SQLite store)."""
+"""What a job's run holds when its results cannot all be logged, and what logging its model
+prints (a real SQLite store)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -28,3 +30,24 @@ def test_metrics_are_logged_when_the_run_s_files_cannot_be(tmp_path: Path) -> No
     logged = MlflowClient(uri).get_run(run.run_id)
     assert logged.data.metrics == {"image_AUROC": 0.75, "time_total": 1.5}
     assert logged.info.status == "FAILED"
+
+
+def test_logging_the_model_prints_no_notes_of_mlflow(tmp_path: Path, capfd: pytest.CaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's INFO lines about the model ("Validating input example against model
+    signature") would follow the job's summary; its warnings would still show."""
+    from dfmx.tracking.pyfunc import log_pyfunc_model
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # log_pyfunc_model sets it
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("dfmx"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text("{}")
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.INFO)  # as MLflow configures it
+    model_uri, _ = log_pyfunc_model(model, run.info.run_id, uri)
+    printed = capfd.readouterr()
+    assert "Validating input example" not in printed.out + printed.err, printed
+    assert model_uri.startswith("models:/"), model_uri  # the model was logged
+    assert logging.getLogger("mlflow.pyfunc").level == logging.INFO  # given back
