@@ -38,7 +38,7 @@ def plugin_problem(kind: str, node: Mapping[str, Any]) -> str | None:
     """Why the resolved plugin node ``{"name": ..., **options}`` of ``kind`` cannot be
     built (its ``Config`` or its constructor refuses the options), else ``None``."""
     from dfmx.data.splits import source_options
-    from dfmx.errors import USER_ERRORS
+    from dfmx.errors import USER_ERRORS, ConfigError
 
     name, params = registry.plugin_params(node)
     try:
@@ -49,8 +49,10 @@ def plugin_problem(kind: str, node: Mapping[str, Any]) -> str | None:
         if plugin is not cls and isinstance(plugin, type):
             plugin(**own)
     except (TypeError, ValueError, *USER_ERRORS) as exc:  # a plugin refuses with ValueError
-        options = " ".join(f"{kind}.{k}={v!r}" for k, v in params.items())
         message = str(exc).splitlines()[0] if str(exc) else ""
+        if isinstance(exc, ConfigError):  # dfmx's own messages name the option
+            return f"{kind}={name}: {message}"
+        options = " ".join(f"{kind}.{k}={v!r}" for k, v in params.items())
         return f"{kind}={name} ({options or 'no options'}): {type(exc).__name__}: {message}"
     return None
 

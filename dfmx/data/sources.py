@@ -42,10 +42,12 @@ def mask_locations(source: object) -> str:
     return _UNKNOWN_MASKS
 
 
-def _required(value: str | None, option: str, example: str) -> str:
+def _required(value: object, option: str, example: str) -> str:
+    """``value``, checked when the source is made: the start-up check of the options makes
+    it, so a missing option stops the command before any run exists."""
     if not value:
         raise ConfigError(f"{option} is required, e.g. {example}")
-    return value
+    return str(value)
 
 
 def _check_train(train: list[Sample], where: str, hint: str = "") -> list[Sample]:
@@ -88,15 +90,14 @@ class MVTecData:
         category: str | None = None
 
     def __init__(self, root: str | None = None, category: str | None = None) -> None:
-        self.root = root
-        self.category = category
+        self.root = _required(root, "data.root", "data.root=/data/mvtec_ad")
+        self.category = _required(category, "data.category", "data.category=bottle")
 
     def mask_locations(self) -> str:
-        return f"{Path(str(self.root)) / str(self.category)}/ground_truth/<type>/<stem>_mask.png"
+        return f"{Path(self.root) / self.category}/ground_truth/<type>/<stem>_mask.png"
 
     def load(self) -> tuple[list[Sample], list[Sample]]:
-        root = _required(self.root, "data.root", "data.root=/data/mvtec_ad")
-        category = _required(self.category, "data.category", "data.category=bottle")
+        root, category = self.root, self.category
         train = mvtec_samples(root, category, "train")
         _check_train(train, str(Path(root) / category / "train" / NORMAL_TYPE))
         return train, mvtec_samples(root, category, "test")
@@ -130,6 +131,7 @@ class FolderData:
         seed: int = 0
 
     def __init__(self, **options: object) -> None:
+        _required(options.get("normal_dir"), "data.normal_dir", "data.normal_dir=/data/good")
         self.options = options
 
     def mask_locations(self) -> str:
@@ -142,9 +144,6 @@ class FolderData:
             list[Sample], list[Sample], list[Sample]]:
         opts = dict(self.options)
         val_dir = opts.pop("val_dir", None)
-        opts["normal_dir"] = _required(
-            opts.get("normal_dir"), "data.normal_dir", "data.normal_dir=/data/good"
-        )
         check_distinct_folders({f"data.{k}": (opts if k != "val_dir" else {k: val_dir}).get(k)
                                 for k in ("normal_dir", "abnormal_dir", "mask_dir",
                                           "test_normal_dir", "val_dir")})

@@ -192,7 +192,11 @@ def test_plain_folder_data(cli_runs: dict[str, CliResult]) -> None:
 
 
 def test_mvtec_without_root_is_a_clear_error(cli_runs: dict[str, CliResult]) -> None:
-    assert_clean_failure(cli_runs["mvtec_no_root"], "data.root", "required")
+    """Refused by the start-up check of the options: a usage error, before a run folder."""
+    result = cli_runs["mvtec_no_root"]
+    assert_clean_failure(result, "dfmx: error: data=mvtec: data.root is required")
+    assert result.returncode == 2, result
+    assert result.run_dir is not None and not result.run_dir.exists(), result
 
 
 def test_help_lists_every_group_and_option(cli) -> None:

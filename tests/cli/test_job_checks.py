@@ -26,6 +26,8 @@ def test_good_config_has_no_problem() -> None:
     (["combine=bogus"], "combine must be one of concat, ensemble; got 'bogus'"),
     (["precision=fp16"], "precision must be one of auto, fp32, bf16; got 'fp16'"),
     (["reduction=bogus"], "reduction must be one of sum, max, topk; got 'bogus'"),
+    (["data=mvtec", "data.root=/x"], "data=mvtec: data.category is required"),
+    (["data=folder"], "data=folder: data.normal_dir is required"),
     (["reduction_topk=2.0"], "reduction_topk must be a share of the map in (0, 1]"),
     (["device=gpu"], "device must be cpu, cuda, cuda:N, mps or auto; got 'gpu'"),
     (["optimize=fast"], "optimize must be one of auto, none, freeze, compile; got 'fast'"),
@@ -67,6 +69,8 @@ def _dfmx(workdir: Path, *args: str) -> CliResult:
     (["combine=bogus"], "combine must be one of concat, ensemble; got 'bogus'"),
     (["precision=fp16"], "precision must be one of auto, fp32, bf16; got 'fp16'"),
     (["reduction=bogus"], "reduction must be one of sum, max, topk; got 'bogus'"),
+    (["data=mvtec", "data.root=/x"], "data=mvtec: data.category is required"),
+    (["data=folder"], "data=folder: data.normal_dir is required"),
     (["-m", "precision=fp32,fp16"], "precision must be one of auto, fp32, bf16; got 'fp16'"),
 ])
 def test_bad_plugin_option_stops_before_any_run(workdir: Path, args: list[str],

@@ -122,12 +122,13 @@ def test_unknown_data_source_lists_the_installed_ones() -> None:
 
 
 def test_data_sources_name_missing_required_options() -> None:
+    """When the source is made (as the start-up check of the options does), not at load."""
     with pytest.raises(ValueError, match=r"data\.root is required"):
-        MVTecData().load()
+        MVTecData()
     with pytest.raises(ValueError, match=r"data\.category is required"):
-        MVTecData(root="/somewhere").load()
+        MVTecData(root="/somewhere")
     with pytest.raises(ValueError, match=r"data\.normal_dir is required"):
-        FolderData(abnormal_dir="/x").load()
+        FolderData(abnormal_dir="/x")
 
 
 def test_threshold_is_set_on_the_validation_normals_only(tiny_config, folders,
