@@ -82,8 +82,17 @@ def _check_overrides(argv: list[str], config_module: str) -> str | None:
     from omegaconf import OmegaConf
 
     args, _ = get_args_parser().parse_known_args(argv)
-    if (args.help or args.hydra_help or args.config_path or args.config_name
-            or args.config_dir or args.experimental_rerun or args.shell_completion):
+    if args.help or args.hydra_help:
+        return None
+    modes = [flag for flag, given in (
+        ("--run", args.run), ("--multirun", args.multirun), ("--cfg", args.cfg is not None),
+        ("--info", args.info is not None), ("--shell-completion", args.shell_completion),
+    ) if given]
+    if len(modes) > 1:  # Hydra raises a ValueError, shown as a traceback
+        return (f"{' and '.join(modes)} cannot be given together: a command does one of "
+                f"--run (the default), --multirun (-m), --cfg, --info and --shell-completion")
+    if (args.config_path or args.config_name or args.config_dir or args.experimental_rerun
+            or args.shell_completion):
         return None
     try:
         overrides = OverridesParser.create().parse_overrides(args.overrides)

@@ -78,6 +78,8 @@ def plugins_registered() -> None:
         (["layer=blocks4"], "Options for layer: default"),
         (["-m", "scorer=fre,nl"], "unknown scorer 'nl'. Did you mean 'nll'"),
         (["cache.max_gbb=1"], "Did you mean 'cache.max_gb'"),
+        (["-m", "--cfg", "job", "scorer=fre,nll"], "--multirun and --cfg cannot be given"),
+        (["--info", "-c", "job"], "--cfg and --info cannot be given together"),
     ],
 )
 def test_check_overrides_suggests(plugins_registered: None, argv: list[str], needle: str) -> None:
