@@ -23,6 +23,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from dfmx import interrupts, startup_gc
 from dfmx.allocator import keep_freed_memory
@@ -30,7 +31,7 @@ from dfmx.cli.compose import compose_sweep_jobs_once, share_config_store
 from dfmx.cli.config_store import register_plugins, register_resolvers
 from dfmx.cli.overrides import exit_on_bad_overrides
 from dfmx.cli.timings import job_timer, log_job_timings
-from dfmx.errors import USER_ERRORS, describe, traceback_text
+from dfmx.errors import USER_ERRORS, ConfigError, describe, traceback_text
 from dfmx.tracking import run_process, sweep_state
 from dfmx.tracking.job_context import JobContext
 from dfmx.tracking.redact import (
@@ -98,6 +99,13 @@ def _skip_finished(context: JobContext, prior: Any, plain: dict[str, Any]) -> fl
              prior.run_id)
     _record(context, "FINISHED", prior.run_id, metrics=prior.metrics)
     return _selected(prior.metrics, plain)
+
+
+def _unresolved(exc: OmegaConfBaseException) -> ConfigError:
+    """The user's error of a config value that cannot be resolved, in one line."""
+    key = getattr(exc, "full_key", None)
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ConfigError(f"cannot resolve {key or 'the config'}: {message}")
 
 
 def _failed(context: JobContext, plain: dict[str, Any], exc: Exception, run_id: str | None,
@@ -200,8 +208,11 @@ def _job(cfg: DictConfig) -> float | None:
     interrupts.install()
     keep_freed_memory()  # this process's own allocator: the job's tensors reuse memory
     startup_gc.resume()  # where the option checks did not (a config without them)
-    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     context = JobContext.from_hydra(HydraConfig.get())
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:  # pca_level='${oops}', a value left at ???
+        return _failed(context, {}, _unresolved(exc), None)
     settings = TrackingSettings.from_config(plain.get("tracking"))
     tracker = run_process.client(settings, context) if settings.enabled else None
     if tracker is None:

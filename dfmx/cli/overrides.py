@@ -139,8 +139,8 @@ def _check_overrides(argv: list[str], config_module: str) -> str | None:
     missing = object()
     known = [k for k in _keys(cfg) if not k.startswith("hydra")]
     for key in keys:
-        if OmegaConf.select(cfg, key, default=missing) is not missing:
-            continue
+        if key in known or OmegaConf.select(cfg, key, default=missing) is not missing:
+            continue  # (select takes a value left at ??? for a missing key)
         parent, _, leaf = key.rpartition(".")
         siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent]
         if parent and parent in known:
@@ -165,10 +165,11 @@ def _check_overrides(argv: list[str], config_module: str) -> str | None:
 
 
 def _parsed(override: Any) -> list[Any]:
-    """The parsed value(s) of an override (all of them for a sweep)."""
-    if override.is_sweep_override():
-        return list(override.sweep_iterator())
-    return [override.value()]
+    """The parsed value(s) of an override (all of them for a sweep), less interpolations
+    (``overlays='${seed}'``), which only the composed job resolves."""
+    values = (list(override.sweep_iterator()) if override.is_sweep_override()
+              else [override.value()])
+    return [v for v in values if not (isinstance(v, str) and "${" in v)]
 
 
 def _bad_value(exc: BaseException) -> str | None:

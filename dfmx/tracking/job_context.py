@@ -60,8 +60,10 @@ class JobContext:
 
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         cwd = Path(hydra_cfg.runtime.cwd)
-        # Secrets hidden: the overrides name the MLflow run and fill the sweep table.
-        overrides = parse_overrides([redact_override(o) for o in hydra_cfg.overrides.task])
+        # Secrets hidden: the overrides name the MLflow run and fill the sweep table. As
+        # typed: an interpolation in one (pca_level='${x}') is the job's to resolve.
+        task = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False) or []
+        overrides = parse_overrides([redact_override(str(o)) for o in task])
         choices = OmegaConf.to_container(hydra_cfg.runtime.choices, resolve=True) or {}
         job_num = OmegaConf.select(hydra_cfg, "job.num", default=None) if multirun else None
         sweep_dir = absolute_dir(hydra_cfg.sweep.dir, cwd) if multirun else None

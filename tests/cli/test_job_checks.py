@@ -82,3 +82,15 @@ def test_bad_plugin_option_stops_before_any_run(workdir: Path, args: list[str],
     assert "Traceback" not in output, result
     assert not (workdir / "outputs").exists() and not (workdir / "multirun").exists()
     assert not (workdir / "mlflow.db").exists()  # no store made either
+
+
+@pytest.mark.parametrize("value, needle", [
+    ("${oops}", "cannot resolve pca_level: Interpolation key 'oops' not found"),
+    ("${oc.env:DFMX_TEST_UNSET_VARIABLE}", "cannot resolve pca_level: "),
+])
+def test_an_unresolvable_value_is_one_line(workdir: Path, value: str, needle: str) -> None:
+    """Resolved by the job (its interpolations may need Hydra's job-time values): one
+    error line, exit status 1, no traceback."""
+    result = _dfmx(workdir, "tracking=none", f"pca_level={value}")
+    assert result.returncode == 1, result
+    assert needle in result.output and "Traceback" not in result.output, result
