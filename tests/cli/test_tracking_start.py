@@ -8,6 +8,7 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from dfmx.cli import app
@@ -16,6 +17,13 @@ from dfmx.tracking.job_run import JobRun
 from dfmx.tracking.settings import TrackingSettings
 
 CONFIG = {"scorer": {"name": "fre"}, "pca_level": 0.97}
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow puts a SQLite store's artifacts in ./mlruns: the test's folder, not the
+    checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 def _tracker(tmp_path: Path) -> tuple[JobRun, str]:
