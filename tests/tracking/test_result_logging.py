@@ -14,6 +14,13 @@ from dfmx.tracking.job_run import JobRun, LoggedResult
 from dfmx.tracking.settings import TrackingSettings
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow puts a SQLite store's artifacts in ./mlruns: the test's folder, not the
+    checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 def test_metrics_are_logged_when_the_run_s_files_cannot_be(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = JobRun(TrackingSettings(tracking_uri=uri),
@@ -32,22 +39,53 @@ def test_metrics_are_logged_when_the_run_s_files_cannot_be(tmp_path: Path) -> No
     assert logged.info.status == "FAILED"
 
 
-def test_logging_the_model_prints_no_notes_of_mlflow(tmp_path: Path, capfd: pytest.CaptureFixture,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """MLflow's INFO lines about the model ("Validating input example against model
-    signature") would follow the job's summary; its warnings would still show."""
+def _log_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[MlflowClient, str, str]:
+    """A model folder logged as the pyfunc model of a new run with one param: the client,
+    the run id and the model URI."""
     from dfmx.tracking.pyfunc import log_pyfunc_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # log_pyfunc_model sets it
     client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("dfmx"))
+    client.log_param(run.info.run_id, "scorer.name", "fre")
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.json").write_text("{}")
-    logging.getLogger("mlflow.pyfunc").setLevel(logging.INFO)  # as MLflow configures it
     model_uri, _ = log_pyfunc_model(model, run.info.run_id, uri)
+    return client, run.info.run_id, model_uri
+
+
+def test_logging_the_model_prints_no_notes_of_mlflow(tmp_path: Path, capfd: pytest.CaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's INFO lines about the model ("Validating input example against model
+    signature") would follow the job's summary; its warnings would still show."""
+    logger = logging.getLogger("mlflow.pyfunc")
+    level = logger.level
+    logger.setLevel(logging.INFO)  # as MLflow configures its loggers
+    try:
+        _, _, model_uri = _log_a_model(tmp_path, monkeypatch)
+        assert logger.level == logging.INFO  # given back
+    finally:
+        logger.setLevel(level)
     printed = capfd.readouterr()
     assert "Validating input example" not in printed.out + printed.err, printed
     assert model_uri.startswith("models:/"), model_uri  # the model was logged
-    assert logging.getLogger("mlflow.pyfunc").level == logging.INFO  # given back
+
+
+def test_the_logged_model_carries_the_run_s_params_and_dfmx_s_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the source file of the process that logged it (dfmx/tracking/run_process.py)."""
+    from mlflow.entities import LoggedModelStatus
+
+    import dfmx
+    from dfmx.tracking.params import version_tags
+
+    client, run_id, model_uri = _log_a_model(tmp_path, monkeypatch)
+    model = client.get_logged_model(model_uri.removeprefix("models:/"))
+    assert model.source_run_id == run_id and model.status == LoggedModelStatus.READY, model
+    assert model.params == {"scorer.name": "fre"}
+    assert model.tags.get("dfmx.version") == dfmx.__version__, model.tags
+    assert "mlflow.source.name" not in model.tags, model.tags
+    assert {k: v for k, v in model.tags.items() if k.startswith("mlflow.source.git")} == {
+        k: v for k, v in version_tags().items() if k.startswith("mlflow.source.git")}
