@@ -28,7 +28,7 @@ from dfmx import interrupts
 from dfmx.errors import USER_ERRORS, describe, traceback_text
 from dfmx.tracking import run_process, sweep_state
 from dfmx.tracking.job_context import absolute_dir
-from dfmx.tracking.params import version_tags
+from dfmx.tracking.params import origin_tags
 from dfmx.tracking.redact import redact_hydra_dir, redact_override, redact_text
 from dfmx.tracking.settings import TrackingSettings
 from dfmx.tracking.sweep_table import (
@@ -156,7 +156,7 @@ class SweepCallback(Callback):
             overrides = " ".join(redact_override(o) for o in OmegaConf.select(
                 config, "hydra.overrides.task", default=[]))
             tags = {"dfmx.sweep": "parent", "dfmx.sweep_overrides": overrides[:5000],
-                    "dfmx.sweep_dir": str(sweep_dir), **version_tags()}
+                    "dfmx.sweep_dir": str(sweep_dir), **origin_tags()}
             try:
                 info = run_process.parent_runs().create(
                     uri, settings.experiment_name, tags, f"sweep {sweep_dir.name}")

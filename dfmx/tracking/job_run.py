@@ -16,7 +16,7 @@ from dfmx.errors import traceback_text
 from dfmx.path_text import path_text, text_safe
 from dfmx.tracking import sweep_state
 from dfmx.tracking.job_context import JobContext
-from dfmx.tracking.params import MAX_TAG_LENGTH, choice_tags, flatten_params, version_tags
+from dfmx.tracking.params import MAX_TAG_LENGTH, choice_tags, flatten_params, origin_tags
 from dfmx.tracking.redact import redact_text
 from dfmx.tracking.settings import TrackingSettings
 from dfmx.tracking.store import hide_printed_credentials, open_store, retry_locked
@@ -141,7 +141,7 @@ class JobRun:
 
         experiment_id = self._connect()
         parent = self._parent_info
-        tags = {**choice_tags(self.context.choices), **version_tags(),
+        tags = {**choice_tags(self.context.choices), **origin_tags(),
                 "dfmx.output_dir": path_text(self.context.output_dir),
                 CONFIG_HASH_TAG: config_hash(config)}
         if self.context.job_num is not None:

@@ -65,8 +65,13 @@ def git_commit() -> str | None:
     return commit if out.returncode == 0 and commit else None
 
 
-def version_tags() -> dict[str, str]:
-    """``dfmx.version`` and, when known, the git commit (also as MLflow's own tag)."""
+def origin_tags() -> dict[str, str]:
+    """Who and which code made a record (a run, a sweep's parent run, a logged model):
+    ``dfmx.version``; when known, the git commit (also as MLflow's own tag) and the user
+    (``mlflow.user``, MLflow's "User" column)."""
+    import contextlib
+    import getpass
+
     import dfmx
 
     tags = {"dfmx.version": dfmx.__version__}
@@ -74,4 +79,6 @@ def version_tags() -> dict[str, str]:
     if commit:
         tags["dfmx.git_commit"] = commit
         tags["mlflow.source.git.commit"] = commit
+    with contextlib.suppress(Exception):  # no login name (a container's numeric user)
+        tags["mlflow.user"] = getpass.getuser()
     return tags

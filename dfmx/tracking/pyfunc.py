@@ -32,7 +32,7 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from dfmx.tracking.params import version_tags
+from dfmx.tracking.params import origin_tags
 from dfmx.tracking.pyfunc_inputs import (
     IMAGE_COLUMN,
     PATH_COLUMN,
@@ -247,7 +247,7 @@ def log_pyfunc_model(model_dir: str | Path, run_id: str,
     its test images with, and the served model is tested on real requests in
     ``tests/serving``.
 
-    The model record is made here, with the run's params and dfmx's version tags, and
+    The model record is made here, with the run's params and dfmx's origin tags, and
     handed to MLflow: MLflow would tag it with the source file of the logging process
     (``dfmx/tracking/run_process.py``) and that file's git state, importing GitPython and
     running ``git`` to find it.
@@ -257,7 +257,7 @@ def log_pyfunc_model(model_dir: str | Path, run_id: str,
     run = client.get_run(run_id)
     model = client.create_logged_model(
         experiment_id=run.info.experiment_id, name=PYFUNC_NAME, source_run_id=run_id,
-        params=dict(run.data.params), tags=version_tags())
+        params=dict(run.data.params), tags=origin_tags())
     with _quiet_logging(), _pins_not_rechecked(), mlflow.start_run(run_id=run_id):
         info = mlflow.models.Model.log(
             model_id=model.model_id,

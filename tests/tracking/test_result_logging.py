@@ -3,6 +3,7 @@ prints (a real SQLite store)."""
 
 from __future__ import annotations
 
+import getpass
 import logging
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def test_metrics_are_logged_when_the_run_s_files_cannot_be(tmp_path: Path) -> No
     run.log_failure(RuntimeError("could not log"))
     logged = MlflowClient(uri).get_run(run.run_id)
     assert logged.data.metrics == {"image_AUROC": 0.75, "time_total": 1.5}
+    assert logged.data.tags["mlflow.user"] == getpass.getuser()  # MLflow's "User" column
     assert logged.info.status == "FAILED"
 
 
@@ -79,13 +81,14 @@ def test_the_logged_model_carries_the_run_s_params_and_dfmx_s_version(
     from mlflow.entities import LoggedModelStatus
 
     import dfmx
-    from dfmx.tracking.params import version_tags
+    from dfmx.tracking.params import origin_tags
 
     client, run_id, model_uri = _log_a_model(tmp_path, monkeypatch)
     model = client.get_logged_model(model_uri.removeprefix("models:/"))
     assert model.source_run_id == run_id and model.status == LoggedModelStatus.READY, model
     assert model.params == {"scorer.name": "fre"}
     assert model.tags.get("dfmx.version") == dfmx.__version__, model.tags
+    assert model.tags.get("mlflow.user") == getpass.getuser(), model.tags
     assert "mlflow.source.name" not in model.tags, model.tags
     assert {k: v for k, v in model.tags.items() if k.startswith("mlflow.source.git")} == {
-        k: v for k, v in version_tags().items() if k.startswith("mlflow.source.git")}
+        k: v for k, v in origin_tags().items() if k.startswith("mlflow.source.git")}
