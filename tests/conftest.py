@@ -49,6 +49,15 @@ def own_default_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield folder
 
 
+@pytest.fixture
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test runs in its own folder: what a library writes relative to the working
+    folder (MLflow keeps a new experiment's artifacts in ./mlruns of the process that makes
+    it) lands there, not in the checkout."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def dfmx_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One ``DFMX_CACHE_DIR`` for the session, holding the generated demo data set.

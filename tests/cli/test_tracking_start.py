@@ -19,11 +19,8 @@ from dfmx.tracking.settings import TrackingSettings
 CONFIG = {"scorer": {"name": "fre"}, "pca_level": 0.97}
 
 
-@pytest.fixture(autouse=True)
-def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """MLflow puts a SQLite store's artifacts in ./mlruns: the test's folder, not the
-    checkout."""
-    monkeypatch.chdir(tmp_path)
+#: MLflow keeps a new experiment's artifacts in ./mlruns of the process that makes it.
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
 def _tracker(tmp_path: Path) -> tuple[JobRun, str]:

@@ -102,15 +102,14 @@ def _wait_for_statuses(running: RunningCli, db: str,
 
 
 # ----------------------------------------------------------------- item 2: run folders
-def test_runs_started_together_get_their_own_folders(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("in_tmp_path")
+def test_runs_started_together_get_their_own_folders(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runner = CliRunner(_env(tmp_path), tmp_path, parallel=2)
     # The store first, so the two runs do not race to create its tables; made from the
-    # commands' folder, as MLflow keeps the experiment's artifacts in ./mlruns of its maker.
+    # commands' folder (in_tmp_path), where they keep their artifacts.
     from dfmx.tracking.store import open_store
 
-    monkeypatch.chdir(tmp_path)
     open_store(db, "dfmx")
     results = runner.run_many({s: _job([*SMALL, "save_model=true", f"scorer={s}",
                                         f"tracking.tracking_uri={db}"]) for s in ("fre", "nll")})

@@ -14,12 +14,8 @@ from dfmx.tracking.job_context import JobContext
 from dfmx.tracking.job_run import JobRun, LoggedResult
 from dfmx.tracking.settings import TrackingSettings
 
-
-@pytest.fixture(autouse=True)
-def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """MLflow puts a SQLite store's artifacts in ./mlruns: the test's folder, not the
-    checkout."""
-    monkeypatch.chdir(tmp_path)
+#: MLflow keeps a new experiment's artifacts in ./mlruns of the process that makes it.
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
 def test_metrics_are_logged_when_the_run_s_files_cannot_be(tmp_path: Path) -> None:
