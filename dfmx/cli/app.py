@@ -212,7 +212,8 @@ def _job(cfg: DictConfig) -> float | None:
     try:
         plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as exc:  # pca_level='${oops}', a value left at ???
-        return _failed(context, {}, _unresolved(exc), None)
+        debug = OmegaConf.select(cfg, "debug", default=False, throw_on_resolution_failure=False)
+        return _failed(context, {"debug": debug is True}, _unresolved(exc), None)
     settings = TrackingSettings.from_config(plain.get("tracking"))
     tracker = run_process.client(settings, context) if settings.enabled else None
     if tracker is None:

@@ -94,3 +94,10 @@ def test_an_unresolvable_value_is_one_line(workdir: Path, value: str, needle: st
     result = _dfmx(workdir, "tracking=none", f"pca_level={value}")
     assert result.returncode == 1, result
     assert needle in result.output and "Traceback" not in result.output, result
+
+
+def test_an_unresolvable_value_shows_its_traceback_with_debug(workdir: Path) -> None:
+    """The one line's hint, "run with debug=true for the full traceback", holds."""
+    result = _dfmx(workdir, "tracking=none", "pca_level=${oops}", "debug=true")
+    assert result.returncode == 1, result
+    assert "Traceback" in result.output and "cannot resolve pca_level" in result.output, result
